@@ -1,0 +1,5 @@
+import sys
+
+from pplgate.cli import main
+
+sys.exit(main())

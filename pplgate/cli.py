@@ -1,0 +1,109 @@
+"""``python -m pplgate``: the vendor's run_onnx.py flags, and a Final report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
+from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision
+from pplgate.errors import PplgateError
+from pplgate.fileio import user_cache_dir, write_json_atomic
+from pplgate.runtime import SCORINGS, RuntimeOptions
+from pplgate.sources import VENDOR_MODEL_URL
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
+    return key, value
+
+
+def _checked(parse):
+    """Wraps a pplgate parser so argparse reports its sentence as a usage error."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except PplgateError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate",
+        description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
+    p.add_argument("--device", type=_checked(parse_device), default="cpu", help=f"one of {', '.join(DEVICES)}, optionally :N for card N")
+    p.add_argument("--precision", type=_checked(parse_precision), default="fp32", help=f"one of {', '.join(PRECISIONS)}")
+    p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
+    p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
+    p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
+    p.add_argument("--scoring", choices=SCORINGS, default="graph", help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits")
+    p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
+    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
+    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
+    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
+    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pplgate.pipeline import Sources, run
+
+    args = build_parser().parse_args(argv)
+    sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
+    options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
+    try:
+        report, _ = run(
+            sources,
+            args.device,
+            args.precision,
+            batch_size=args.batchsize,
+            max_blocks=args.max_blocks,
+            scoring=args.scoring,
+            options=options,
+            measure_forward=args.measure_forward,
+            progress=not args.no_progress,
+        )
+        if args.report_json is not None:
+            write_json_atomic(args.report_json, report)
+    except PplgateError as err:
+        print(f"pplgate: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pplgate: interrupted: no report was written.", file=sys.stderr)
+        return 130
+    print("Final report:")
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,134 @@
+"""wikitext-2 as GPT-2 token blocks, exactly as the vendor's script prepares them.
+
+Load the split with ``datasets``, tokenize each row on its own without special
+tokens, concatenate the ids in order, cut consecutive blocks of 1024 and drop
+the remainder.  The token stream is cached on disk, keyed by the dataset's
+fingerprint and the tokenizer's files, so a second run skips tokenizing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pplgate.errors import PplgateError, SourceUnavailable
+from pplgate.fileio import write_atomic
+
+DEFAULT_DATASET = "Salesforce/wikitext"
+DATASET_CONFIG = "wikitext-2-raw-v1"
+SPLIT = "test"
+DEFAULT_TOKENIZER = "openai-community/gpt2"
+BLOCK_SIZE = 1024
+# What AutoTokenizer may read from a tokenizer folder; hashed as the cache key.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+# Bumped when the way tokens are produced changes, so old cache entries die.
+CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class TokenStream:
+    """The whole split as one id sequence, and where it came from."""
+
+    ids: np.ndarray  # [n_tokens] int32
+    vocab_size: int  # the tokenizer's, checked against the model's logits
+    dataset: str
+    tokenizer: str
+    cache_hit: bool
+
+    def blocks(self, block_size: int = BLOCK_SIZE) -> np.ndarray:
+        """[n_blocks, block_size] int64; the remainder is dropped, as the vendor does."""
+        n = len(self.ids) // block_size
+        return self.ids[: n * block_size].reshape(n, block_size).astype(np.int64)
+
+
+def looks_local(source: str) -> bool:
+    """A path is local when it exists or is spelled as a path (./x, ../x, /x, ~/x)."""
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+
+
+def load_texts(source: str) -> tuple[list[str], str]:
+    """The split's rows and the dataset's fingerprint."""
+    import datasets  # deferred: importing datasets costs about a second
+
+    if looks_local(source) and not Path(source).expanduser().is_dir():
+        raise PplgateError(f"dataset folder {source} does not exist: pass --dataset with a folder laid out like the hub repository Salesforce/wikitext, or its hub id.")
+    try:
+        ds = datasets.load_dataset(str(Path(source).expanduser()) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT)
+    except ConnectionError as err:
+        raise SourceUnavailable(
+            f"dataset {source} cannot be reached ({err}): pass --dataset with a local copy of {DEFAULT_DATASET}, "
+            "or set HF_HUB_OFFLINE=1 to use the Hugging Face cache.",
+            option="--dataset",
+        ) from err
+    except (ValueError, FileNotFoundError) as err:
+        raise PplgateError(f"dataset {source} has no {DATASET_CONFIG} {SPLIT} split ({err}): pass --dataset with a copy of {DEFAULT_DATASET}.") from err
+    if "text" not in ds.column_names:
+        raise PplgateError(f"dataset {source} has no 'text' column (it has {ds.column_names}): pass --dataset with a copy of {DEFAULT_DATASET}.")
+    return list(ds["text"]), ds._fingerprint
+
+
+def resolve_tokenizer_dir(source: str) -> Path:
+    """A local folder holding the tokenizer's files: the source itself, or the hub's cache."""
+    if looks_local(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise PplgateError(f"tokenizer folder {source} does not exist: pass --tokenizer with a folder holding GPT-2's vocab.json and merges.txt (or tokenizer.json), or a hub id.")
+        if not ((folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
+            raise PplgateError(f"tokenizer folder {source} holds neither tokenizer.json nor vocab.json with merges.txt: copy the tokenizer's files there, or pass --tokenizer with a hub id.")
+        return folder
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.snapshot_download(source, allow_patterns=list(TOKENIZER_FILES) + ["config.json"]))
+    except (OSError, huggingface_hub.errors.HfHubHTTPError) as err:
+        raise SourceUnavailable(
+            f"tokenizer {source} cannot be reached ({type(err).__name__}): pass --tokenizer with a local folder of its files, "
+            "or set HF_HUB_OFFLINE=1 to use the Hugging Face cache.",
+            option="--tokenizer",
+        ) from err
+
+
+def tokenizer_key(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file():
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int]:
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise PplgateError(f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass --tokenizer with a complete copy of GPT-2's tokenizer files.") from err
+    # One call over all rows tokenizes each row on its own, like the vendor's
+    # per-row map; special tokens would add ids the vendor never fed.
+    per_row = tok(texts, add_special_tokens=False)["input_ids"]
+    flat = [i for row in per_row for i in row]
+    return np.asarray(flat, dtype=np.int32), len(tok)
+
+
+def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
+    texts, fingerprint = load_texts(dataset)
+    folder = resolve_tokenizer_dir(tokenizer)
+    key = hashlib.sha256(f"{CACHE_VERSION}|{fingerprint}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return TokenStream(cached["ids"], int(cached["vocab_size"]), dataset, tokenizer, cache_hit=True)
+    ids, vocab_size = tokenize(texts, folder)
+    write_atomic(path, lambda f: np.savez(f, ids=ids, vocab_size=vocab_size))
+    return TokenStream(ids, vocab_size, dataset, tokenizer, cache_hit=False)

@@ -1,0 +1,74 @@
+"""Device names, the execution providers behind them, and precisions.
+
+One table: adding a device is adding a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pplgate.errors import PplgateError
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    name: str
+    provider: str
+    # The pip distribution (or vendor build) that carries the provider, named
+    # in the message when this onnxruntime lacks it.
+    package: str
+    # Providers that switch to fp16 themselves through an environment variable
+    # (the vendor's GCU build); None means fp16 is a converted model.
+    fp16_env: str | None = None
+
+
+DEVICES: dict[str, DeviceKind] = {
+    kind.name: kind
+    for kind in (
+        DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime"),
+        DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu"),
+        DeviceKind("gcu", "TopsInferenceExecutionProvider", "Enflame's onnxruntime build (TopsInference)", fp16_env="ORT_TOPSINFERENCE_FP16_ENABLE"),
+        DeviceKind("trt", "TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT"),
+        DeviceKind("rocm", "ROCMExecutionProvider", "onnxruntime-rocm"),
+        DeviceKind("openvino", "OpenVINOExecutionProvider", "onnxruntime-openvino"),
+        DeviceKind("dml", "DmlExecutionProvider", "onnxruntime-directml"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: DeviceKind
+    # A card on a node with several: the provider's device_id.  None: the
+    # provider's default card.
+    index: int | None = None
+
+    @property
+    def spec(self) -> str:
+        return self.kind.name if self.index is None else f"{self.kind.name}:{self.index}"
+
+    def provider_options(self) -> dict[str, str]:
+        return {} if self.index is None else {"device_id": str(self.index)}
+
+
+def parse_device(text: str) -> Device:
+    """``cpu``, ``gpu``, ``gcu:3`` ... -> Device; anything else is refused with the known names."""
+    name, _, index = text.strip().lower().partition(":")
+    if name not in DEVICES:
+        raise PplgateError(f"unknown device {text!r}: use one of {', '.join(DEVICES)}, optionally with a card index such as gpu:1.")
+    if not index:
+        return Device(DEVICES[name])
+    if not index.isdigit():
+        raise PplgateError(f"device {text!r} has a card index that is not a whole number >= 0: write it as {name}:0, {name}:1 ...")
+    if name == "cpu":
+        raise PplgateError(f"device {text!r} has a card index, but the CPU provider has no cards: write cpu.")
+    return Device(DEVICES[name], int(index))
+
+
+def parse_precision(text: str) -> str:
+    value = text.strip().lower()
+    if value not in PRECISIONS:
+        raise PplgateError(f"unknown precision {text!r}: use one of {', '.join(PRECISIONS)}.")
+    return value

@@ -1,0 +1,89 @@
+"""The evaluation loop: blocks in, per-token losses and timings out."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pplgate.errors import PplgateError
+from pplgate.metric import perplexity
+from pplgate.runtime import LMSession
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    token_losses: np.ndarray  # [n_blocks, T-1] float32, block i row i
+    eval_seconds: float  # the loop only: feeding, running, scoring, bookkeeping
+    batch_size: int
+    warmup_batches: int
+
+    @property
+    def blocks(self) -> int:
+        return self.token_losses.shape[0]
+
+    @property
+    def scored_tokens(self) -> int:
+        return self.token_losses.size
+
+    @property
+    def block_losses(self) -> np.ndarray:
+        """[n_blocks] float64: each block's mean cross-entropy, as the vendor computes it."""
+        return self.token_losses.mean(axis=1, dtype=np.float64)
+
+    @property
+    def perplexity(self) -> float:
+        return perplexity(self.block_losses)
+
+    @property
+    def tokens_per_second(self) -> float:
+        # Tokens fed, not scored: what the hardware processed.
+        fed = self.blocks * (self.token_losses.shape[1] + 1)
+        return fed / self.eval_seconds if self.eval_seconds > 0 else math.inf
+
+
+def batches(n_blocks: int, batch_size: int) -> list[slice]:
+    """Consecutive batches; the last one holds the remainder."""
+    return [slice(start, min(start + batch_size, n_blocks)) for start in range(0, n_blocks, batch_size)]
+
+
+def evaluate(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: int = 1, progress: bool = True) -> Evaluation:
+    """Scores every block of ``blocks`` [n_blocks, T]; refuses NaN or infinite losses.
+
+    ``warmup`` batches run untimed first: a session's first runs grow its
+    memory arena and cost several times a steady run.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
+    n_blocks, length = blocks.shape
+    losses = np.empty((n_blocks, length - 1), dtype=np.float32)
+    for batch in batches(n_blocks, batch_size)[:warmup]:
+        session.token_losses(blocks[batch])
+    with tqdm(total=n_blocks, unit="block", desc=f"{session.device.spec}-{session.precision}", disable=None if progress else True) as bar:
+        start = time.perf_counter()
+        for batch in batches(n_blocks, batch_size):
+            losses[batch] = session.token_losses(blocks[batch])
+            bar.update(batch.stop - batch.start)
+        eval_seconds = time.perf_counter() - start
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        block = int(np.argwhere(bad)[0][0])
+        raise PplgateError(
+            f"block {block} has {int(bad[block].sum())} NaN or infinite token losses on {session.device.spec}-{session.precision}: "
+            "the model's output is broken there; compare with --device cpu --precision fp32."
+        )
+    return Evaluation(losses, eval_seconds, batch_size, warmup)
+
+
+def forward_seconds(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: int = 1) -> float:
+    """Time of the bare session.run over the same batches: the floor for eval_seconds."""
+    for batch in batches(blocks.shape[0], batch_size)[:warmup]:
+        session.forward(blocks[batch])
+    start = time.perf_counter()
+    for batch in batches(blocks.shape[0], batch_size):
+        session.forward(blocks[batch])
+    return time.perf_counter() - start

@@ -1,0 +1,162 @@
+"""Golden files: what a case's perplexity should be, per device and precision, and why.
+
+One JSON file per case (a model on a dataset with a method).  Each entry under
+``expected`` is keyed ``<device>-<precision>`` and holds either a measured
+value::
+
+    "cpu-fp32": {"perplexity": 29.372, "rel_tol": 2e-4, "why": "...", "provenance": {...}}
+
+or a rule tied to another entry, for combinations nobody has measured::
+
+    "gpu-fp16": {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from pplgate.errors import PplgateError
+from pplgate.fileio import write_json_atomic
+from pplgate.sources import lock_path
+
+# Tolerances given to a value recorded by --update-golden where the entry had
+# none.  fp32 results differ across devices by accumulation order only; fp16
+# by rounding of every activation.
+DEFAULT_REL_TOL = {"fp32": 2e-4, "fp16": 2e-3}
+
+
+class GoldenError(PplgateError):
+    """A golden file that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    perplexity: float | None
+    rel_tol: float
+    relative_to: str | None = None
+    why: str = ""
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a test compares against: a number, its tolerance, and the entry it came from."""
+
+    perplexity: float
+    rel_tol: float
+    key: str
+    via: str | None  # the entry a rule pointed at, if any
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    name: str
+    path: Path
+    sources: dict[str, str]  # model, dataset, tokenizer
+    max_blocks: int | None  # None: the whole split, as the vendor scores it
+    expected: dict[str, Expected]
+
+    def resolve(self, key: str) -> Resolved | None:
+        entry = self.expected.get(key)
+        if entry is None:
+            return None
+        if entry.relative_to is None:
+            return Resolved(entry.perplexity, entry.rel_tol, key, None)
+        target = self.expected.get(entry.relative_to)
+        if target is None or target.perplexity is None:
+            raise GoldenError(f"golden file {self.path}: expected.{key}.relative_to names {entry.relative_to!r}, which has no perplexity value: point it at a measured entry.")
+        return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    obtained: float
+    expected: float
+    rel_tol: float
+
+    @property
+    def difference(self) -> float:
+        return self.obtained - self.expected
+
+    @property
+    def rel_difference(self) -> float:
+        return abs(self.difference) / abs(self.expected) if self.expected else math.inf
+
+    @property
+    def passed(self) -> bool:
+        # NaN and inf compare false here, so they never pass.
+        return math.isfinite(self.obtained) and self.rel_difference <= self.rel_tol
+
+
+def _require(data: dict, key: str, kind, where: str, path: Path):
+    if key not in data:
+        raise GoldenError(f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with --update-golden.")
+    value = data[key]
+    if kind is float and isinstance(value, bool) or not isinstance(value, kind if kind is not float else (int, float)):
+        want = {float: "a number", str: "a string", dict: "an object"}[kind]
+        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {json.dumps(value)}: fix it, or regenerate the entry with --update-golden.")
+    return value
+
+
+def _entry(data: dict, key: str, path: Path) -> Expected:
+    where = f"expected.{key}."
+    if not isinstance(data, dict):
+        raise GoldenError(f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with --update-golden.")
+    rel_tol = float(_require(data, "rel_tol", float, where, path))
+    if not 0 <= rel_tol < 1:
+        raise GoldenError(f"golden file {path}: key {where}rel_tol is {rel_tol}, not a fraction in [0, 1): write e.g. 0.0002 for 0.02%.")
+    if "relative_to" in data:
+        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), data.get("why", ""))
+    value = float(_require(data, "perplexity", float, where, path))
+    if not math.isfinite(value) or value < 1:
+        raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --update-golden.")
+    provenance = data.get("provenance", {})
+    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {})
+
+
+def load_case(path: Path) -> GoldenCase:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise GoldenError(f"golden file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): fix it, or restore it with git checkout.") from err
+    if not isinstance(data, dict):
+        raise GoldenError(f"golden file {path} must hold a JSON object: restore it with git checkout.")
+    name = _require(data, "case", str, "", path)
+    sources = _require(data, "sources", dict, "", path)
+    for key in ("model", "dataset", "tokenizer"):
+        _require(sources, key, str, "sources.", path)
+    method = data.get("method", {})
+    max_blocks = method.get("max_blocks") if isinstance(method, dict) else None
+    if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 1):
+        raise GoldenError(f"golden file {path}: key method.max_blocks must be a whole number of 1 or more, or null for the whole split.")
+    expected = _require(data, "expected", dict, "", path)
+    return GoldenCase(name, path, sources, max_blocks, {k: _entry(v, k, path) for k, v in expected.items()})
+
+
+def load_cases(folder: Path) -> list[GoldenCase]:
+    return [load_case(p) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def golden_record(path: Path, key: str, perplexity: float, precision: str, provenance: dict) -> None:
+    """Writes one measured entry, keeping every other entry and key of the file as it was.
+
+    Under a lock (pytest-xdist workers may update one file together) and
+    atomically: an interruption leaves the old file whole.
+    """
+    path = Path(path)
+    with FileLock(lock_path(path)):
+        data = json.loads(path.read_text())
+        old = data["expected"].get(key, {})
+        data["expected"][key] = {
+            "perplexity": perplexity,
+            "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
+            "why": old.get("why", f"default {precision} tolerance of pplgate"),
+            "provenance": provenance,
+        }
+        write_json_atomic(path, data)

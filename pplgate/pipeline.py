@@ -1,0 +1,90 @@
+"""From sources to a report: the steps the CLI and the pytest gate share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pplgate.data import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
+from pplgate.devices import Device
+from pplgate.errors import PplgateError
+from pplgate.evaluate import Evaluation, evaluate, forward_seconds
+from pplgate.fileio import user_cache_dir
+from pplgate.graph import check_fits
+from pplgate.report import final_report
+from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
+from pplgate.sources import VENDOR_MODEL_URL, resolve_model
+
+
+@dataclass(frozen=True)
+class Sources:
+    model: str = VENDOR_MODEL_URL
+    dataset: str = DEFAULT_DATASET
+    tokenizer: str = DEFAULT_TOKENIZER
+    # Downloaded, built and converted models.
+    model_dir: Path = Path("model")
+    # Tokenized data.
+    cache_dir: Path = user_cache_dir()
+
+
+def load_blocks(sources: Sources, max_blocks: int | None = None) -> tuple[TokenStream, np.ndarray]:
+    """The token stream and its blocks [n_blocks, 1024], the first ``max_blocks`` only if given."""
+    if max_blocks is not None and max_blocks < 1:
+        raise PplgateError(f"--max-blocks {max_blocks} is below 1: pass 1 or more, or leave it out for the whole split.")
+    tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir)
+    blocks = tokens.blocks(BLOCK_SIZE)
+    if len(blocks) == 0:
+        raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, fewer than one block of {BLOCK_SIZE}: pass --dataset with the full wikitext-2-raw-v1 test split.")
+    return tokens, blocks[:max_blocks]
+
+
+def build_session(
+    sources: Sources,
+    device: Device,
+    precision: str,
+    tokens: TokenStream,
+    scoring: str = "graph",
+    options: RuntimeOptions | None = None,
+    progress: bool = True,
+) -> LMSession:
+    check_provider(device)  # before any download: a missing provider is known at once
+    path = resolve_model(sources.model, sources.model_dir, progress=progress)
+    session = open_session(path, device, precision, scoring, options)
+    check_fits(session.iface, path.name, BLOCK_SIZE, tokens.vocab_size, int(tokens.ids.max()))
+    return session
+
+
+def run(
+    sources: Sources,
+    device: Device,
+    precision: str,
+    batch_size: int = 1,
+    max_blocks: int | None = None,
+    scoring: str = "graph",
+    options: RuntimeOptions | None = None,
+    measure_forward: bool = False,
+    progress: bool = True,
+) -> tuple[dict, Evaluation]:
+    """One evaluation, as the vendor's script does it; returns the Final report and the losses."""
+    if batch_size < 1:
+        raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
+    check_provider(device)
+    tokens, blocks = load_blocks(sources, max_blocks)
+    session = build_session(sources, device, precision, tokens, scoring, options, progress)
+    evaluation = evaluate(session, blocks, batch_size, progress=progress)
+    forward = None
+    if measure_forward:
+        bare = open_session(session.source_path, device, precision, "host", options) if scoring == "graph" else session
+        forward = forward_seconds(bare, blocks, batch_size)
+    report = final_report(
+        model=sources.model,
+        dataset=sources.dataset,
+        tokenizer=sources.tokenizer,
+        session=session,
+        evaluation=evaluation,
+        total_tokens=len(tokens.ids),
+        forward_seconds=forward,
+    )
+    return report, evaluation

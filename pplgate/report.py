@@ -1,0 +1,89 @@
+"""The "Final report": the vendor's JSON summary of one evaluation, with provenance."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+
+import onnxruntime as ort
+
+from pplgate.evaluate import Evaluation
+from pplgate.runtime import LMSession
+from pplgate.sources import describe
+
+
+def onnxruntime_distribution() -> str:
+    """The pip distribution that provides the imported ``onnxruntime`` module.
+
+    onnxruntime, onnxruntime-gpu, onnxruntime-openvino and vendor builds all
+    install the same module; only the distribution says which one ran.
+    """
+    names = importlib.metadata.packages_distributions().get("onnxruntime", [])
+    return names[0] if names else "unknown (not installed by pip)"
+
+
+def machine_info() -> dict:
+    return {
+        "node": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def commit_info(cwd: str | None = None) -> dict:
+    """The git commit of the working directory, as pytest-benchmark records it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        return {"id": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+    except (OSError, subprocess.SubprocessError):
+        return {"id": None, "dirty": None, "branch": None}
+
+
+def final_report(
+    *,
+    model: str,
+    dataset: str,
+    tokenizer: str,
+    session: LMSession,
+    evaluation: Evaluation,
+    total_tokens: int,
+    forward_seconds: float | None = None,
+) -> dict:
+    ev = evaluation
+    return {
+        "model": describe(model),
+        "model_file": session.model_path.name,
+        "dataset": dataset,
+        "tokenizer": tokenizer,
+        "device": session.device.spec,
+        "precision": session.precision,
+        "batch_size": ev.batch_size,
+        "perplexity": ev.perplexity,
+        "blocks": ev.blocks,
+        "total_tokens": total_tokens,
+        "scored_tokens": ev.scored_tokens,
+        "eval_seconds": ev.eval_seconds,
+        # Measured only when asked for: the bare session.run over the same
+        # batches, so the loop's own cost is eval_seconds - forward_seconds.
+        "forward_seconds": forward_seconds,
+        "seconds_per_block": ev.eval_seconds / ev.blocks,
+        "warmup_batches": ev.warmup_batches,
+        "tokens_per_second": ev.tokens_per_second,
+        "scoring": session.scoring,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_distribution": onnxruntime_distribution(),
+        "providers": session.providers,
+        "provider_options": session.device.provider_options() | session.options.provider_options,
+        "intra_op_threads": session.options.intra_op_threads,
+        "machine": machine_info(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

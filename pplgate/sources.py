@@ -1,0 +1,197 @@
+"""Where a model comes from: a local path, an https URL, the Hugging Face hub, or the builder.
+
+Every source resolves to a complete local file.  Downloads stream into a
+``.part`` file under a lock and are renamed into place only once their size
+(and sha256, when the source declares one) is right, so a file in ``model/``
+is always whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from filelock import FileLock
+
+from pplgate.errors import PplgateError, SourceUnavailable
+from pplgate.fileio import write_json_atomic
+
+# The vendor's file, linked from its model zoo's README.  The signed query
+# string is part of the address: the bucket refuses the path without it.
+VENDOR_MODEL_URL = (
+    "https://topsmodel-1257133546.cos.ap-shanghai.myqcloud.com/topsmodel-1257133546/topsegc/local/model/GPT/"
+    "gpt2_small-huggingface-op13-fp32-seqN-nocache.onnx?q-sign-algorithm=sha1"
+    "&q-ak=AKIDYyBAwXzDD1e4GEzZUBgy2iDU5TeaIVUG&q-sign-time=1681371449;2041371449"
+    "&q-key-time=1681371449;2041371449&q-header-list=&q-url-param-list="
+    "&q-signature=143a3bbaf9de6b76c0b2f11b4d40a71dc5eaad75"
+)
+HF_ALTERNATIVE = "hf://openai-community/gpt2/onnx/decoder_model.onnx"
+BUILTIN_PREFIX = "builtin:"
+# Part of the built models' file names: a builder change must not reuse old files.
+BUILDER_VERSION = "1"
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+def resolve_model(spec: str, model_dir: Path, progress: bool = True) -> Path:
+    """A complete local ONNX file for ``spec``; downloads or builds it if needed."""
+    if spec.startswith(BUILTIN_PREFIX):
+        return build_builtin(spec.removeprefix(BUILTIN_PREFIX), Path(model_dir))
+    if spec.startswith(("https://", "http://")):
+        return download(spec, Path(model_dir), progress=progress)
+    if spec.startswith("hf://"):
+        return hub_download(spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SourceUnavailable(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.", option="--model")
+    if not path.is_file():
+        raise PplgateError(f"model path {spec} is a directory, not a file: pass --model with the path of the .onnx file inside it.")
+    return path
+
+
+def build_builtin(name: str, model_dir: Path) -> Path:
+    from pplgate.testmodel import PRESETS, write_model
+
+    if name not in PRESETS:
+        raise PplgateError(f"there is no built model named {name!r}: use one of {', '.join(BUILTIN_PREFIX + n for n in PRESETS)}.")
+    cfg = PRESETS[name]
+    key = hashlib.sha256(f"{BUILDER_VERSION}|{dataclasses.asdict(cfg)}".encode()).hexdigest()[:10]
+    path = model_dir / f"builtin-{name}-{key}.onnx"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(path)):
+        if not path.is_file():
+            write_model(cfg, path)
+    return path
+
+
+def lock_path(path: Path) -> str:
+    """A hidden lock file beside ``path``: held while ``path`` is being made."""
+    return str(path.with_name(f".{path.name}.lock"))
+
+
+def declared_sha256(url: str) -> str | None:
+    """A checksum declared pip-style in the URL's fragment: ``...#sha256=<hex>``."""
+    fragment = urllib.parse.urlsplit(url).fragment
+    value = urllib.parse.parse_qs(fragment).get("sha256", [None])[0]
+    return value.lower() if value else None
+
+
+def file_name(url: str) -> str:
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    if not name:
+        raise PplgateError(f"URL {url} names no file: pass --model with the address of the .onnx file itself.")
+    return name
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, model_dir: Path, progress: bool = True) -> Path:
+    """Streams ``url`` into ``model_dir``; resumes a ``.part`` left by a broken run."""
+    want_sha = declared_sha256(url)
+    final = model_dir / file_name(url)
+    meta = final.with_name(final.name + ".json")  # provenance: where the file came from
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(final)):
+        if final.is_file():
+            if want_sha is None or sha256_of(final) == want_sha:
+                return final
+            final.unlink()  # a file that no longer matches its source is not the model
+        part = final.with_name(final.name + ".part")
+        got_sha = _fetch(url, part, progress)
+        if want_sha is not None and got_sha != want_sha:
+            part.unlink(missing_ok=True)
+            raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
+        part.replace(final)
+        write_json_atomic(meta, {"url": url, "bytes": final.stat().st_size, "sha256": got_sha})
+    return final
+
+
+def _open(url: str, offset: int):
+    request = urllib.request.Request(url.split("#")[0], headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # the part is already as long as the file, or longer: start over
+            return None
+        raise PplgateError(f"download of {describe(url)} failed: the server answered HTTP {err.code} {err.reason}; check the URL (signed links expire) or pass --model with a local copy.") from err
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        reason = getattr(err, "reason", err)
+        raise SourceUnavailable(f"model URL {describe(url)} cannot be reached ({reason}): pass --model with a local copy of the file.", option="--model") from err
+
+
+def _fetch(url: str, part: Path, progress: bool) -> str:
+    """Fills ``part`` with the whole body and returns its sha256."""
+    from tqdm import tqdm
+
+    offset = part.stat().st_size if part.is_file() else 0
+    response = _open(url, offset)
+    if response is None or (offset and response.status != 206):
+        offset = 0  # no resume: the server sent the whole body, or refused the range
+        response = response or _open(url, 0)
+    with response:
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length is not None else None
+        h = hashlib.sha256()
+        if offset:
+            with open(part, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+        done = offset
+        try:
+            with open(part, "ab" if offset else "wb") as out, tqdm(
+                total=expected, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"), disable=None if progress else True
+            ) as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                part.unlink(missing_ok=True)
+                raise PplgateError(f"the disk is full while downloading {part.name.removesuffix('.part')} into {part.parent}: free space there and run again.") from err
+            # A dropped connection: keep the part so the next run resumes it.
+            raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({err}): run again to resume it.") from err
+    if expected is not None and done != expected:
+        if done > expected:
+            part.unlink(missing_ok=True)
+        raise PplgateError(f"download of {describe(url)} ended after {done} of {expected} bytes: run again to resume it.")
+    return h.hexdigest()
+
+
+def hub_download(spec: str) -> Path:
+    """``hf://<owner>/<repo>/<path in repo>`` through huggingface_hub and its cache."""
+    import huggingface_hub
+    from huggingface_hub import errors as hf_errors
+
+    parts = spec.removeprefix("hf://").split("/")
+    if len(parts) < 3:
+        raise PplgateError(f"model {spec} is not of the form hf://<owner>/<repo>/<path in repo>: for example {HF_ALTERNATIVE}.")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename))
+    except hf_errors.LocalEntryNotFoundError as err:
+        raise SourceUnavailable(f"model {spec} cannot be reached and is not in the Hugging Face cache: pass --model with a local copy, or run once with network.", option="--model") from err
+    except (hf_errors.RepositoryNotFoundError, hf_errors.EntryNotFoundError, hf_errors.RevisionNotFoundError) as err:
+        raise PplgateError(f"model {spec} does not exist on the hub ({type(err).__name__}): check the repository and file name.") from err
+    except hf_errors.HfHubHTTPError as err:
+        raise SourceUnavailable(f"model {spec} could not be downloaded ({err}): pass --model with a local copy.", option="--model") from err
+
+
+def describe(spec: str) -> str:
+    """The spec as shown in reports: a URL without its signed query string."""
+    if spec.startswith(("https://", "http://")):
+        return urllib.parse.urlsplit(spec)._replace(query="", fragment="").geturl()
+    return spec

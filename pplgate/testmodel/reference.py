@@ -1,0 +1,70 @@
+"""An independent float64 numpy forward pass of a built model.
+
+It reads the weights back from the ONNX file's initializers and recomputes
+GPT-2 from its definition, sharing no code with the graph builder, so a
+wiring mistake in either shows up as a disagreement.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from pplgate.testmodel.config import GPT2Config
+from pplgate.testmodel.graph import CONFIG_KEY
+
+
+def load_weights(path: Path) -> tuple[GPT2Config, dict[str, np.ndarray]]:
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    cfg = GPT2Config(**json.loads(props[CONFIG_KEY]))
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    return cfg, weights
+
+
+def _layer_norm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gain + bias
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def logits(cfg: GPT2Config, w: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    """ids [T] -> logits [T, V], float64, all positions attended."""
+    t, hd = ids.shape[0], cfg.head_dim
+    x = w["wte"][ids] + w["wpe"][:t]  # [T, C]
+    future = np.triu(np.ones((t, t), dtype=bool), k=1)
+    for i in range(cfg.n_layer):
+        p = f"h.{i}."
+        a = _layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], cfg.layer_norm_epsilon)
+        qkv = a @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]  # [T, 3C]
+        q, k, v = (m.reshape(t, cfg.n_head, hd).transpose(1, 0, 2) for m in np.split(qkv, 3, axis=-1))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd)  # [H, T, T]
+        scores[:, future] = -1e4
+        ctx = (_softmax(scores) @ v).transpose(1, 0, 2).reshape(t, cfg.n_embd)
+        x = x + ctx @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        m = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
+        h = _gelu(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    x = _layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
+    return x @ w["wte"].T
+
+
+def reference_token_losses(cfg: GPT2Config, w: dict[str, np.ndarray], block: np.ndarray) -> np.ndarray:
+    """block [T] -> cross-entropy [T-1] of logits at 0..T-2 against ids at 1..T-1."""
+    z = logits(cfg, w, block)[:-1]  # [T-1, V]
+    zmax = z.max(-1)
+    lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(-1))
+    return lse - z[np.arange(len(z)), block[1:]]

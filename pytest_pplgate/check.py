@@ -1,0 +1,119 @@
+"""The perplexity check: obtained against expected, with a table when they part."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+from dataclasses import dataclass
+
+import pytest
+
+from pplgate.golden import Comparison, golden_record
+from pytest_pplgate.session import GateSession, Target
+
+RESULT_PROPERTY = "pplgate_result"
+
+
+@dataclass
+class Outcome:
+    """One line of the gate's summary and one record of its JSON report."""
+
+    id: str
+    verdict: str  # pass, FAIL, no golden, updated
+    perplexity: float | None = None
+    expected: float | None = None
+    rel_tol: float | None = None
+    tokens_per_second: float | None = None
+    report: dict | None = None
+
+
+def regenerate_command(config: pytest.Config, nodeid: str) -> str:
+    """The command that records the obtained value for this test only."""
+    words = ["pytest", nodeid, "--update-golden"]
+    for option in ("model", "dataset", "tokenizer"):
+        value = config.getoption(f"pplgate_{option}")
+        if value:
+            words += [f"--{option}", value]
+    return shlex.join(words)
+
+
+def _table(target: Target, c: Comparison, where: str) -> str:
+    rows = [
+        ("", "obtained", "expected", "difference", "tolerance"),
+        ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.rel_difference:.4%})", f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + [f"device {target.device.spec}, precision {target.precision}, golden {where}"])
+
+
+@dataclass
+class PerplexityRegression:
+    """The ``perplexity_regression`` fixture: checks one target's result against its golden entry."""
+
+    gate: GateSession
+    target: Target
+    request: pytest.FixtureRequest
+
+    def check(self, report: dict) -> None:
+        __tracebackhide__ = True
+        case, key = self.target.case, self.target.key
+        obtained = report["perplexity"]
+        node = self.request.node
+        node.user_properties.append(("perplexity", obtained))
+        command = regenerate_command(self.request.config, node.nodeid)
+        outcome = Outcome(self.target.id, "pass", obtained, tokens_per_second=report["tokens_per_second"], report=report)
+
+        if self.gate.settings.update:
+            golden_record(case.path, key, obtained, self.target.precision, provenance(report))
+            outcome.verdict = "updated"
+            self._keep(outcome)
+            return
+        expected = case.resolve(key)
+        if expected is None:
+            outcome.verdict = "no golden"
+            self._keep(outcome)
+            pytest.fail(
+                f"{case.path} has no expected perplexity for {key} (obtained {obtained:.6g}): record it with\n  {command}",
+                pytrace=False,
+            )
+        c = Comparison(obtained, expected.perplexity, expected.rel_tol)
+        outcome.expected, outcome.rel_tol = expected.perplexity, expected.rel_tol
+        node.user_properties.append(("perplexity_expected", expected.perplexity))
+        where = f"{case.path} [expected.{expected.via or key}]"
+        if not c.passed:
+            outcome.verdict = "FAIL"
+            self._keep(outcome)
+            pytest.fail(
+                f"perplexity of {case.name} on {self.target.device.spec}-{self.target.precision} is outside its tolerance\n"
+                f"{_table(self.target, c, where)}\n"
+                f"If the change is intended, record the obtained value with:\n  {command}",
+                pytrace=False,
+            )
+        self._keep(outcome)
+
+    def _keep(self, outcome: Outcome) -> None:
+        # Through user_properties the outcome reaches the controller under
+        # pytest-xdist, and --junitxml, as well as the terminal summary.
+        self.request.node.user_properties.append((RESULT_PROPERTY, json.dumps(outcome.__dict__)))
+
+
+def provenance(report: dict) -> dict:
+    """Where a value recorded by --update-golden came from."""
+    return {
+        "source": "pplgate --update-golden",
+        "hardware": report["machine"],
+        "device": report["device"],
+        "providers": report["providers"],
+        "onnxruntime": report["onnxruntime"],
+        "onnxruntime_distribution": report["onnxruntime_distribution"],
+        "model": report["model"],
+        "dataset": report["dataset"],
+        "tokenizer": report["tokenizer"],
+        "blocks": report["blocks"],
+        "scored_tokens": report["scored_tokens"],
+        "batch_size": report["batch_size"],
+        "scoring": report["scoring"],
+        "date": datetime.date.today().isoformat(),
+    }

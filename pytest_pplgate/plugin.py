@@ -1,0 +1,212 @@
+"""Options, fixtures and hooks of the pplgate gate.  The work is done in pplgate/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision
+from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+from pplgate.fileio import user_cache_dir
+from pplgate.report import onnxruntime_distribution
+from pplgate.runtime import SCORINGS, RuntimeOptions
+from pytest_pplgate.check import PerplexityRegression
+from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
+from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
+
+gate_key = pytest.StashKey[GateSession]()
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    names = tuple(text.replace(",", " ").split())
+    for name in names:
+        try:
+            parse_device(name)
+        except PplgateError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return names
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    names = tuple(text.replace(",", " ").split())
+    for name in names:
+        try:
+            parse_precision(name)
+        except PplgateError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return names
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pplgate", "pplgate: perplexity and throughput gate")
+    group.addoption("--model", dest="pplgate_model", default=None, metavar="SOURCE",
+                    help="model for every case that is not a built model: path, https URL, hf://<repo>/<file> (default: each golden file's sources.model; ini: pplgate_model)")
+    group.addoption("--dataset", dest="pplgate_dataset", default=None, metavar="SOURCE",
+                    help="wikitext hub id or local folder (default: each golden file's sources.dataset, Salesforce/wikitext; ini: pplgate_dataset)")
+    group.addoption("--tokenizer", dest="pplgate_tokenizer", default=None, metavar="SOURCE",
+                    help="tokenizer hub id or local folder (default: each golden file's sources.tokenizer, openai-community/gpt2; ini: pplgate_tokenizer)")
+    group.addoption("--strict-gate", dest="pplgate_strict", action="store_true", default=None,
+                    help="fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing (default: skip; ini: pplgate_strict)")
+    group.addoption("--update-golden", dest="pplgate_update", action="store_true", default=False,
+                    help="record the obtained perplexities of the selected tests in their golden files (default: off, goldens are never changed)")
+    group.addoption("--gate-report", dest="pplgate_report", default=None, type=Path, metavar="PATH",
+                    help="write the gate's results as JSON to PATH (default: none)")
+    group.addoption("--gate-devices", dest="pplgate_devices", default=None, type=_devices, metavar="LIST",
+                    help=f"devices to parametrize over, e.g. 'cpu gcu:1' (default: cpu gpu gcu; ini: pplgate_devices; known: {', '.join(DEVICES)})")
+    group.addoption("--gate-precisions", dest="pplgate_precisions", default=None, type=_precisions, metavar="LIST",
+                    help=f"precisions to parametrize over (default: {' '.join(PRECISIONS)}; ini: pplgate_precisions)")
+    group.addoption("--gate-batch-size", dest="pplgate_batch_size", default=1, type=_positive_int, metavar="N",
+                    help="blocks per session.run (default: 1)")
+    group.addoption("--gate-scoring", dest="pplgate_scoring", default="graph", choices=SCORINGS,
+                    help="graph: cross-entropy inside the model; host: the vendor's numpy scoring (default: graph)")
+    group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
+                    help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
+    group.addoption("--model-dir", dest="pplgate_model_dir", default=None, type=Path, metavar="DIR",
+                    help="where downloaded, built and converted models go (default: <rootdir>/model; ini: pplgate_model_dir)")
+    group.addoption("--token-cache-dir", dest="pplgate_cache_dir", default=None, type=Path, metavar="DIR",
+                    help=f"where tokenized data is cached (default: {user_cache_dir()})")
+    parser.addini("pplgate_model", "default for --model", default="")
+    parser.addini("pplgate_dataset", "default for --dataset (relative paths: from the rootdir)", default="")
+    parser.addini("pplgate_tokenizer", "default for --tokenizer (relative paths: from the rootdir)", default="")
+    parser.addini("pplgate_strict", "default for --strict-gate", type="bool", default=False)
+    parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
+    parser.addini("pplgate_precisions", "default for --gate-precisions", default="fp32 fp16")
+    parser.addini("pplgate_golden_dir", "default for --golden-dir", default="golden")
+    parser.addini("pplgate_model_dir", "default for --model-dir", default="model")
+
+
+def _source(config: pytest.Config, name: str) -> str | None:
+    """An option if given, else the ini value, a local path there taken from the rootdir."""
+    value = config.getoption(f"pplgate_{name}")
+    if value:
+        return value
+    value = config.getini(f"pplgate_{name}")
+    if not value:
+        return None
+    # A relative path in pytest.ini means relative to that file, not to the cwd.
+    return str(config.rootpath / value) if value.startswith(".") else value
+
+
+def _settings(config: pytest.Config) -> GateSettings:
+    root = config.rootpath
+    strict = config.getoption("pplgate_strict")
+    return GateSettings(
+        golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
+        model_dir=config.getoption("pplgate_model_dir") or root / config.getini("pplgate_model_dir"),
+        cache_dir=config.getoption("pplgate_cache_dir") or user_cache_dir(),
+        devices=config.getoption("pplgate_devices") or _devices(config.getini("pplgate_devices")),
+        precisions=config.getoption("pplgate_precisions") or _precisions(config.getini("pplgate_precisions")),
+        model=_source(config, "model"),
+        dataset=_source(config, "dataset"),
+        tokenizer=_source(config, "tokenizer"),
+        strict=bool(strict if strict is not None else config.getini("pplgate_strict")),
+        update=config.getoption("pplgate_update"),
+        report_path=config.getoption("pplgate_report"),
+        batch_size=config.getoption("pplgate_batch_size"),
+        scoring=config.getoption("pplgate_scoring"),
+        options=RuntimeOptions(),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, kind in DEVICES.items():
+        config.addinivalue_line("markers", f"{name}: a pplgate case on {kind.provider}")
+    for precision in PRECISIONS:
+        config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
+    gate = GateSession(_settings(config))
+    config.stash[gate_key] = gate
+    config.pluginmanager.register(GateSummary(config, gate.settings.report_path), "pplgate-summary")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = config.stash[gate_key].settings
+    return [
+        f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
+        f"pplgate: model {s.model or 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}",
+        f"pplgate: golden {s.golden_dir}, devices {' '.join(s.devices)}, precisions {' '.join(s.precisions)}"
+        + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gate_target" not in metafunc.fixturenames:
+        return
+    params = []
+    for t in metafunc.config.stash[gate_key].targets():
+        marks = [] if isinstance(t, BrokenCase) else [getattr(pytest.mark, t.device.kind.name), getattr(pytest.mark, t.precision)]
+        params.append(pytest.param(t, id=t.id, marks=marks))
+    metafunc.parametrize("gate_target", params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "gate_target" in callspec.params:
+            item.user_properties.append((TARGET_PROPERTY, callspec.params["gate_target"].id))
+
+
+def _obtain(gate: GateSession, make):
+    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail."""
+    __tracebackhide__ = True
+    missing = broken = None
+    try:
+        return make()
+    except (ProviderUnavailable, SourceUnavailable) as err:
+        missing = str(err)
+    except PplgateError as err:
+        broken = str(err)
+    # Outside the except blocks, so the report shows the sentence without a chained traceback.
+    if broken is not None:
+        pytest.fail(broken, pytrace=False)
+    if gate.settings.strict:
+        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="session")
+def gate(pytestconfig: pytest.Config) -> GateSession:
+    """The gate's shared state: settings, token blocks, sessions and evaluations."""
+    return pytestconfig.stash[gate_key]
+
+
+@pytest.fixture
+def gate_target(request: pytest.FixtureRequest) -> Target:
+    """The (case, device, precision) of this test."""
+    target = request.param
+    if isinstance(target, BrokenCase):
+        pytest.fail(str(target.error), pytrace=False)
+    return target
+
+
+@pytest.fixture
+def gate_session(gate: GateSession, gate_target: Target):
+    """The onnxruntime session of this test's case, device and precision, built once per pytest session."""
+    return _obtain(gate, lambda: gate.session(gate_target))
+
+
+@pytest.fixture
+def gate_blocks(gate: GateSession, gate_target: Target):
+    """The case's token blocks [n_blocks, 1024] int64."""
+    return _obtain(gate, lambda: gate.blocks(gate_target.case)[1])
+
+
+@pytest.fixture
+def gate_result(gate: GateSession, gate_target: Target, gate_session) -> dict:
+    """The Final report of this test's evaluation, computed once per pytest session."""
+    report, _ = _obtain(gate, lambda: gate.evaluation(gate_target))
+    return report
+
+
+@pytest.fixture
+def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest) -> PerplexityRegression:
+    """``perplexity_regression.check(report)`` compares with the golden file, or records with --update-golden."""
+    return PerplexityRegression(gate, gate_target, request)

@@ -1,0 +1,96 @@
+"""The gate's terminal summary and its JSON report, built from test reports.
+
+Outcomes travel in each report's ``user_properties``, so this works the same
+under pytest-xdist, where the tests run in workers and this runs in the
+controller.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pplgate.fileio import write_json_atomic
+from pplgate.report import commit_info, machine_info
+from pytest_pplgate.check import RESULT_PROPERTY, Outcome
+
+TARGET_PROPERTY = "pplgate_target"
+
+
+class GateSummary:
+    def __init__(self, config: pytest.Config, report_path: Path | None):
+        self.config = config
+        self.report_path = report_path
+        self.outcomes: dict[str, Outcome] = {}  # by nodeid
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = {k: v for k, v in report.user_properties}
+        target = props.get(TARGET_PROPERTY)
+        if target is None:
+            return
+        if RESULT_PROPERTY in props and report.when == "call":
+            self.outcomes[report.nodeid] = Outcome(**json.loads(props[RESULT_PROPERTY]))
+        elif report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": reason.removeprefix("Skipped: ")})
+        elif report.failed and report.nodeid not in self.outcomes:
+            lines = report.longreprtext.strip().splitlines()
+            self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": lines[0] if lines else ""})
+
+    def counts(self) -> Counter:
+        return Counter(o.verdict for o in self.outcomes.values())
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.outcomes:
+            return
+        tr = terminalreporter
+        tr.write_sep("-", "pplgate")
+        header = f"{'test':<28} {'perplexity':>12} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
+        tr.write_line(header)
+        for o in self.outcomes.values():
+            if o.perplexity is None:
+                # What is wrong, without what to do: -rs and the failure show the whole sentence.
+                reason = (o.report or {}).get("reason", "").split(": ")[0]
+                tr.write_line(f"{o.id:<28} {'':>12} {'':>12} {'':>11} {'':>10} {o.verdict:<9} {'':>9}  {reason[:90]}")
+                continue
+            exp = f"{o.expected:.6g}" if o.expected is not None else "-"
+            diff = f"{(o.perplexity - o.expected) / o.expected:+.4%}" if o.expected else "-"
+            tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
+            tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
+        counts = self.counts()
+        order = ("pass", "FAIL", "no golden", "skip", "error", "updated")
+        tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in order if counts[v]))
+        to_fix = [nodeid for nodeid, o in self.outcomes.items() if o.verdict in ("FAIL", "no golden")]
+        if to_fix:
+            ids = " or ".join(self.outcomes[n].id for n in to_fix)
+            tr.write_line(f"To record the obtained values, if they are right: pytest {self._source_args()}--update-golden -k {shlex.quote(ids)}")
+        if counts["skip"] and not counts["pass"] and not counts["FAIL"]:
+            tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
+
+    def _source_args(self) -> str:
+        words = []
+        for option in ("model", "dataset", "tokenizer"):
+            value = self.config.getoption(f"pplgate_{option}")
+            if value:
+                words += [f"--{option}", value]
+        return shlex.join(words) + " " if words else ""
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.report_path is None or hasattr(self.config, "workerinput"):
+            return
+        records = []
+        for nodeid, o in self.outcomes.items():
+            record = {"test": nodeid, "id": o.id, "verdict": o.verdict, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
+            records.append(record | (o.report or {}))
+        write_json_atomic(self.report_path, {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "commit": commit_info(str(self.config.rootpath)),
+            "counts": dict(self.counts()),
+            "results": records,
+        })
