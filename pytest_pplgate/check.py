@@ -28,20 +28,24 @@ class Outcome:
     report: dict | None = None
 
 
+def source_args(config: pytest.Config) -> list[str]:
+    """The source options this run was given, to repeat in a suggested command.
+
+    Written --option=value: pytest takes a separate path-like word for a test
+    path when it looks for its rootdir, and would then miss pytest.ini.
+    """
+    return [f"--{o}={config.getoption(f'pplgate_{o}')}" for o in ("model", "dataset", "tokenizer") if config.getoption(f"pplgate_{o}")]
+
+
 def regenerate_command(config: pytest.Config, nodeid: str) -> str:
     """The command that records the obtained value for this test only."""
-    words = ["pytest", nodeid, "--update-golden"]
-    for option in ("model", "dataset", "tokenizer"):
-        value = config.getoption(f"pplgate_{option}")
-        if value:
-            words += [f"--{option}", value]
-    return shlex.join(words)
+    return shlex.join(["pytest", nodeid, "--update-golden", *source_args(config)])
 
 
 def _table(target: Target, c: Comparison, where: str) -> str:
     rows = [
         ("", "obtained", "expected", "difference", "tolerance"),
-        ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.rel_difference:.4%})", f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
+        ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})", f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

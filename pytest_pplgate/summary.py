@@ -17,7 +17,7 @@ import pytest
 
 from pplgate.fileio import write_json_atomic
 from pplgate.report import commit_info, machine_info
-from pytest_pplgate.check import RESULT_PROPERTY, Outcome
+from pytest_pplgate.check import RESULT_PROPERTY, Outcome, source_args
 
 TARGET_PROPERTY = "pplgate_target"
 
@@ -39,8 +39,9 @@ class GateSummary:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": reason.removeprefix("Skipped: ")})
         elif report.failed and report.nodeid not in self.outcomes:
-            lines = report.longreprtext.strip().splitlines()
-            self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": lines[0] if lines else ""})
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message if crash is not None else report.longreprtext.strip()
+            self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": reason})
 
     def counts(self) -> Counter:
         return Counter(o.verdict for o in self.outcomes.values())
@@ -68,17 +69,10 @@ class GateSummary:
         to_fix = [nodeid for nodeid, o in self.outcomes.items() if o.verdict in ("FAIL", "no golden")]
         if to_fix:
             ids = " or ".join(self.outcomes[n].id for n in to_fix)
-            tr.write_line(f"To record the obtained values, if they are right: pytest {self._source_args()}--update-golden -k {shlex.quote(ids)}")
+            command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
+            tr.write_line(f"To record the obtained values, if they are right: {command}")
         if counts["skip"] and not counts["pass"] and not counts["FAIL"]:
             tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
-
-    def _source_args(self) -> str:
-        words = []
-        for option in ("model", "dataset", "tokenizer"):
-            value = self.config.getoption(f"pplgate_{option}")
-            if value:
-                words += [f"--{option}", value]
-        return shlex.join(words) + " " if words else ""
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.report_path is None or hasattr(self.config, "workerinput"):

@@ -1,0 +1,192 @@
+"""The gate as its users meet it, run in a scratch project with pytester."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+GATE_TEST = (Path(__file__).resolve().parents[1] / "gate" / "test_perplexity.py").read_text()
+
+
+def write_case(folder: Path, expected: dict, model: str = "builtin:tiny", name: str = "mini") -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({
+        "case": name,
+        "sources": {"model": model, "dataset": "Salesforce/wikitext", "tokenizer": "openai-community/gpt2"},
+        "method": {"max_blocks": 2},
+        "expected": expected,
+    }, indent=2))
+    return path
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
+    """A scratch gate with one 2-block case on the tiny model, and how to run it."""
+    # In-process pytester drops the modules a run imports; datasets cannot be
+    # imported twice (pyarrow refuses to register its types again), so it is
+    # imported here, before the first run, and kept.
+    import datasets  # noqa: F401
+    import transformers  # noqa: F401
+
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    pytester.makeini("[pytest]\npplgate_devices = cpu gcu\npplgate_precisions = fp32\n")
+    pytester.makepyfile(test_gate=GATE_TEST)
+    golden = pytester.path / "golden"
+    golden.mkdir()
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest(
+            f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
+            f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", *args,
+        )
+
+    return golden, run
+
+
+@pytest.fixture
+def recorded(project):
+    """The scratch case with its cpu-fp32 value recorded by --update-golden."""
+    golden, run = project
+    path = write_case(golden, {"gcu-fp32": {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "rule"}})
+    run("--update-golden", "-k", "cpu").assert_outcomes(passed=1)
+    return path, run
+
+
+def test_ids_select_by_device_and_precision(project, pytester):
+    golden, run = project
+    write_case(golden, {})
+    pytester.makeini("[pytest]\npplgate_devices = cpu gpu gcu\n")
+    assert sorted(run("--collect-only", "-q", "-k", "gcu").outlines[:2]) == [
+        "test_gate.py::test_perplexity[mini-gcu-fp16]", "test_gate.py::test_perplexity[mini-gcu-fp32]"]
+    assert run("--collect-only", "-q", "-k", "cpu and fp32").outlines[0] == "test_gate.py::test_perplexity[mini-cpu-fp32]"
+    assert run("--collect-only", "-q", "-m", "gpu and fp16").outlines[0] == "test_gate.py::test_perplexity[mini-gpu-fp16]"
+
+
+def test_missing_provider_skips_naming_it(recorded):
+    _, run = recorded
+    result = run("-k", "gcu", "-rs")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["SKIPPED*TopsInferenceExecutionProvider (device gcu) is not in this onnxruntime*CPUExecutionProvider*"])
+
+
+def test_strict_gate_turns_skips_into_failures(recorded):
+    _, run = recorded
+    result = run("-k", "gcu", "--strict-gate")
+    result.assert_outcomes(errors=1)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*TopsInferenceExecutionProvider*--strict-gate*"])
+
+
+def test_unreachable_model_skips_naming_the_option(project, tmp_path):
+    golden, run = project
+    write_case(golden, {}, model=str(tmp_path / "absent.onnx"))
+    result = run("-k", "cpu", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*absent.onnx does not exist: pass --model*"])
+    assert run("-k", "cpu", "--strict-gate").ret != 0
+
+
+def test_model_option_replaces_real_models_but_not_built_ones(project, tmp_path):
+    golden, run = project
+    write_case(golden, {}, model=str(tmp_path / "absent.onnx"), name="real")
+    write_case(golden, {"cpu-fp32": {"perplexity": 1.0, "rel_tol": 0.5}}, name="built")
+    result = run("-k", "cpu", "-rs", f"--model={tmp_path / 'other.onnx'}")
+    result.stdout.fnmatch_lines(["SKIPPED*other.onnx does not exist*"])
+    result.stdout.fnmatch_lines(["*built-cpu-fp32*FAIL*"])
+
+
+def test_no_golden_value_fails_with_the_file_and_the_command(project):
+    golden, run = project
+    path = write_case(golden, {})
+    result = run("-k", "cpu")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*{path} has no expected perplexity for cpu-fp32*", "*pytest *--update-golden*"])
+    assert json.loads(path.read_text())["expected"] == {}
+
+
+def test_update_writes_only_the_selected_entry_then_the_gate_passes(recorded, pytester):
+    path, run = recorded
+    data = json.loads(path.read_text())
+    entry = data["expected"]["cpu-fp32"]
+    assert isinstance(entry["perplexity"], float) and entry["perplexity"] > 1
+    assert entry["provenance"]["blocks"] == 2 and entry["provenance"]["onnxruntime"]
+    assert data["expected"]["gcu-fp32"] == {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "rule"}
+    assert data["method"] == {"max_blocks": 2}
+    before = path.read_text()
+    result = run("-k", "cpu")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32*pass*", "pplgate: 1 pass"])
+    assert path.read_text() == before
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_drift_fails_with_a_table_and_the_command(recorded):
+    path, run = recorded
+    data = json.loads(path.read_text())
+    data["expected"]["cpu-fp32"]["perplexity"] *= 1.01
+    path.write_text(json.dumps(data))
+    result = run("-k", "cpu")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*perplexity of mini on cpu-fp32 is outside its tolerance*",
+        "*obtained*expected*difference*tolerance*",
+        "perplexity *-0.99*%*",
+        f"*device cpu, precision fp32, golden {path} [[]expected.cpu-fp32[]]*",
+        "*pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --update-golden --dataset=*",
+    ])
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32*FAIL*", "pplgate: 1 FAIL", "To record the obtained values*--dataset=*--update-golden -k mini-cpu-fp32"])
+
+
+def test_rule_entries_compare_against_the_entry_they_name(recorded, pytester):
+    path, run = recorded
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32 fp16\n")
+    data = json.loads(path.read_text())
+    data["expected"]["cpu-fp16"] = {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "rule"}
+    path.write_text(json.dumps(data))
+    run("-k", "fp16").assert_outcomes(passed=1)
+    data["expected"]["cpu-fp16"]["rel_tol"] = 1e-9
+    path.write_text(json.dumps(data))
+    run("-k", "fp16").stdout.fnmatch_lines(["*golden * [[]expected.cpu-fp32[]]*"])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "*mini.json is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)*"),
+    ('{"case": "mini", "sources": {"model": "builtin:tiny", "dataset": "d", "tokenizer": "t"}, "expected": {"cpu-fp32": {"perplexity": "29.3", "rel_tol": 0.01}}}',
+     '*mini.json: key expected.cpu-fp32.perplexity must be a number, not "29.3"*'),
+    ('{"case": "mini", "sources": {"model": "builtin:tiny", "dataset": "d"}, "expected": {}}', "*mini.json: key sources.tokenizer is missing*"),
+])
+def test_malformed_golden_names_the_file_and_the_key(project, text, message):
+    golden, run = project
+    (golden / "mini.json").write_text(text)
+    result = run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_gate_report_and_junit_property(recorded, tmp_path):
+    path, run = recorded
+    report, junit = tmp_path / "gate.json", tmp_path / "junit.xml"
+    run(f"--gate-report={report}", f"--junitxml={junit}").assert_outcomes(passed=1, skipped=1)
+    data = json.loads(report.read_text())
+    assert data["counts"] == {"pass": 1, "skip": 1}
+    assert data["machine"]["cpu_count"] and "id" in data["commit"]
+    passed = next(r for r in data["results"] if r["verdict"] == "pass")
+    assert passed["id"] == "mini-cpu-fp32" and passed["blocks"] == 2 and passed["perplexity_expected"] > 1
+    assert passed["perplexity"] == json.loads(path.read_text())["expected"]["cpu-fp32"]["perplexity"]
+    skipped = next(r for r in data["results"] if r["verdict"] == "skip")
+    assert "TopsInferenceExecutionProvider" in skipped["reason"]
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
+    assert float(props["perplexity"]) == passed["perplexity"]
+
+
+def test_help_shows_options_with_defaults(pytester):
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["pplgate: perplexity and throughput gate:", "*--strict-gate*", "*default: skip*"])
