@@ -57,7 +57,8 @@ def _checked(parse):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pplgate",
-        description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way.",
+        description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
+        "Also: 'python -m pplgate plot' draws the history of saved benchmark runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
@@ -78,9 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_plot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate plot",
+        description="Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
+    p.add_argument("-o", "--output", type=Path, default=Path("pplgate-history.png"), help="the PNG to write")
+    return p
+
+
+def plot_main(argv: list[str]) -> int:
+    from pplgate.history import plot_history
+
+    args = build_plot_parser().parse_args(argv)
+    try:
+        print(plot_history(args.storage, args.output))
+    except PplgateError as err:
+        print(f"pplgate: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from pplgate.pipeline import Sources, run
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:
+        return plot_main(argv[1:])
     args = build_parser().parse_args(argv)
     sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))

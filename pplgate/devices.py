@@ -22,15 +22,18 @@ class DeviceKind:
     # Providers that switch to fp16 themselves through an environment variable
     # (the vendor's GCU build); None means fp16 is a converted model.
     fp16_env: str | None = None
+    # Where onnxruntime's I/O binding places inputs for this provider, so they
+    # are copied to the device once and the logits never come back.
+    memory: str = "cpu"
 
 
 DEVICES: dict[str, DeviceKind] = {
     kind.name: kind
     for kind in (
         DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime"),
-        DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu"),
+        DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu", memory="cuda"),
         DeviceKind("gcu", "TopsInferenceExecutionProvider", "Enflame's onnxruntime build (TopsInference)", fp16_env="ORT_TOPSINFERENCE_FP16_ENABLE"),
-        DeviceKind("trt", "TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT"),
+        DeviceKind("trt", "TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT", memory="cuda"),
         DeviceKind("rocm", "ROCMExecutionProvider", "onnxruntime-rocm"),
         DeviceKind("openvino", "OpenVINOExecutionProvider", "onnxruntime-openvino"),
         DeviceKind("dml", "DmlExecutionProvider", "onnxruntime-directml"),

@@ -91,8 +91,22 @@ class LMSession:
     def token_losses(self, ids: np.ndarray) -> np.ndarray:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
         if self.scoring == "graph":
-            return self.session.run([TOKEN_LOSSES], self.feeds(ids))[0]
+            return self._run_bound(ids)
         return host_token_losses(self.forward(ids), ids)
+
+    def _run_bound(self, ids: np.ndarray) -> np.ndarray:
+        """session.run through I/O binding: inputs placed in the provider's memory, losses back.
+
+        On CUDA the inputs go to the card in one copy each and only the
+        [B, T-1] losses return; on the CPU it is the same as session.run.
+        """
+        memory, card = self.device.kind.memory, self.device.index or 0
+        binding = self.session.io_binding()
+        for name, value in self.feeds(ids).items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, memory, card))
+        binding.bind_output(TOKEN_LOSSES, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
 
 def open_session(

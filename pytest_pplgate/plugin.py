@@ -66,6 +66,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"precisions to parametrize over (default: {' '.join(PRECISIONS)}; ini: pplgate_precisions)")
     group.addoption("--gate-batch-size", dest="pplgate_batch_size", default=1, type=_positive_int, metavar="N",
                     help="blocks per session.run (default: 1)")
+    group.addoption("--gate-bench-blocks", dest="pplgate_bench_blocks", default=4, type=_positive_int, metavar="N",
+                    help="blocks each throughput test times per round (default: 4)")
+    group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=_positive_int, metavar="N",
+                    help="timed rounds of each throughput test, after one warm-up round (default: 3)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="graph", choices=SCORINGS,
                     help="graph: cross-entropy inside the model; host: the vendor's numpy scoring (default: graph)")
     group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
@@ -114,6 +118,8 @@ def _settings(config: pytest.Config) -> GateSettings:
         batch_size=config.getoption("pplgate_batch_size"),
         scoring=config.getoption("pplgate_scoring"),
         options=RuntimeOptions(),
+        bench_blocks=config.getoption("pplgate_bench_blocks"),
+        bench_rounds=config.getoption("pplgate_bench_rounds"),
     )
 
 
@@ -148,9 +154,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marks the accuracy tests for the summary; throughput tests report through pytest-benchmark.
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "gate_target" in callspec.params:
+        if callspec is not None and "gate_target" in callspec.params and "perplexity_regression" in item.fixturenames:
             item.user_properties.append((TARGET_PROPERTY, callspec.params["gate_target"].id))
 
 

@@ -70,6 +70,8 @@ class GateSettings:
     batch_size: int
     scoring: str
     options: RuntimeOptions
+    bench_blocks: int  # blocks timed by each throughput test
+    bench_rounds: int
 
 
 @dataclass

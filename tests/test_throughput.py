@@ -1,0 +1,110 @@
+"""Throughput records: pytest-benchmark's JSON, its comparison with history, and the plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pplgate.cli import main
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# With PPLGATE_TEST_RUN_SECONDS set, every session.run of the scratch project
+# takes exactly that long (and scores every token 0), so a run made 20% slower
+# is 20% slower whatever else the machine is doing.
+FIXED_RUNTIME_CONFTEST = '''
+import os, time
+import numpy as np
+import pytest
+from pplgate.runtime import LMSession
+
+pytest_plugins = ["pytest_pplgate.plugin"]
+
+@pytest.fixture(autouse=True)
+def fixed_runtime(monkeypatch):
+    seconds = float(os.environ.get("PPLGATE_TEST_RUN_SECONDS", "0"))
+    if seconds:
+        def run(self, ids):
+            time.sleep(seconds)
+            return np.zeros((ids.shape[0], ids.shape[1] - 1), dtype=np.float32)
+        monkeypatch.setattr(LMSession, "token_losses", run)
+'''
+
+
+@pytest.fixture
+def bench_project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
+    import datasets  # noqa: F401  (see tests/test_plugin.py: imported once, before pytester runs)
+    import transformers  # noqa: F401
+
+    pytester.makeconftest(FIXED_RUNTIME_CONFTEST)
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32\n")
+    pytester.makepyfile(test_gate=(ROOT / "gate" / "test_perplexity.py").read_text(),
+                        test_bench=(ROOT / "gate" / "test_throughput.py").read_text())
+    golden = pytester.path / "golden"
+    golden.mkdir()
+    (golden / "mini.json").write_text(json.dumps({
+        "case": "mini", "sources": {"model": "builtin:tiny", "dataset": "d", "tokenizer": "t"},
+        "method": {"max_blocks": 2}, "expected": {},
+    }))
+
+    def run(*args: str, subprocess: bool = False) -> pytest.RunResult:
+        # In a subprocess where the outcome is pytest-benchmark's own exit, which
+        # an in-process run reports as an internal error.
+        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+        return runner(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
+                                  f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", "--gate-bench-blocks=2", *args)
+
+    return pytester, run
+
+
+def test_benchmark_json_carries_tokens_per_second_and_perplexity(bench_project):
+    pytester, run = bench_project
+    out = pytester.path / "out.json"
+    run("-k", "mini and cpu and fp32 and throughput", f"--benchmark-json={out}").assert_outcomes(passed=1)
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    extra = bench["extra_info"]
+    assert bench["group"] == "mini" and bench["name"] == "test_throughput[mini-cpu-fp32]"
+    assert extra["tokens_per_second"] == pytest.approx(2 * 1024 / bench["stats"]["mean"])
+    assert extra["perplexity"] > 1 and extra["blocks"] == 2 and extra["batch_size"] == 1
+    assert extra["providers"] == ["CPUExecutionProvider"] and extra["onnxruntime"]
+    assert bench["stats"]["rounds"] == 3
+
+
+def test_comparison_with_a_saved_run_fails_when_20_percent_slower(bench_project, monkeypatch):
+    pytester, run = bench_project
+    args = ("-k", "throughput", "--benchmark-storage=file://./bench")
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.05")
+    run(*args, "--benchmark-autosave").assert_outcomes(passed=1)
+    same = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:10%", subprocess=True)
+    assert same.ret == 0
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.06")
+    slower = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:10%", subprocess=True)
+    assert slower.ret != 0
+    assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
+
+
+def test_plot_of_saved_runs(bench_project, tmp_path):
+    pytester, run = bench_project
+    for _ in range(2):
+        run("-k", "throughput", "--benchmark-storage=file://./bench", "--benchmark-autosave", "--gate-bench-rounds=1").assert_outcomes(passed=1)
+    png = tmp_path / "history.png"
+    assert main(["plot", "--storage", str(pytester.path / "bench"), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_saved_runs_is_one_sentence(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pplgate", "plot", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"pplgate: error: no saved benchmark runs under {tmp_path}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder."
+
+
+def test_cache_hit_needs_neither_datasets_nor_transformers(dataset_dir, tokenizer_dir, token_cache, tokens):
+    code = (f"import sys; from pplgate.data import load_tokens; t = load_tokens({dataset_dir!r}, {tokenizer_dir!r}, {str(token_cache)!r}); "
+            "print(t.cache_hit, 'datasets' in sys.modules, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split() == ["True", "False", "False"]
