@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:
         return plot_main(argv[1:])
     args = build_parser().parse_args(argv)
+    # Say when a model is downloaded, built or converted: those take minutes.
+    logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
     sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
     try:

@@ -57,12 +57,18 @@ def looks_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
 
 
-def load_texts(source: str) -> list[str]:
-    """The split's rows, through ``datasets.load_dataset`` as the vendor loads them."""
+def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
+    """The split's rows, through ``datasets.load_dataset`` as the vendor loads them.
+
+    ``arrow_cache``: where datasets keeps its prepared copy.  A local folder
+    needs one of its own, keyed by its files: datasets keys local folders by
+    name and config alone, and would hand back another folder's rows.
+    """
     import datasets  # deferred: importing datasets costs about a second
 
+    where = {} if arrow_cache is None else {"cache_dir": str(arrow_cache)}
     try:
-        ds = datasets.load_dataset(str(Path(source).expanduser()) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT)
+        ds = datasets.load_dataset(str(Path(source).expanduser()) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
     except ConnectionError as err:
         raise _unreachable(source) from err
     except (ValueError, FileNotFoundError) as err:
@@ -147,11 +153,13 @@ def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int]:
 
 def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
     folder = resolve_tokenizer_dir(tokenizer)
-    key = hashlib.sha256(f"{CACHE_VERSION}|{dataset_key(dataset)}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
+    data_key = dataset_key(dataset)
+    key = hashlib.sha256(f"{CACHE_VERSION}|{data_key}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return TokenStream(cached["ids"], int(cached["vocab_size"]), dataset, tokenizer, cache_hit=True)
-    ids, vocab_size = tokenize(load_texts(dataset), folder)
+    arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
+    ids, vocab_size = tokenize(load_texts(dataset, arrow_cache), folder)
     write_atomic(path, lambda f: np.savez(f, ids=ids, vocab_size=vocab_size))
     return TokenStream(ids, vocab_size, dataset, tokenizer, cache_hit=False)

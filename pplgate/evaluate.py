@@ -10,7 +10,7 @@ import numpy as np
 
 from pplgate.errors import PplgateError
 from pplgate.metric import perplexity
-from pplgate.runtime import LMSession
+from pplgate.runtime import ORT_RUN_ERRORS, LMSession
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Evaluation:
     eval_seconds: float  # the loop only: feeding, running, scoring, bookkeeping
     batch_size: int
     warmup_batches: int
+    # The bare model's session.run over the same batches, when asked for.
+    forward_seconds: float | None = None
 
     @property
     def blocks(self) -> int:
@@ -49,11 +51,33 @@ def batches(n_blocks: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n_blocks)) for start in range(0, n_blocks, batch_size)]
 
 
-def evaluate(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: int = 1, progress: bool = True) -> Evaluation:
+def _score(session: LMSession, blocks: np.ndarray, batch: slice) -> np.ndarray:
+    try:
+        return session.token_losses(blocks[batch])
+    except ORT_RUN_ERRORS as err:
+        raise PplgateError(
+            f"onnxruntime failed on block {batch.start} on {session.device.spec}-{session.precision} "
+            f"({str(err).strip().splitlines()[0]}): check the model and the tokenizer with --device cpu --precision fp32."
+        ) from err
+
+
+def evaluate(
+    session: LMSession,
+    blocks: np.ndarray,
+    batch_size: int,
+    warmup: int = 1,
+    progress: bool = True,
+    baseline: LMSession | None = None,
+) -> Evaluation:
     """Scores every block of ``blocks`` [n_blocks, T]; refuses NaN or infinite losses.
 
     ``warmup`` batches run untimed first: a session's first runs grow its
-    memory arena and cost several times a steady run.
+    memory arena and cost several times a steady run.  With a ``baseline``
+    (a host-scoring session of the same model) each batch also runs through
+    the bare model just before it is scored, timed apart, so forward_seconds
+    and eval_seconds see the same machine state: on a shared machine speed
+    drifts by 10% or more within seconds, too much to compare two loops run
+    one after the other.
     """
     from tqdm import tqdm
 
@@ -62,13 +86,20 @@ def evaluate(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: in
     n_blocks, length = blocks.shape
     losses = np.empty((n_blocks, length - 1), dtype=np.float32)
     for batch in batches(n_blocks, batch_size)[:warmup]:
-        session.token_losses(blocks[batch])
+        _score(session, blocks, batch)
+        if baseline is not None:
+            baseline.forward(blocks[batch])
+    eval_seconds = forward_seconds = 0.0
     with tqdm(total=n_blocks, unit="block", desc=f"{session.device.spec}-{session.precision}", disable=None if progress else True) as bar:
-        start = time.perf_counter()
         for batch in batches(n_blocks, batch_size):
-            losses[batch] = session.token_losses(blocks[batch])
+            if baseline is not None:
+                start = time.perf_counter()
+                baseline.forward(blocks[batch])
+                forward_seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            losses[batch] = _score(session, blocks, batch)
             bar.update(batch.stop - batch.start)
-        eval_seconds = time.perf_counter() - start
+            eval_seconds += time.perf_counter() - start
     bad = ~np.isfinite(losses)
     if bad.any():
         block = int(np.argwhere(bad)[0][0])
@@ -76,14 +107,4 @@ def evaluate(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: in
             f"block {block} has {int(bad[block].sum())} NaN or infinite token losses on {session.device.spec}-{session.precision}: "
             "the model's output is broken there; compare with --device cpu --precision fp32."
         )
-    return Evaluation(losses, eval_seconds, batch_size, warmup)
-
-
-def forward_seconds(session: LMSession, blocks: np.ndarray, batch_size: int, warmup: int = 1) -> float:
-    """Time of the bare session.run over the same batches: the floor for eval_seconds."""
-    for batch in batches(blocks.shape[0], batch_size)[:warmup]:
-        session.forward(blocks[batch])
-    start = time.perf_counter()
-    for batch in batches(blocks.shape[0], batch_size):
-        session.forward(blocks[batch])
-    return time.perf_counter() - start
+    return Evaluation(losses, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None)

@@ -10,7 +10,7 @@ import numpy as np
 from pplgate.data import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
-from pplgate.evaluate import Evaluation, evaluate, forward_seconds
+from pplgate.evaluate import Evaluation, evaluate
 from pplgate.fileio import user_cache_dir
 from pplgate.graph import check_fits
 from pplgate.report import final_report
@@ -73,11 +73,8 @@ def run(
     check_provider(device)
     tokens, blocks = load_blocks(sources, max_blocks)
     session = build_session(sources, device, precision, tokens, scoring, options, progress)
-    evaluation = evaluate(session, blocks, batch_size, progress=progress)
-    forward = None
-    if measure_forward:
-        bare = open_session(session.source_path, device, precision, "host", options) if scoring == "graph" else session
-        forward = forward_seconds(bare, blocks, batch_size)
+    baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None
+    evaluation = evaluate(session, blocks, batch_size, progress=progress, baseline=baseline)
     report = final_report(
         model=sources.model,
         dataset=sources.dataset,
@@ -85,6 +82,5 @@ def run(
         session=session,
         evaluation=evaluation,
         total_tokens=len(tokens.ids),
-        forward_seconds=forward,
     )
     return report, evaluation

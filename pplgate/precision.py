@@ -16,7 +16,7 @@ from filelock import FileLock
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic, write_json_atomic
 from pplgate.graph import load
-from pplgate.sources import lock_path
+from pplgate.sources import lock_path, log
 
 
 def fp16_path(source: Path) -> Path:
@@ -34,6 +34,7 @@ def convert_fp16(source: Path) -> Path:
         with FileLock(lock_path(target)):
             if target.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
                 return target
+            log.info("converting %s to fp16 into %s", source.name, target)
             model = convert_float_to_float16(load(source), keep_io_types=True)
             data = model.SerializeToString()
             write_atomic(target, lambda f: f.write(data))

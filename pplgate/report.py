@@ -56,7 +56,6 @@ def final_report(
     session: LMSession,
     evaluation: Evaluation,
     total_tokens: int,
-    forward_seconds: float | None = None,
 ) -> dict:
     ev = evaluation
     return {
@@ -72,9 +71,10 @@ def final_report(
         "total_tokens": total_tokens,
         "scored_tokens": ev.scored_tokens,
         "eval_seconds": ev.eval_seconds,
-        # Measured only when asked for: the bare session.run over the same
-        # batches, so the loop's own cost is eval_seconds - forward_seconds.
-        "forward_seconds": forward_seconds,
+        # Measured only when asked for (--measure-forward): the bare
+        # session.run over the same batches, so the loop's own cost is
+        # eval_seconds - forward_seconds.
+        "forward_seconds": ev.forward_seconds,
         "seconds_per_block": ev.eval_seconds / ev.blocks,
         "warmup_batches": ev.warmup_batches,
         "tokens_per_second": ev.tokens_per_second,

@@ -18,6 +18,13 @@ from pplgate.metric import host_token_losses
 from pplgate.precision import convert_fp16
 from pplgate.scoring import TOKEN_LOSSES, append_scoring
 
+# What onnxruntime raises when it cannot build or run a session.
+_state = ort.capi.onnxruntime_pybind11_state
+ORT_ERRORS = (_state.Fail, _state.NotImplemented, _state.InvalidGraph, _state.InvalidArgument,
+              _state.RuntimeException, _state.InvalidProtobuf, _state.NoSuchFile)
+# run_with_iobinding reports a failed run as a plain RuntimeError.
+ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
+
 # "graph": cross-entropy appended to the model, only losses leave the runtime.
 # "host": the vendor's way, logits fetched and scored in float32 numpy.
 SCORINGS = ("graph", "host")
@@ -140,9 +147,7 @@ def open_session(
             session = ort.InferenceSession(
                 model.SerializeToString(), so, providers=[(device.kind.provider, provider_options)]
             )
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.NotImplemented,
-            ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-            ort.capi.onnxruntime_pybind11_state.RuntimeException) as err:
+    except ORT_ERRORS as err:
         first_line = str(err).strip().splitlines()[0]
         hint = f"use --precision fp32 on {device.kind.name}" if precision == "fp16" else "check the model and the provider options"
         raise PplgateError(f"onnxruntime cannot build a {precision} session of {model_path.name} on {device.spec} ({first_line}): {hint}.") from err

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import json
+import http.client
+import logging
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,15 +38,21 @@ BUILTIN_PREFIX = "builtin:"
 # Part of the built models' file names: a builder change must not reuse old files.
 BUILDER_VERSION = "1"
 CHUNK = 1 << 20
-TIMEOUT_S = 60
+# Seconds without a byte, while connecting or reading, before a download is
+# called broken off (and left to resume).
+TIMEOUT_S = 60.0
+# errno values of a write that found no room: a full disk, or a file-size limit.
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+log = logging.getLogger("pplgate")
 
 
-def resolve_model(spec: str, model_dir: Path, progress: bool = True) -> Path:
+def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
     """A complete local ONNX file for ``spec``; downloads or builds it if needed."""
     if spec.startswith(BUILTIN_PREFIX):
         return build_builtin(spec.removeprefix(BUILTIN_PREFIX), Path(model_dir))
     if spec.startswith(("https://", "http://")):
-        return download(spec, Path(model_dir), progress=progress)
+        return download(spec, Path(model_dir), progress=progress, timeout=timeout)
     if spec.startswith("hf://"):
         return hub_download(spec)
     path = Path(spec).expanduser()
@@ -66,6 +74,7 @@ def build_builtin(name: str, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path(path)):
         if not path.is_file():
+            log.info("building %s into %s", BUILTIN_PREFIX + name, path)
             write_model(cfg, path)
     return path
 
@@ -97,7 +106,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, model_dir: Path, progress: bool = True) -> Path:
+def download(url: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
     """Streams ``url`` into ``model_dir``; resumes a ``.part`` left by a broken run."""
     want_sha = declared_sha256(url)
     final = model_dir / file_name(url)
@@ -109,7 +118,8 @@ def download(url: str, model_dir: Path, progress: bool = True) -> Path:
                 return final
             final.unlink()  # a file that no longer matches its source is not the model
         part = final.with_name(final.name + ".part")
-        got_sha = _fetch(url, part, progress)
+        log.info("downloading %s into %s", describe(url), model_dir)
+        got_sha = _fetch(url, part, progress, timeout)
         if want_sha is not None and got_sha != want_sha:
             part.unlink(missing_ok=True)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
@@ -118,28 +128,28 @@ def download(url: str, model_dir: Path, progress: bool = True) -> Path:
     return final
 
 
-def _open(url: str, offset: int):
+def _open(url: str, offset: int, timeout: float):
     request = urllib.request.Request(url.split("#")[0], headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # the part is already as long as the file, or longer: start over
             return None
         raise PplgateError(f"download of {describe(url)} failed: the server answered HTTP {err.code} {err.reason}; check the URL (signed links expire) or pass --model with a local copy.") from err
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
         raise SourceUnavailable(f"model URL {describe(url)} cannot be reached ({reason}): pass --model with a local copy of the file.", option="--model") from err
 
 
-def _fetch(url: str, part: Path, progress: bool) -> str:
+def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
     """Fills ``part`` with the whole body and returns its sha256."""
     from tqdm import tqdm
 
     offset = part.stat().st_size if part.is_file() else 0
-    response = _open(url, offset)
+    response = _open(url, offset, timeout)
     if response is None or (offset and response.status != 206):
         offset = 0  # no resume: the server sent the whole body, or refused the range
-        response = response or _open(url, 0)
+        response = response or _open(url, 0, timeout)
     with response:
         length = response.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else None
@@ -159,16 +169,22 @@ def _fetch(url: str, part: Path, progress: bool) -> str:
                     done += len(chunk)
                     bar.update(len(chunk))
         except OSError as err:
-            if err.errno == errno.ENOSPC:
+            if err.errno in NO_ROOM:
                 part.unlink(missing_ok=True)
-                raise PplgateError(f"the disk is full while downloading {part.name.removesuffix('.part')} into {part.parent}: free space there and run again.") from err
-            # A dropped connection: keep the part so the next run resumes it.
+                raise PplgateError(f"no room left to write {part.name.removesuffix('.part')} into {part.parent} ({os.strerror(err.errno)}): free space there, or pass --model-dir with a folder that has {_size(expected)}.") from err
+            # A dropped connection or a stalled server: keep the part so the next run resumes it.
             raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({err}): run again to resume it.") from err
+        except http.client.HTTPException as err:
+            raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({type(err).__name__}): run again to resume it.") from err
     if expected is not None and done != expected:
         if done > expected:
             part.unlink(missing_ok=True)
-        raise PplgateError(f"download of {describe(url)} ended after {done} of {expected} bytes: run again to resume it.")
+        raise PplgateError(f"download of {describe(url)} broke off after {done} bytes of {expected}: run again to resume it.")
     return h.hexdigest()
+
+
+def _size(n: int | None) -> str:
+    return "room for the model" if n is None else f"{n / 1e6:.0f} MB free"
 
 
 def hub_download(spec: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,84 @@ def blocks(tokens):
 @pytest.fixture(scope="session")
 def tiny_model(model_dir) -> Path:
     return resolve_model("builtin:tiny", model_dir)
+
+
+class ModelServer:
+    """A real HTTP server on 127.0.0.1 serving one body in good and broken ways.
+
+    The first path segment picks the behaviour:
+      ok        the whole body; honours Range (206) so broken downloads resume
+      norange   the whole body, ignoring Range
+      dropped   half the body, then the connection closes; whole after the first request
+      short     announces the full Content-Length, sends less, closes
+      slow      half the body, then a pause longer than the client's timeout
+      throttled the whole body, slowly (0.5 s), so concurrent clients overlap
+      status-N  HTTP status N
+    """
+
+    def __init__(self, body: bytes):
+        import http.server
+        import threading
+
+        self.body = body
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                mode = self.path.split("/")[1]
+                body = server.body
+                if mode.startswith("status-"):
+                    self.send_error(int(mode.removeprefix("status-")))
+                    return
+                first = sum(1 for p, _ in server.requests if p == self.path) == 1
+                if mode in ("dropped", "short", "slow") and (first or mode != "dropped"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    if mode == "slow":
+                        self.wfile.flush()
+                        time.sleep(2.0)
+                    self.close_connection = True
+                    return
+                start = int(rng.removeprefix("bytes=").split("-")[0]) if rng and mode != "norange" else 0
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if mode == "throttled":
+                    for i in range(start, len(body), len(body) // 10 + 1):
+                        self.wfile.write(body[i : i + len(body) // 10 + 1])
+                        time.sleep(0.05)
+                else:
+                    self.wfile.write(body[start:])
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # clients that give up mid-body are what these tests make
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, mode: str, name: str = "model.onnx") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def model_server(tiny_model):
+    """Serves the tiny model's bytes over HTTP on 127.0.0.1."""
+    server = ModelServer(tiny_model.read_bytes())
+    yield server
+    server.close()

@@ -1,0 +1,123 @@
+"""Downloads against a real HTTP server on 127.0.0.1: a partial file is never a model."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from pplgate.errors import PplgateError, SourceUnavailable
+from pplgate.sources import download
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_whole_download_lands_with_its_provenance(model_server, tmp_path):
+    path = download(model_server.url("ok"), tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    assert listing(tmp_path) == [".model.onnx.lock", "model.onnx", "model.onnx.json"]
+    download(model_server.url("ok"), tmp_path, progress=False)
+    assert len(model_server.requests) == 1  # the second call reuses the file
+
+
+def test_unreachable_host_is_a_missing_source(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceUnavailable, match=r"cannot be reached .*: pass --model with a local copy"):
+        download(f"http://127.0.0.1:{port}/m/model.onnx", tmp_path, progress=False)
+    assert "model.onnx" not in listing(tmp_path)
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_http_error_status_leaves_nothing(model_server, tmp_path, status):
+    with pytest.raises(PplgateError, match=f"the server answered HTTP {status}"):
+        download(model_server.url(f"status-{status}"), tmp_path, progress=False)
+    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
+
+
+def test_dropped_connection_keeps_the_part_and_the_next_run_resumes(model_server, tmp_path):
+    url = model_server.url("dropped")
+    with pytest.raises(PplgateError, match=r"broke off after \d+ bytes .*: run again to resume it"):
+        download(url, tmp_path, progress=False)
+    assert "model.onnx" not in listing(tmp_path)
+    half = (tmp_path / "model.onnx.part").stat().st_size
+    assert 0 < half < len(model_server.body)
+    path = download(url, tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    assert model_server.requests[-1] == ("/dropped/model.onnx", f"bytes={half}-")
+    assert "model.onnx.part" not in listing(tmp_path)
+
+
+def test_server_without_ranges_starts_over(model_server, tmp_path):
+    (tmp_path / "model.onnx.part").write_bytes(b"stale bytes from an earlier try")
+    path = download(model_server.url("norange"), tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+
+
+def test_body_shorter_than_its_content_length_is_not_a_model(model_server, tmp_path):
+    with pytest.raises(PplgateError, match="broke off after"):
+        download(model_server.url("short"), tmp_path, progress=False)
+    assert "model.onnx" not in listing(tmp_path)
+
+
+def test_stalled_body_times_out_and_keeps_the_part(model_server, tmp_path):
+    with pytest.raises(PplgateError, match="broke off after"):
+        download(model_server.url("slow"), tmp_path, progress=False, timeout=0.5)
+    assert "model.onnx" not in listing(tmp_path)
+    assert "model.onnx.part" in listing(tmp_path)
+
+
+def test_checksum_mismatch_removes_the_file(model_server, tmp_path):
+    with pytest.raises(PplgateError, match="not the declared 0000.*the file was removed"):
+        download(model_server.url("ok") + "#sha256=" + "0" * 64, tmp_path, progress=False)
+    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
+    good = hashlib.sha256(model_server.body).hexdigest()
+    assert download(model_server.url("ok") + f"#sha256={good}", tmp_path, progress=False).read_bytes() == model_server.body
+
+
+def test_a_changed_file_that_no_longer_matches_is_replaced(model_server, tmp_path):
+    good = hashlib.sha256(model_server.body).hexdigest()
+    (tmp_path / "model.onnx").write_bytes(b"not the model")
+    path = download(model_server.url("ok") + f"#sha256={good}", tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+
+
+DOWNLOAD = """
+import logging, resource, signal, sys
+from pathlib import Path
+from pplgate.errors import PplgateError
+from pplgate.sources import download
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+if len(sys.argv) > 3:  # a file-size limit stands in for a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+try:
+    download(sys.argv[1], Path(sys.argv[2]), progress=False)
+except PplgateError as err:
+    print(err, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_no_room_left_removes_the_part(model_server, tmp_path):
+    result = subprocess.run([sys.executable, "-c", DOWNLOAD, model_server.url("ok"), str(tmp_path), "1000000"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no room left to write model.onnx into" in result.stderr and "free space there" in result.stderr
+    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
+
+
+def test_concurrent_runs_download_once(model_server, tmp_path):
+    url = model_server.url("throttled")
+    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOAD, url, str(tmp_path)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum(log.count("downloading") for log in logs) == 1
+    assert len(model_server.requests) == 1
+    assert (tmp_path / "model.onnx").read_bytes() == model_server.body

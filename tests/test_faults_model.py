@@ -1,0 +1,136 @@
+"""Model files that cannot be evaluated: one sentence, exit 1 (CLI) or a failed test (gate)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pplgate.cli import main
+from pplgate.testmodel import PRESETS, write_model
+
+pytest_plugins = ["pytester"]
+
+
+def _edit(tiny_model, path, change):
+    model = onnx.load(str(tiny_model))
+    change(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _no_input_ids(m):
+    m.graph.input[0].name = "tokens"
+    for n in m.graph.node:
+        n.input[:] = ["tokens" if i == "input_ids" else i for i in n.input]
+
+
+def _no_logits(m):
+    m.graph.output[0].name = "scores"
+    for n in m.graph.node:
+        n.output[:] = ["scores" if o == "logits" else o for o in n.output]
+    extra = next(n.output[0] for n in m.graph.node if n.op_type == "Add" and n.input[1] == "h.0.attn.c_attn.bias")
+    m.graph.output.append(helper.make_tensor_value_info(extra, TensorProto.FLOAT, ["batch", "sequence", 192]))
+
+
+def _fixed_512(m):
+    for value in (m.graph.input[0], m.graph.input[1]):
+        value.type.tensor_type.shape.dim[1].dim_value = 512
+
+
+def _celu_head(m):
+    # Celu's opset-13 types exclude float16: the fp16 conversion of this graph is invalid.
+    final = next(n for n in m.graph.node if n.output and n.output[0] == "logits")
+    final.input[0], old = "celu_out", final.input[0]
+    m.graph.node.append(helper.make_node("Celu", [old], ["celu_out"]))
+    m.graph.node.sort(key=lambda n: n.output[0] == "logits")
+
+
+def bad_models(tiny_model, tmp_path):
+    """name -> (path, precision, expected sentence fragment)."""
+    d = tmp_path
+    (d / "empty.onnx").write_bytes(b"")
+    (d / "truncated.onnx").write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    (d / "text.onnx").write_text("this is not a model\n")
+    (d / "folder.onnx").mkdir()
+    small_vocab = write_model(dataclasses.replace(PRESETS["tiny"], vocab_size=1000), d / "vocab1000.onnx")
+    return {
+        "missing": (d / "absent.onnx", "fp32", "absent.onnx does not exist: pass --model"),
+        "directory": (d / "folder.onnx", "fp32", "is a directory, not a file"),
+        "empty": (d / "empty.onnx", "fp32", "empty.onnx is empty: delete it"),
+        "truncated": (d / "truncated.onnx", "fp32", "truncated.onnx is not a readable ONNX model"),
+        "not onnx": (d / "text.onnx", "fp32", "text.onnx is not a readable ONNX model"),
+        "no input_ids": (_edit(tiny_model, d / "noids.onnx", _no_input_ids), "fp32", "has no input named input_ids (its inputs: tokens, attention_mask)"),
+        "no logits": (_edit(tiny_model, d / "nologits.onnx", _no_logits), "fp32", "has no logits output"),
+        "vocabulary": (small_vocab, "fp32", "predicts 1000 tokens, but the tokenizer has 50257"),
+        "short sequence": (_edit(tiny_model, d / "seq512.onnx", _fixed_512), "fp32", "takes sequences of 512 tokens, fewer than the 1024"),
+        "fp16 impossible": (_edit(tiny_model, d / "celu.onnx", _celu_head), "fp16", "cannot build a fp16 session of celu.fp16.onnx on cpu"),
+    }
+
+
+CASES = ["missing", "directory", "empty", "truncated", "not onnx", "no input_ids", "no logits", "vocabulary", "short sequence", "fp16 impossible"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cli_refuses_with_one_sentence(case, tiny_model, tmp_path, dataset_dir, tokenizer_dir, token_cache, capsys):
+    path, precision, fragment = bad_models(tiny_model, tmp_path)[case]
+    report = tmp_path / "report.json"
+    code = main(["--model", str(path), "--dataset", dataset_dir, "--tokenizer", tokenizer_dir, "--cache-dir", str(token_cache),
+                 "--precision", precision, "--max-blocks", "1", "--no-progress", "--report-json", str(report)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pplgate: error:")]
+    assert code == 1
+    assert len(err) == 1 and fragment in err[0], err
+    assert err[0].endswith(".")
+    assert not report.exists()
+
+
+def test_gate_fails_bad_models_with_the_sentence(pytester, tiny_model, tmp_path, dataset_dir, tokenizer_dir, token_cache, model_dir, tokens):
+    import datasets  # noqa: F401  (see tests/test_plugin.py)
+
+    models = bad_models(tiny_model, tmp_path)
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32 fp16\n")
+    pytester.makepyfile(test_gate="def test_perplexity(gate_result, perplexity_regression):\n    perplexity_regression.check(gate_result)\n")
+    golden = pytester.path / "golden"
+    golden.mkdir()
+    for case in ("truncated", "no logits", "fp16 impossible"):
+        path, precision, _ = models[case]
+        name = case.replace(" ", "_")
+        (golden / f"{name}.json").write_text(json.dumps({
+            "case": name, "sources": {"model": str(path), "dataset": "d", "tokenizer": "t"},
+            "method": {"max_blocks": 1}, "expected": {"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1}},
+        }))
+    result = pytester.runpytest(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
+                                f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", "-k", "truncated-cpu-fp32 or no_logits-cpu-fp32 or impossible-cpu-fp16")
+    result.assert_outcomes(errors=3)
+    for _, _, fragment in (models["truncated"], models["no logits"], models["fp16 impossible"]):
+        result.stdout.fnmatch_lines([f"*{fragment}*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+CONVERT = """
+import logging, sys
+from pathlib import Path
+from pplgate.precision import convert_fp16
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+print(convert_fp16(Path(sys.argv[1])))
+"""
+
+
+def test_concurrent_runs_convert_to_fp16_once(tiny_model, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    source = shutil.copy(tiny_model, tmp_path / "model.onnx")
+    procs = [subprocess.Popen([sys.executable, "-c", CONVERT, str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum(err.count("converting model.onnx to fp16") for _, err in outs) == 1
+    assert {out.strip() for out, _ in outs} == {str(tmp_path / "model.fp16.onnx")}
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model.fp16.onnx", "model.fp16.onnx.json", "model.onnx"]
+    onnx.checker.check_model(str(tmp_path / "model.fp16.onnx"))
