@@ -34,6 +34,6 @@ def test_throughput(benchmark, gate, gate_target, gate_session, gate_blocks):
         "scoring": gate_session.scoring,
         "onnxruntime": ort.__version__,
         "providers": gate_session.providers,
-        "provider_options": gate_session.device.provider_options() | gate_session.options.provider_options,
+        "provider_options": gate_session.requested_provider_options,
         "intra_op_threads": gate_session.options.intra_op_threads,
     })

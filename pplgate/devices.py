@@ -70,6 +70,18 @@ def parse_device(text: str) -> Device:
     return Device(DEVICES[name], int(index))
 
 
+def assign_card(device: Device, worker: int | None, cards: int | None) -> Device:
+    """The card a pytest-xdist worker uses for a device given without an index.
+
+    Worker n of a node with ``cards`` cards takes card n mod cards, so
+    ``pytest -n 8 -k gcu`` on an 8-card node puts one worker on each card.  An
+    explicit index (gcu:3), the CPU, and runs without workers are left alone.
+    """
+    if device.index is not None or device.kind.name == "cpu" or worker is None or not cards:
+        return device
+    return Device(device.kind, worker % cards)
+
+
 def parse_precision(text: str) -> str:
     value = text.strip().lower()
     if value not in PRECISIONS:

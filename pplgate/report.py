@@ -82,7 +82,10 @@ def final_report(
         "onnxruntime": ort.__version__,
         "onnxruntime_distribution": onnxruntime_distribution(),
         "providers": session.providers,
-        "provider_options": session.device.provider_options() | session.options.provider_options,
+        "provider_options": session.requested_provider_options,
+        # What the session reports it runs with: a provider may ignore options
+        # it does not know (the CPU provider ignores all).
+        "provider_options_effective": session.effective_provider_options,
         "intra_op_threads": session.options.intra_op_threads,
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

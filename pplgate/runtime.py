@@ -82,6 +82,14 @@ class LMSession:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
+    @property
+    def requested_provider_options(self) -> dict[str, str]:
+        return self.device.provider_options() | self.options.provider_options
+
+    @property
+    def effective_provider_options(self) -> dict[str, str]:
+        return self.session.get_provider_options().get(self.device.kind.provider, {})
+
     def feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """ids [B, T] -> every input the graph declares, in its own dtype."""
         values = {
@@ -138,7 +146,7 @@ def open_session(
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
-    provider_options = device.provider_options() | options.provider_options
+    provider_options = device.provider_options() | options.provider_options  # the user's win over the card index
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
     env_value = "1" if precision == "fp16" else "0"

@@ -46,6 +46,27 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
+    return key, value
+
+
+def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
+    """This process's pytest-xdist worker number and the number of workers, or (None, None)."""
+    info = getattr(config, "workerinput", None)
+    if info is None:
+        return None, None
+    return int(info["workerid"].removeprefix("gw")), int(info["workercount"])
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pplgate", "pplgate: perplexity and throughput gate")
     group.addoption("--model", dest="pplgate_model", default=None, metavar="SOURCE",
@@ -72,6 +93,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="graph", choices=SCORINGS,
                     help="graph: cross-entropy inside the model; host: the vendor's numpy scoring (default: graph)")
+    group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                    help="passed to every session's execution provider; repeatable (default: none)")
+    group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=_non_negative_int, metavar="N",
+                    help="onnxruntime intra-op threads per session (default: 0, onnxruntime's choice)")
+    group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=_positive_int, metavar="N",
+                    help="cards per device on this node: pytest-xdist worker n uses card n mod N (default: the number of workers; ini: pplgate_cards)")
     group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
                     help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
     group.addoption("--model-dir", dest="pplgate_model_dir", default=None, type=Path, metavar="DIR",
@@ -84,6 +111,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pplgate_strict", "default for --strict-gate", type="bool", default=False)
     parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
     parser.addini("pplgate_precisions", "default for --gate-precisions", default="fp32 fp16")
+    parser.addini("pplgate_cards", "default for --gate-cards", default="")
     parser.addini("pplgate_golden_dir", "default for --golden-dir", default="golden")
     parser.addini("pplgate_model_dir", "default for --model-dir", default="model")
 
@@ -103,6 +131,8 @@ def _source(config: pytest.Config, name: str) -> str | None:
 def _settings(config: pytest.Config) -> GateSettings:
     root = config.rootpath
     strict = config.getoption("pplgate_strict")
+    worker, workers = _worker(config)
+    cards = config.getoption("pplgate_cards") or (_positive_int(config.getini("pplgate_cards")) if config.getini("pplgate_cards") else workers)
     return GateSettings(
         golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
         model_dir=config.getoption("pplgate_model_dir") or root / config.getini("pplgate_model_dir"),
@@ -117,9 +147,11 @@ def _settings(config: pytest.Config) -> GateSettings:
         report_path=config.getoption("pplgate_report"),
         batch_size=config.getoption("pplgate_batch_size"),
         scoring=config.getoption("pplgate_scoring"),
-        options=RuntimeOptions(),
+        options=RuntimeOptions(config.getoption("pplgate_threads"), dict(config.getoption("pplgate_provider_options"))),
         bench_blocks=config.getoption("pplgate_bench_blocks"),
         bench_rounds=config.getoption("pplgate_bench_rounds"),
+        worker=worker,
+        cards=cards,
     )
 
 
@@ -217,3 +249,23 @@ def gate_result(gate: GateSession, gate_target: Target, gate_session) -> dict:
 def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest) -> PerplexityRegression:
     """``perplexity_regression.check(report)`` compares with the golden file, or records with --update-golden."""
     return PerplexityRegression(gate, gate_target, request)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Settings that change speed, in pytest-benchmark's machine_info.
+
+    pytest-benchmark warns when a compared run's machine_info differs, so runs
+    under another onnxruntime build, thread count or provider options are not
+    compared as if they were the same.
+    """
+    s = config.stash[gate_key].settings
+    machine_info["pplgate"] = {
+        "onnxruntime": ort.__version__,
+        "onnxruntime_distribution": onnxruntime_distribution(),
+        "available_providers": ort.get_available_providers(),
+        "intra_op_threads": s.options.intra_op_threads,
+        "provider_options": s.options.provider_options,
+        "batch_size": s.batch_size,
+        "scoring": s.scoring,
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pplgate.data import TokenStream
-from pplgate.devices import Device, parse_device
+from pplgate.devices import Device, assign_card, parse_device
 from pplgate.evaluate import Evaluation, evaluate
 from pplgate.golden import GoldenCase, GoldenError, load_case
 from pplgate.pipeline import Sources, build_session, load_blocks
@@ -72,6 +72,8 @@ class GateSettings:
     options: RuntimeOptions
     bench_blocks: int  # blocks timed by each throughput test
     bench_rounds: int
+    worker: int | None = None  # the pytest-xdist worker's number (gw3 -> 3), None without xdist
+    cards: int | None = None  # cards per device kind on this node, for spreading workers over them
 
 
 @dataclass
@@ -99,7 +101,8 @@ class GateSession:
             except GoldenError as err:
                 out.append(BrokenCase(path, err))
                 continue
-            out += [Target(case, parse_device(d), p) for d in self.settings.devices for p in self.settings.precisions]
+            s = self.settings
+            out += [Target(case, assign_card(parse_device(d), s.worker, s.cards), p) for d in s.devices for p in s.precisions]
         return out
 
     def sources(self, case: GoldenCase) -> Sources:

@@ -1,0 +1,49 @@
+"""Device strings, cards and where pytest-xdist workers run."""
+
+import pytest
+
+from pplgate.devices import DEVICES, Device, assign_card, parse_device, parse_precision
+from pplgate.errors import PplgateError
+
+
+@pytest.mark.parametrize(("text", "provider", "options"), [
+    ("cpu", "CPUExecutionProvider", {}),
+    ("gpu", "CUDAExecutionProvider", {}),
+    ("gpu:1", "CUDAExecutionProvider", {"device_id": "1"}),
+    ("GCU:3", "TopsInferenceExecutionProvider", {"device_id": "3"}),
+    ("trt:0", "TensorrtExecutionProvider", {"device_id": "0"}),
+])
+def test_device_strings_map_to_providers_and_options(text, provider, options):
+    device = parse_device(text)
+    assert device.kind.provider == provider
+    assert device.provider_options() == options
+    assert device.spec == text.lower()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("tpu", "unknown device 'tpu': use one of cpu, gpu, gcu, trt, rocm, openvino, dml, optionally with a card index such as gpu:1."),
+    ("gpu:x", "device 'gpu:x' has a card index that is not a whole number >= 0: write it as gpu:0, gpu:1 ..."),
+    ("gcu:-1", "device 'gcu:-1' has a card index that is not a whole number >= 0: write it as gcu:0, gcu:1 ..."),
+    ("cpu:0", "device 'cpu:0' has a card index, but the CPU provider has no cards: write cpu."),
+])
+def test_bad_device_strings_are_one_sentence(text, message):
+    with pytest.raises(PplgateError) as info:
+        parse_device(text)
+    assert str(info.value) == message
+
+
+def test_unknown_precision():
+    with pytest.raises(PplgateError, match=r"unknown precision 'bf16': use one of fp32, fp16\."):
+        parse_precision("bf16")
+
+
+def test_xdist_workers_spread_over_the_cards():
+    gcu = Device(DEVICES["gcu"])
+    assert [assign_card(gcu, worker, 8).index for worker in range(8)] == list(range(8))
+    assert [assign_card(gcu, worker, 2).index for worker in range(4)] == [0, 1, 0, 1]
+
+
+def test_card_assignment_leaves_explicit_cards_the_cpu_and_single_runs_alone():
+    assert assign_card(parse_device("gcu:5"), 2, 8).index == 5
+    assert assign_card(parse_device("cpu"), 2, 8).index is None
+    assert assign_card(parse_device("gpu"), None, None).index is None
