@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
-from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision
+from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
 from pplgate.fileio import user_cache_dir, write_json_atomic
 from pplgate.runtime import SCORINGS, RuntimeOptions
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pplgate",
         description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
-        "Also: 'python -m pplgate plot' draws the history of saved benchmark runs.",
+        "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
+        "'python -m pplgate diff A B' compares two runs saved with --save-losses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
     p.add_argument("--scoring", choices=SCORINGS, default="graph", help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits")
+    p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
+    p.add_argument("--reference", type=_checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
+                   help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
     p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
     p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
     p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
@@ -103,12 +107,45 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
+def build_diff_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate diff",
+        description="Compare two runs' per-token losses (written with --save-losses): the paired difference and the worst tokens.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("a", type=Path, help="losses of run A")
+    p.add_argument("b", type=Path, help="losses of run B, on the same tokens")
+    p.add_argument("--tokenizer", default=None, help="to show the tokens' text (default: the tokenizer A was run with)")
+    p.add_argument("--top", type=positive_int, default=10, help="how many of the most different tokens to show")
+    return p
+
+
+def diff_main(argv: list[str]) -> int:
+    from pplgate.data import resolve_tokenizer_dir
+    from pplgate.diff import render
+    from pplgate.lossfile import load_losses
+
+    args = build_diff_parser().parse_args(argv)
+    try:
+        a, b = load_losses(args.a), load_losses(args.b)
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(str(resolve_tokenizer_dir(args.tokenizer or a.meta["tokenizer"])))
+        print(render(a, b, tok.decode, count=args.top))
+    except PplgateError as err:
+        print(f"pplgate: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from pplgate.pipeline import Sources, run
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
         return plot_main(argv[1:])
+    if argv[:1] == ["diff"]:
+        return diff_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
@@ -125,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             options=options,
             measure_forward=args.measure_forward,
             progress=not args.no_progress,
+            reference=args.reference,
+            save_losses_to=args.save_losses,
         )
         if args.report_json is not None:
             write_json_atomic(args.report_json, report)

@@ -17,6 +17,7 @@ import numpy as np
 
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
+from pplgate.metric import count_words
 
 DEFAULT_DATASET = "Salesforce/wikitext"
 DATASET_CONFIG = "wikitext-2-raw-v1"
@@ -33,7 +34,7 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 # Bumped when the way tokens are produced changes, so old cache entries die.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class TokenStream:
 
     ids: np.ndarray  # [n_tokens] int32
     vocab_size: int  # the tokenizer's, checked against the model's logits
+    # Per block of BLOCK_SIZE, for the scored tokens 1..1023 only: their UTF-8
+    # bytes and the words of their text, for bits per byte and word perplexity.
+    block_bytes: np.ndarray  # [n_blocks] int64
+    block_words: np.ndarray  # [n_blocks] int64
     dataset: str
     tokenizer: str
     cache_hit: bool
@@ -137,7 +142,7 @@ def tokenizer_key(folder: Path) -> str:
     return h.hexdigest()
 
 
-def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int]:
+def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     import transformers
 
     try:
@@ -147,8 +152,16 @@ def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int]:
     # One call over all rows tokenizes each row on its own, like the vendor's
     # per-row map; special tokens would add ids the vendor never fed.
     per_row = tok(texts, add_special_tokens=False)["input_ids"]
-    flat = [i for row in per_row for i in row]
-    return np.asarray(flat, dtype=np.int32), len(tok)
+    ids = np.asarray([i for row in per_row for i in row], dtype=np.int32)
+    n_blocks = len(ids) // BLOCK_SIZE
+    scored = ids[: n_blocks * BLOCK_SIZE].reshape(n_blocks, BLOCK_SIZE)[:, 1:]
+    # GPT-2's byte-level BPE spells each byte as one character of its vocabulary,
+    # so a token's bytes are its vocabulary string's length: exact, even where a
+    # block boundary cuts a multi-byte character that decode() would replace.
+    token_bytes = np.array([len(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))], dtype=np.int64)
+    block_bytes = token_bytes[scored].sum(axis=1)
+    block_words = np.array([count_words(tok.decode(row.tolist())) for row in scored], dtype=np.int64)
+    return ids, len(tok), block_bytes, block_words
 
 
 def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
@@ -158,8 +171,8 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
     path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
-            return TokenStream(cached["ids"], int(cached["vocab_size"]), dataset, tokenizer, cache_hit=True)
+            return TokenStream(cached["ids"], int(cached["vocab_size"]), cached["block_bytes"], cached["block_words"], dataset, tokenizer, cache_hit=True)
     arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
-    ids, vocab_size = tokenize(load_texts(dataset, arrow_cache), folder)
-    write_atomic(path, lambda f: np.savez(f, ids=ids, vocab_size=vocab_size))
-    return TokenStream(ids, vocab_size, dataset, tokenizer, cache_hit=False)
+    ids, vocab_size, block_bytes, block_words = tokenize(load_texts(dataset, arrow_cache), folder)
+    write_atomic(path, lambda f: np.savez(f, ids=ids, vocab_size=vocab_size, block_bytes=block_bytes, block_words=block_words))
+    return TokenStream(ids, vocab_size, block_bytes, block_words, dataset, tokenizer, cache_hit=False)

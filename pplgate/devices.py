@@ -87,3 +87,11 @@ def parse_precision(text: str) -> str:
     if value not in PRECISIONS:
         raise PplgateError(f"unknown precision {text!r}: use one of {', '.join(PRECISIONS)}.")
     return value
+
+
+def parse_target(text: str) -> tuple[Device, str]:
+    """``DEVICE-PRECISION`` (cpu-fp32, gpu:1-fp16) -> (Device, precision)."""
+    device, sep, precision = text.strip().rpartition("-")
+    if not sep:
+        raise PplgateError(f"{text!r} is not of the form DEVICE-PRECISION: write e.g. cpu-fp32 or gpu:1-fp16.")
+    return parse_device(device), parse_precision(precision)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pplgate.errors import PplgateError
-from pplgate.metric import perplexity
+from pplgate.metric import perplexity, perplexity_stderr
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession
 
 
@@ -38,6 +38,10 @@ class Evaluation:
     @property
     def perplexity(self) -> float:
         return perplexity(self.block_losses)
+
+    @property
+    def perplexity_stderr(self) -> float:
+        return perplexity_stderr(self.token_losses)
 
     @property
     def tokens_per_second(self) -> float:

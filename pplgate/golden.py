@@ -24,6 +24,10 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import write_json_atomic
 from pplgate.sources import lock_path
 
+# What a case may bound about a run against a reference session on the same
+# blocks (pplgate.compare): each as <name>_max or <name>_min in "limits".
+LIMITED = ("kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement", "perplexity_ratio")
+
 # Tolerances given to a value recorded by --update-golden where the entry had
 # none.  fp32 results differ across devices by accumulation order only; fp16
 # by rounding of every activation.
@@ -41,6 +45,26 @@ class Expected:
     relative_to: str | None = None
     why: str = ""
     provenance: dict = field(default_factory=dict)
+    limits: Limits | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on a run against a reference session, e.g. fp16 against cpu-fp32."""
+
+    reference: str  # DEVICE-PRECISION
+    blocks: int | None  # the first N blocks only: the comparison fetches every logit; None: all
+    bounds: dict[str, tuple[str, float]]  # metric -> ("max" | "min", value)
+
+    def violations(self, obtained: dict) -> list[tuple[str, float, str, float]]:
+        """(metric, obtained, max|min, bound) for each bound the run breaks."""
+        out = []
+        for metric, (side, bound) in self.bounds.items():
+            value = obtained[metric]
+            ok = value <= bound if side == "max" else value >= bound
+            if not ok or value != value:  # NaN never passes
+                out.append((metric, value, side, bound))
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,27 @@ def _require(data: dict, key: str, kind, where: str, path: Path):
     return value
 
 
+def _limits(data: dict, where: str, path: Path) -> Limits | None:
+    if "limits" not in data:
+        return None
+    raw = _require(data, "limits", dict, where, path)
+    where += "limits."
+    reference = _require(raw, "reference", str, where, path)
+    blocks = raw.get("blocks")
+    if blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
+        raise GoldenError(f"golden file {path}: key {where}blocks must be a whole number of 1 or more, or absent for all blocks.")
+    bounds = {}
+    for name in raw:
+        if name in ("reference", "blocks"):
+            continue
+        metric, _, side = name.rpartition("_")
+        if metric not in LIMITED or side not in ("max", "min"):
+            known = ", ".join(f"{m}_max/_min" for m in LIMITED)
+            raise GoldenError(f"golden file {path}: key {where}{name} is not a known limit: use {known}.")
+        bounds[metric] = (side, float(_require(raw, name, float, where, path)))
+    return Limits(reference, blocks, bounds)
+
+
 def _entry(data: dict, key: str, path: Path) -> Expected:
     where = f"expected.{key}."
     if not isinstance(data, dict):
@@ -110,13 +155,14 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
     rel_tol = float(_require(data, "rel_tol", float, where, path))
     if not 0 <= rel_tol < 1:
         raise GoldenError(f"golden file {path}: key {where}rel_tol is {rel_tol}, not a fraction in [0, 1): write e.g. 0.0002 for 0.02%.")
+    limits = _limits(data, where, path)
     if "relative_to" in data:
-        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), data.get("why", ""))
+        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), data.get("why", ""), limits=limits)
     value = float(_require(data, "perplexity", float, where, path))
     if not math.isfinite(value) or value < 1:
         raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --update-golden.")
     provenance = data.get("provenance", {})
-    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {})
+    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {}, limits)
 
 
 def load_case(path: Path) -> GoldenCase:
@@ -158,5 +204,5 @@ def golden_record(path: Path, key: str, perplexity: float, precision: str, prove
             "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
             "why": old.get("why", f"default {precision} tolerance of pplgate"),
             "provenance": provenance,
-        }
+        } | ({"limits": old["limits"]} if "limits" in old else {})
         write_json_atomic(path, data)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pplgate.compare import compare_with_reference
 from pplgate.data import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
 from pplgate.fileio import user_cache_dir
 from pplgate.graph import check_fits
+from pplgate.lossfile import save_losses
 from pplgate.report import final_report
 from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
 from pplgate.sources import VENDOR_MODEL_URL, resolve_model
@@ -66,11 +68,15 @@ def run(
     options: RuntimeOptions | None = None,
     measure_forward: bool = False,
     progress: bool = True,
+    reference: tuple[Device, str] | None = None,
+    save_losses_to: Path | None = None,
 ) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it; returns the Final report and the losses."""
     if batch_size < 1:
         raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
     check_provider(device)
+    if reference is not None:
+        check_provider(reference[0])
     tokens, blocks = load_blocks(sources, max_blocks)
     session = build_session(sources, device, precision, tokens, scoring, options, progress)
     baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None
@@ -81,6 +87,13 @@ def run(
         tokenizer=sources.tokenizer,
         session=session,
         evaluation=evaluation,
-        total_tokens=len(tokens.ids),
+        tokens=tokens,
     )
+    if reference is not None:
+        # KL needs both distributions on the host: logits-fetching sessions of the run and the reference.
+        run_host = session if scoring == "host" else open_session(session.source_path, device, precision, "host", options)
+        reference_host = open_session(session.source_path, reference[0], reference[1], "host", options)
+        report |= compare_with_reference(run_host, reference_host, blocks, batch_size).summary()
+    if save_losses_to is not None:
+        save_losses(save_losses_to, evaluation.token_losses, blocks, report)
     return report, evaluation

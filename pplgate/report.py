@@ -8,9 +8,12 @@ import os
 import platform
 import subprocess
 
+import numpy as np
 import onnxruntime as ort
 
+from pplgate.data import TokenStream
 from pplgate.evaluate import Evaluation
+from pplgate.metric import CrossToolMetrics
 from pplgate.runtime import LMSession
 from pplgate.sources import describe
 
@@ -55,9 +58,14 @@ def final_report(
     tokenizer: str,
     session: LMSession,
     evaluation: Evaluation,
-    total_tokens: int,
+    tokens: TokenStream,
 ) -> dict:
     ev = evaluation
+    cross = CrossToolMetrics(
+        total_nll=float(ev.token_losses.sum(dtype=np.float64)),
+        words=int(tokens.block_words[: ev.blocks].sum()),
+        bytes=int(tokens.block_bytes[: ev.blocks].sum()),
+    )
     return {
         "model": describe(model),
         "model_file": session.model_path.name,
@@ -67,9 +75,16 @@ def final_report(
         "precision": session.precision,
         "batch_size": ev.batch_size,
         "perplexity": ev.perplexity,
+        "perplexity_stderr": ev.perplexity_stderr,
+        # Token perplexity above depends on GPT-2's tokenizer; these two, over
+        # the text of the same scored tokens, compare with other tools' tables.
+        "word_perplexity": cross.word_perplexity,
+        "bits_per_byte": cross.bits_per_byte,
         "blocks": ev.blocks,
-        "total_tokens": total_tokens,
+        "total_tokens": len(tokens.ids),
         "scored_tokens": ev.scored_tokens,
+        "scored_words": cross.words,
+        "scored_bytes": cross.bytes,
         "eval_seconds": ev.eval_seconds,
         # Measured only when asked for (--measure-forward): the bare
         # session.run over the same batches, so the loop's own cost is

@@ -9,10 +9,29 @@ from dataclasses import dataclass
 
 import pytest
 
-from pplgate.golden import Comparison, golden_record
+from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+from pplgate.golden import Comparison, Limits, golden_record
 from pytest_pplgate.session import GateSession, Target
 
 RESULT_PROPERTY = "pplgate_result"
+
+
+def obtain(gate: GateSession, make):
+    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail."""
+    __tracebackhide__ = True
+    missing = broken = None
+    try:
+        return make()
+    except (ProviderUnavailable, SourceUnavailable) as err:
+        missing = str(err)
+    except PplgateError as err:
+        broken = str(err)
+    # Outside the except blocks, so the report shows the sentence without a chained traceback.
+    if broken is not None:
+        pytest.fail(broken, pytrace=False)
+    if gate.settings.strict:
+        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
+    pytest.skip(missing)
 
 
 @dataclass
@@ -22,6 +41,7 @@ class Outcome:
     id: str
     verdict: str  # pass, FAIL, no golden, updated
     perplexity: float | None = None
+    perplexity_stderr: float | None = None
     expected: float | None = None
     rel_tol: float | None = None
     tokens_per_second: float | None = None
@@ -67,7 +87,7 @@ class PerplexityRegression:
         node = self.request.node
         node.user_properties.append(("perplexity", obtained))
         command = regenerate_command(self.request.config, node.nodeid)
-        outcome = Outcome(self.target.id, "pass", obtained, tokens_per_second=report["tokens_per_second"], report=report)
+        outcome = Outcome(self.target.id, "pass", obtained, report["perplexity_stderr"], tokens_per_second=report["tokens_per_second"], report=report)
 
         if self.gate.settings.update:
             golden_record(case.path, key, obtained, self.target.precision, provenance(report))
@@ -95,7 +115,29 @@ class PerplexityRegression:
                 f"If the change is intended, record the obtained value with:\n  {command}",
                 pytrace=False,
             )
+        limits = case.expected[key].limits
+        if limits is not None:
+            self._check_limits(limits, outcome, f"{case.path} [expected.{key}.limits]")
         self._keep(outcome)
+
+    def _check_limits(self, limits: Limits, outcome: Outcome, where: str) -> None:
+        __tracebackhide__ = True
+        summary = obtain(self.gate, lambda: self.gate.reference_summary(self.target, limits))
+        outcome.report = (outcome.report or {}) | summary
+        for metric in limits.bounds:
+            self.request.node.user_properties.append((metric, summary[metric]))
+        broken = limits.violations(summary)
+        if broken:
+            outcome.verdict = "FAIL"
+            self._keep(outcome)
+            rows = [("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken]
+            widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+            pytest.fail(
+                f"{self.target.id} against {limits.reference} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
+                f"limits: {where}",
+                pytrace=False,
+            )
 
     def _keep(self, outcome: Outcome) -> None:
         # Through user_properties the outcome reaches the controller under

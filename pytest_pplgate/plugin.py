@@ -9,11 +9,11 @@ import onnxruntime as ort
 import pytest
 
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision
-from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+from pplgate.errors import PplgateError
 from pplgate.fileio import user_cache_dir
 from pplgate.report import onnxruntime_distribution
 from pplgate.runtime import SCORINGS, RuntimeOptions
-from pytest_pplgate.check import PerplexityRegression
+from pytest_pplgate.check import PerplexityRegression, obtain
 from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
 from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
 
@@ -193,24 +193,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.user_properties.append((TARGET_PROPERTY, callspec.params["gate_target"].id))
 
 
-def _obtain(gate: GateSession, make):
-    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail."""
-    __tracebackhide__ = True
-    missing = broken = None
-    try:
-        return make()
-    except (ProviderUnavailable, SourceUnavailable) as err:
-        missing = str(err)
-    except PplgateError as err:
-        broken = str(err)
-    # Outside the except blocks, so the report shows the sentence without a chained traceback.
-    if broken is not None:
-        pytest.fail(broken, pytrace=False)
-    if gate.settings.strict:
-        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
-    pytest.skip(missing)
-
-
 @pytest.fixture(scope="session")
 def gate(pytestconfig: pytest.Config) -> GateSession:
     """The gate's shared state: settings, token blocks, sessions and evaluations."""
@@ -229,19 +211,19 @@ def gate_target(request: pytest.FixtureRequest) -> Target:
 @pytest.fixture
 def gate_session(gate: GateSession, gate_target: Target):
     """The onnxruntime session of this test's case, device and precision, built once per pytest session."""
-    return _obtain(gate, lambda: gate.session(gate_target))
+    return obtain(gate, lambda: gate.session(gate_target))
 
 
 @pytest.fixture
 def gate_blocks(gate: GateSession, gate_target: Target):
     """The case's token blocks [n_blocks, 1024] int64."""
-    return _obtain(gate, lambda: gate.blocks(gate_target.case)[1])
+    return obtain(gate, lambda: gate.blocks(gate_target.case)[1])
 
 
 @pytest.fixture
 def gate_result(gate: GateSession, gate_target: Target, gate_session) -> dict:
     """The Final report of this test's evaluation, computed once per pytest session."""
-    report, _ = _obtain(gate, lambda: gate.evaluation(gate_target))
+    report, _ = obtain(gate, lambda: gate.evaluation(gate_target))
     return report
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from pplgate.data import TokenStream
-from pplgate.devices import Device, assign_card, parse_device
+from pplgate.compare import compare_with_reference
+from pplgate.devices import Device, assign_card, parse_device, parse_target
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.golden import GoldenCase, GoldenError, load_case
+from pplgate.golden import GoldenCase, GoldenError, Limits, load_case
 from pplgate.pipeline import Sources, build_session, load_blocks
 from pplgate.report import final_report
-from pplgate.runtime import LMSession, RuntimeOptions
+from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
 from pplgate.sources import BUILTIN_PREFIX
 
 
@@ -129,7 +130,21 @@ class GateSession:
             tokens, blocks = self.blocks(target.case)
             ev = evaluate(session, blocks, self.settings.batch_size)
             src = self.sources(target.case)
-            report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev, total_tokens=len(tokens.ids))
+            report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev, tokens=tokens)
             return report, ev
 
         return self._once(("evaluation", target.case.name, target.device, target.precision), make)
+
+    def reference_summary(self, target: Target, limits: Limits) -> dict:
+        """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""
+        def make() -> dict:
+            reference, precision = parse_target(limits.reference)
+            check_provider(reference)
+            session = self.session(target)
+            options = self.settings.options
+            run = session if session.scoring == "host" else open_session(session.source_path, target.device, target.precision, "host", options)
+            ref = open_session(session.source_path, reference, precision, "host", options)
+            _, blocks = self.blocks(target.case)
+            return compare_with_reference(run, ref, blocks[: limits.blocks], self.settings.batch_size).summary()
+
+        return self._once(("reference", target.case.name, target.device, target.precision, limits.reference, limits.blocks), make)

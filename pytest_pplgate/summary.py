@@ -51,18 +51,19 @@ class GateSummary:
             return
         tr = terminalreporter
         tr.write_sep("-", "pplgate")
-        header = f"{'test':<28} {'perplexity':>12} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
+        header = f"{'test':<28} {'perplexity':>12} {'±':>9} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
         tr.write_line(header)
         for o in self.outcomes.values():
             if o.perplexity is None:
                 # What is wrong, without what to do: -rs and the failure show the whole sentence.
                 reason = (o.report or {}).get("reason", "").split(": ")[0]
-                tr.write_line(f"{o.id:<28} {'':>12} {'':>12} {'':>11} {'':>10} {o.verdict:<9} {'':>9}  {reason[:90]}")
+                tr.write_line(f"{o.id:<28} {'':>12} {'':>9} {'':>12} {'':>11} {'':>10} {o.verdict:<9} {'':>9}  {reason[:90]}")
                 continue
             exp = f"{o.expected:.6g}" if o.expected is not None else "-"
             diff = f"{(o.perplexity - o.expected) / o.expected:+.4%}" if o.expected else "-"
             tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
-            tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
+            err = f"{o.perplexity_stderr:.3g}" if o.perplexity_stderr is not None else "-"
+            tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
         counts = self.counts()
         order = ("pass", "FAIL", "no golden", "skip", "error", "updated")
         tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in order if counts[v]))

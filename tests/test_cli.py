@@ -9,7 +9,8 @@ import pytest
 from pplgate.cli import main
 
 REQUIRED = {"model", "dataset", "device", "precision", "batch_size", "perplexity", "blocks", "scored_tokens",
-            "eval_seconds", "tokens_per_second", "onnxruntime", "providers"}
+            "eval_seconds", "tokens_per_second", "onnxruntime", "providers", "perplexity_stderr", "word_perplexity", "bits_per_byte",
+            "forward_seconds", "onnxruntime_distribution", "provider_options", "intra_op_threads"}
 
 
 @pytest.fixture

@@ -190,3 +190,35 @@ def test_help_shows_options_with_defaults(pytester):
     pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["pplgate: perplexity and throughput gate:", "*--strict-gate*", "*default: skip*"])
+
+
+def test_limits_against_a_reference_session(recorded, pytester):
+    path, run = recorded
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp16\n")
+    limits = {"reference": "cpu-fp32", "blocks": 1, "kl_mean_max": 0.01, "top1_agreement_min": 95.0, "perplexity_ratio_max": 1.01}
+
+    def set_limits():
+        data = json.loads(path.read_text())
+        data["expected"]["cpu-fp16"] = {"relative_to": "cpu-fp32", "rel_tol": 0.01, "limits": limits}
+        path.write_text(json.dumps(data))
+
+    set_limits()
+    run("-k", "fp16").assert_outcomes(passed=1)
+    limits["kl_mean_max"] = 1e-9
+    set_limits()
+    result = run("-k", "fp16")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*mini-cpu-fp16 against cpu-fp32 on 1 blocks breaks its limits*",
+        "*obtained*limit*",
+        "kl_mean *max 1e-09*",
+        f"limits: {path} [[]expected.cpu-fp16.limits[]]",
+    ])
+
+
+def test_unknown_limit_names_the_key(project):
+    golden, run = project
+    write_case(golden, {"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1, "limits": {"reference": "cpu-fp32", "kl_average_max": 1}}})
+    result = run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*mini.json: key expected.cpu-fp32.limits.kl_average_max is not a known limit*"])
