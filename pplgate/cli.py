@@ -8,51 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
+from pplgate.argtypes import checked, key_value, non_negative_int, positive_int
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
 from pplgate.fileio import user_cache_dir, write_json_atomic
 from pplgate.runtime import SCORINGS, RuntimeOptions
 from pplgate.sources import VENDOR_MODEL_URL
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
-
-
-def key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
-    return key, value
-
-
-def _checked(parse):
-    """Wraps a pplgate parser so argparse reports its sentence as a usage error."""
-    def convert(text: str):
-        try:
-            return parse(text)
-        except PplgateError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,14 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
     p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
-    p.add_argument("--device", type=_checked(parse_device), default="cpu", help=f"one of {', '.join(DEVICES)}, optionally :N for card N")
-    p.add_argument("--precision", type=_checked(parse_precision), default="fp32", help=f"one of {', '.join(PRECISIONS)}")
+    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"one of {', '.join(DEVICES)}, optionally :N for card N")
+    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
     p.add_argument("--scoring", choices=SCORINGS, default="graph", help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
-    p.add_argument("--reference", type=_checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
+    p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
                    help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
     p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
     p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,8 @@ class Sources:
     tokenizer: str = DEFAULT_TOKENIZER
     # Downloaded, built and converted models.
     model_dir: Path = Path("model")
-    # Tokenized data.
-    cache_dir: Path = user_cache_dir()
+    # Tokenized data; read from the environment when a Sources is made, not at import.
+    cache_dir: Path = field(default_factory=user_cache_dir)
 
 
 def load_blocks(sources: Sources, max_blocks: int | None = None) -> tuple[TokenStream, np.ndarray]:

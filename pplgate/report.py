@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
+from pplgate import __version__
 from pplgate.data import TokenStream
 from pplgate.evaluate import Evaluation
 from pplgate.metric import CrossToolMetrics
@@ -102,6 +103,7 @@ def final_report(
         # it does not know (the CPU provider ignores all).
         "provider_options_effective": session.effective_provider_options,
         "intra_op_threads": session.options.intra_op_threads,
+        "pplgate": __version__,
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -8,8 +8,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision
-from pplgate.errors import PplgateError
+from pplgate.argtypes import device_list, key_value, non_negative_int, positive_int, precision_list
+from pplgate.devices import DEVICES, PRECISIONS
 from pplgate.fileio import user_cache_dir
 from pplgate.report import onnxruntime_distribution
 from pplgate.runtime import SCORINGS, RuntimeOptions
@@ -18,45 +18,6 @@ from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
 from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
 
 gate_key = pytest.StashKey[GateSession]()
-
-
-def _devices(text: str) -> tuple[str, ...]:
-    names = tuple(text.replace(",", " ").split())
-    for name in names:
-        try:
-            parse_device(name)
-        except PplgateError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-    return names
-
-
-def _precisions(text: str) -> tuple[str, ...]:
-    names = tuple(text.replace(",", " ").split())
-    for name in names:
-        try:
-            parse_precision(name)
-        except PplgateError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-    return names
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return int(text)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
-    return key, value
 
 
 def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
@@ -81,23 +42,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="record the obtained perplexities of the selected tests in their golden files (default: off, goldens are never changed)")
     group.addoption("--gate-report", dest="pplgate_report", default=None, type=Path, metavar="PATH",
                     help="write the gate's results as JSON to PATH (default: none)")
-    group.addoption("--gate-devices", dest="pplgate_devices", default=None, type=_devices, metavar="LIST",
+    group.addoption("--gate-devices", dest="pplgate_devices", default=None, type=device_list, metavar="LIST",
                     help=f"devices to parametrize over, e.g. 'cpu gcu:1' (default: cpu gpu gcu; ini: pplgate_devices; known: {', '.join(DEVICES)})")
-    group.addoption("--gate-precisions", dest="pplgate_precisions", default=None, type=_precisions, metavar="LIST",
+    group.addoption("--gate-precisions", dest="pplgate_precisions", default=None, type=precision_list, metavar="LIST",
                     help=f"precisions to parametrize over (default: {' '.join(PRECISIONS)}; ini: pplgate_precisions)")
-    group.addoption("--gate-batch-size", dest="pplgate_batch_size", default=1, type=_positive_int, metavar="N",
+    group.addoption("--gate-batch-size", dest="pplgate_batch_size", default=1, type=positive_int, metavar="N",
                     help="blocks per session.run (default: 1)")
-    group.addoption("--gate-bench-blocks", dest="pplgate_bench_blocks", default=4, type=_positive_int, metavar="N",
+    group.addoption("--gate-bench-blocks", dest="pplgate_bench_blocks", default=4, type=positive_int, metavar="N",
                     help="blocks each throughput test times per round (default: 4)")
-    group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=_positive_int, metavar="N",
+    group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="graph", choices=SCORINGS,
                     help="graph: cross-entropy inside the model; host: the vendor's numpy scoring (default: graph)")
-    group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="passed to every session's execution provider; repeatable (default: none)")
-    group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=_non_negative_int, metavar="N",
+    group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=non_negative_int, metavar="N",
                     help="onnxruntime intra-op threads per session (default: 0, onnxruntime's choice)")
-    group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=_positive_int, metavar="N",
+    group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=positive_int, metavar="N",
                     help="cards per device on this node: pytest-xdist worker n uses card n mod N (default: the number of workers; ini: pplgate_cards)")
     group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
                     help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
@@ -128,17 +89,25 @@ def _source(config: pytest.Config, name: str) -> str | None:
     return str(config.rootpath / value) if value.startswith(".") else value
 
 
+def _ini(config: pytest.Config, name: str, parse):
+    """An ini value through its parser; a bad one is a usage error naming the key."""
+    try:
+        return parse(config.getini(name))
+    except argparse.ArgumentTypeError as err:
+        raise pytest.UsageError(f"{config.inipath}: {name} = {config.getini(name)!r}: {err}") from None
+
+
 def _settings(config: pytest.Config) -> GateSettings:
     root = config.rootpath
     strict = config.getoption("pplgate_strict")
     worker, workers = _worker(config)
-    cards = config.getoption("pplgate_cards") or (_positive_int(config.getini("pplgate_cards")) if config.getini("pplgate_cards") else workers)
+    cards = config.getoption("pplgate_cards") or (_ini(config, "pplgate_cards", positive_int) if config.getini("pplgate_cards") else workers)
     return GateSettings(
         golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
         model_dir=config.getoption("pplgate_model_dir") or root / config.getini("pplgate_model_dir"),
         cache_dir=config.getoption("pplgate_cache_dir") or user_cache_dir(),
-        devices=config.getoption("pplgate_devices") or _devices(config.getini("pplgate_devices")),
-        precisions=config.getoption("pplgate_precisions") or _precisions(config.getini("pplgate_precisions")),
+        devices=config.getoption("pplgate_devices") or _ini(config, "pplgate_devices", device_list),
+        precisions=config.getoption("pplgate_precisions") or _ini(config, "pplgate_precisions", precision_list),
         model=_source(config, "model"),
         dataset=_source(config, "dataset"),
         tokenizer=_source(config, "tokenizer"),

@@ -1,0 +1,64 @@
+"""Small parsers for option values, shared by the CLI and the pytest plugin.
+
+Each raises argparse.ArgumentTypeError, which argparse and pytest's option
+parser both report as a usage error naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pplgate.devices import parse_device, parse_precision
+from pplgate.errors import PplgateError
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
+    return key, value
+
+
+def checked(parse):
+    """Wraps a pplgate parser so that its sentence becomes a usage error."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except PplgateError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def device_list(text: str) -> tuple[str, ...]:
+    """'cpu gcu:1' or 'cpu,gcu:1' -> ('cpu', 'gcu:1'), each checked."""
+    names = tuple(text.replace(",", " ").split())
+    for name in names:
+        checked(parse_device)(name)
+    return names
+
+
+def precision_list(text: str) -> tuple[str, ...]:
+    names = tuple(text.replace(",", " ").split())
+    for name in names:
+        checked(parse_precision)(name)
+    return names
