@@ -49,12 +49,15 @@ class Outcome:
 
 
 def source_args(config: pytest.Config) -> list[str]:
-    """The source options this run was given, to repeat in a suggested command.
+    """The options of this run that a suggested command must repeat: sources and the golden folder.
 
     Written --option=value: pytest takes a separate path-like word for a test
     path when it looks for its rootdir, and would then miss pytest.ini.
     """
-    return [f"--{o}={config.getoption(f'pplgate_{o}')}" for o in ("model", "dataset", "tokenizer") if config.getoption(f"pplgate_{o}")]
+    words = [f"--{o}={config.getoption(f'pplgate_{o}')}" for o in ("model", "dataset", "tokenizer") if config.getoption(f"pplgate_{o}")]
+    if config.getoption("pplgate_golden_dir"):
+        words.append(f"--golden-dir={config.getoption('pplgate_golden_dir')}")
+    return words
 
 
 def regenerate_command(config: pytest.Config, nodeid: str) -> str:

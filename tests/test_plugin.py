@@ -102,12 +102,17 @@ def test_model_option_replaces_real_models_but_not_built_ones(project, tmp_path)
     result.stdout.fnmatch_lines(["*built-cpu-fp32*FAIL*"])
 
 
-def test_no_golden_value_fails_with_the_file_and_the_command(project):
+def test_no_golden_value_fails_with_the_file_and_the_command(project, tmp_path):
     golden, run = project
     path = write_case(golden, {})
     result = run("-k", "cpu")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*{path} has no expected perplexity for cpu-fp32*", "*pytest *--update-golden*"])
+    # A golden folder given on the command line is part of the command that records.
+    other = tmp_path / "elsewhere"
+    write_case(other, {})
+    result = run("-k", "cpu", f"--golden-dir={other}")
+    result.stdout.fnmatch_lines([f"*--update-golden*--golden-dir={other}*"])
     assert json.loads(path.read_text())["expected"] == {}
 
 
