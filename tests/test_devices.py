@@ -47,3 +47,18 @@ def test_card_assignment_leaves_explicit_cards_the_cpu_and_single_runs_alone():
     assert assign_card(parse_device("gcu:5"), 2, 8).index == 5
     assert assign_card(parse_device("cpu"), 2, 8).index is None
     assert assign_card(parse_device("gpu"), None, None).index is None
+
+
+def test_gcu_precision_variable_is_set_only_while_the_session_is_made(monkeypatch):
+    from pplgate.runtime import _environment
+
+    monkeypatch.setenv("ORT_TOPSINFERENCE_FP16_ENABLE", "1")
+    with _environment("ORT_TOPSINFERENCE_FP16_ENABLE", "0"):
+        import os
+
+        assert os.environ["ORT_TOPSINFERENCE_FP16_ENABLE"] == "0"
+    assert os.environ["ORT_TOPSINFERENCE_FP16_ENABLE"] == "1"
+    monkeypatch.delenv("ORT_TOPSINFERENCE_FP16_ENABLE")
+    with _environment("ORT_TOPSINFERENCE_FP16_ENABLE", "1"):
+        pass
+    assert "ORT_TOPSINFERENCE_FP16_ENABLE" not in os.environ

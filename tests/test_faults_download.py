@@ -121,3 +121,30 @@ def test_concurrent_runs_download_once(model_server, tmp_path):
     assert sum(log.count("downloading") for log in logs) == 1
     assert len(model_server.requests) == 1
     assert (tmp_path / "model.onnx").read_bytes() == model_server.body
+
+
+HUB = """
+import sys
+from pplgate.errors import PplgateError
+from pplgate.sources import resolve_model
+try:
+    resolve_model(sys.argv[1], "model")
+except PplgateError as err:
+    print(type(err).__name__, err, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("hf://openai-community/gpt2/onnx/decoder_model.onnx",
+     "SourceUnavailable model hf://openai-community/gpt2/onnx/decoder_model.onnx cannot be reached and is not in the Hugging Face cache: "
+     "pass --model with a local copy, or run once with network."),
+    ("hf://gpt2", "PplgateError model hf://gpt2 is not of the form hf://<owner>/<repo>/<path in repo>: for example hf://openai-community/gpt2/onnx/decoder_model.onnx."),
+])
+def test_hub_models_offline(spec, message, tmp_path):
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-c", HUB, spec], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == message

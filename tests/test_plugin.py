@@ -227,3 +227,21 @@ def test_unknown_limit_names_the_key(project):
     result = run()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*mini.json: key expected.cpu-fp32.limits.kl_average_max is not a known limit*"])
+
+
+def test_sources_from_pytest_ini_relative_to_it(pytester, shared_data, model_dir, token_cache, tokens):
+    import datasets  # noqa: F401  (see the project fixture)
+
+    (pytester.path / "data").symlink_to(shared_data)
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32\n"
+                     "pplgate_dataset = ./data/wikitext\npplgate_tokenizer = ./data/gpt2\n")
+    pytester.makepyfile(test_gate=GATE_TEST)
+    write_case(pytester.path / "golden", {})
+    sub = pytester.mkdir("sub")  # run from elsewhere: ./ paths are the ini file's, not the cwd's
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(sub)
+        result = pytester.runpytest(str(pytester.path), f"--model-dir={model_dir}", f"--token-cache-dir={token_cache}",
+                                    "-p", "no:cacheprovider", "--update-golden")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"pplgate: model per golden file, dataset {pytester.path}/data/wikitext, tokenizer {pytester.path}/data/gpt2"])
