@@ -65,14 +65,18 @@ def regenerate_command(config: pytest.Config, nodeid: str) -> str:
     return shlex.join(["pytest", nodeid, "--update-golden", *source_args(config)])
 
 
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def _table(target: Target, c: Comparison, where: str) -> str:
     rows = [
         ("", "obtained", "expected", "difference", "tolerance"),
         ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})", f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines + [f"device {target.device.spec}, precision {target.precision}, golden {where}"])
+    return _columns(rows) + f"\ndevice {target.device.spec}, precision {target.precision}, golden {where}"
 
 
 @dataclass
@@ -133,9 +137,7 @@ class PerplexityRegression:
         if broken:
             outcome.verdict = "FAIL"
             self._keep(outcome)
-            rows = [("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken]
-            widths = [max(len(r[i]) for r in rows) for i in range(3)]
-            table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+            table = _columns([("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken])
             pytest.fail(
                 f"{self.target.id} against {limits.reference} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
                 f"limits: {where}",
