@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
-    p.add_argument("--scoring", choices=SCORINGS, default="graph", help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits")
+    p.add_argument("--scoring", choices=SCORINGS, default="auto",
+                   help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers precision itself (gcu fp16)")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
     p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
                    help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")

@@ -47,7 +47,7 @@ def build_session(
     device: Device,
     precision: str,
     tokens: TokenStream,
-    scoring: str = "graph",
+    scoring: str = "auto",
     options: RuntimeOptions | None = None,
     progress: bool = True,
 ) -> LMSession:
@@ -64,7 +64,7 @@ def run(
     precision: str,
     batch_size: int = 1,
     max_blocks: int | None = None,
-    scoring: str = "graph",
+    scoring: str = "auto",
     options: RuntimeOptions | None = None,
     measure_forward: bool = False,
     progress: bool = True,
@@ -91,7 +91,7 @@ def run(
     )
     if reference is not None:
         # KL needs both distributions on the host: logits-fetching sessions of the run and the reference.
-        run_host = session if scoring == "host" else open_session(session.source_path, device, precision, "host", options)
+        run_host = session if session.scoring == "host" else open_session(session.source_path, device, precision, "host", options)
         reference_host = open_session(session.source_path, reference[0], reference[1], "host", options)
         report |= compare_with_reference(run_host, reference_host, blocks, batch_size).summary()
     if save_losses_to is not None:

@@ -27,7 +27,16 @@ ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
 
 # "graph": cross-entropy appended to the model, only losses leave the runtime.
 # "host": the vendor's way, logits fetched and scored in float32 numpy.
-SCORINGS = ("graph", "host")
+# "auto": graph, except where the provider lowers the graph's precision itself
+# (GCU fp16 mixed precision): there the appended scoring could run in fp16,
+# and the vendor's figures were scored in float32 on the host.
+SCORINGS = ("auto", "graph", "host")
+
+
+def resolve_scoring(scoring: str, device: Device, precision: str) -> str:
+    if scoring != "auto":
+        return scoring
+    return "host" if precision == "fp16" and device.kind.fp16_env is not None else "graph"
 
 
 @dataclass(frozen=True)
@@ -128,13 +137,14 @@ def open_session(
     model_path: Path,
     device: Device,
     precision: str,
-    scoring: str = "graph",
+    scoring: str = "auto",
     options: RuntimeOptions | None = None,
 ) -> LMSession:
     """Builds the session, refusing any that would not run where it was asked to."""
     options = options or RuntimeOptions()
     if scoring not in SCORINGS:
         raise PplgateError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}.")
+    scoring = resolve_scoring(scoring, device, precision)
     check_provider(device)
     source_path = model_path = Path(model_path)
     if precision == "fp16" and device.kind.fp16_env is None:

@@ -52,8 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="blocks each throughput test times per round (default: 4)")
     group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
-    group.addoption("--gate-scoring", dest="pplgate_scoring", default="graph", choices=SCORINGS,
-                    help="graph: cross-entropy inside the model; host: the vendor's numpy scoring (default: graph)")
+    group.addoption("--gate-scoring", dest="pplgate_scoring", default="auto", choices=SCORINGS,
+                    help="graph: cross-entropy inside the model; host: the vendor's numpy scoring; auto: graph, but host where the provider lowers precision itself, gcu fp16 (default: auto)")
     group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="passed to every session's execution provider; repeatable (default: none)")
     group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=non_negative_int, metavar="N",

@@ -62,3 +62,12 @@ def test_gcu_precision_variable_is_set_only_while_the_session_is_made(monkeypatc
     with _environment("ORT_TOPSINFERENCE_FP16_ENABLE", "1"):
         pass
     assert "ORT_TOPSINFERENCE_FP16_ENABLE" not in os.environ
+
+
+def test_auto_scoring_is_the_vendors_where_the_provider_lowers_precision():
+    from pplgate.runtime import resolve_scoring
+
+    assert resolve_scoring("auto", parse_device("gcu"), "fp16") == "host"
+    assert resolve_scoring("auto", parse_device("gcu:2"), "fp32") == "graph"
+    assert resolve_scoring("auto", parse_device("gpu"), "fp16") == "graph"  # a converted model: scoring stays float32
+    assert resolve_scoring("graph", parse_device("gcu"), "fp16") == "graph"
