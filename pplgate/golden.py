@@ -185,10 +185,6 @@ def load_case(path: Path) -> GoldenCase:
     return GoldenCase(name, path, sources, max_blocks, {k: _entry(v, k, path) for k, v in expected.items()})
 
 
-def load_cases(folder: Path) -> list[GoldenCase]:
-    return [load_case(p) for p in sorted(Path(folder).glob("*.json"))]
-
-
 def golden_record(path: Path, key: str, perplexity: float, precision: str, provenance: dict) -> None:
     """Writes one measured entry, keeping every other entry and key of the file as it was.
 

@@ -72,8 +72,6 @@ def run(
     save_losses_to: Path | None = None,
 ) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it; returns the Final report and the losses."""
-    if batch_size < 1:
-        raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
     check_provider(device)
     if reference is not None:
         check_provider(reference[0])
