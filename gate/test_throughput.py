@@ -7,7 +7,7 @@ from pplgate.evaluate import evaluate
 
 def test_throughput(benchmark, gate, gate_target, gate_session, gate_blocks):
     settings = gate.settings
-    blocks = gate_blocks[: settings.bench_blocks]
+    blocks = gate_blocks.head(settings.bench_blocks)
     batch_size = settings.batch_size
     benchmark.group = gate_target.case.name
     # Warm-up rounds grow the session's memory arena; then each round is one
@@ -20,16 +20,16 @@ def test_throughput(benchmark, gate, gate_target, gate_session, gate_blocks):
         warmup_rounds=1,
         iterations=1,
     )
-    tokens = blocks.shape[0] * blocks.shape[1]
+    tokens = blocks.ids.size
     mean = benchmark.stats.stats.mean if benchmark.stats else result.eval_seconds
     benchmark.extra_info.update({
         "case": gate_target.case.name,
         "device": gate_target.device.spec,
         "precision": gate_target.precision,
-        "blocks": int(blocks.shape[0]),
+        "blocks": len(blocks),
         "batch_size": batch_size,
         "tokens_per_second": tokens / mean,
-        "seconds_per_block": mean / blocks.shape[0],
+        "seconds_per_block": mean / len(blocks),
         "perplexity": result.perplexity,
         "scoring": gate_session.scoring,
         "onnxruntime": ort.__version__,

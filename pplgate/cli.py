@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pplgate.argtypes import checked, key_value, non_negative_int, positive_int
+from pplgate.blocks import GROUPINGS
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"one of {', '.join(DEVICES)}, optionally :N for card N")
     p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"one of {', '.join(PRECISIONS)}")
     p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
+    p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
+                   help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
     p.add_argument("--scoring", choices=SCORINGS, default="auto",
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             args.precision,
             batch_size=args.batchsize,
             max_blocks=args.max_blocks,
+            grouping=args.grouping,
             scoring=args.scoring,
             options=options,
             measure_forward=args.measure_forward,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pplgate.evaluate import batches
+from pplgate.blocks import Blocks
 from pplgate.metric import perplexity
 from pplgate.runtime import LMSession
 
@@ -25,8 +25,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class ReferenceComparison:
     reference: str  # DEVICE-PRECISION
-    kl: np.ndarray  # [n_blocks, T-1] per-token KL(reference || run), nats
-    top1_agree: np.ndarray  # [n_blocks, T-1] bool
+    kl: np.ndarray  # [scored tokens] per-token KL(reference || run), nats
+    top1_agree: np.ndarray  # [scored tokens] bool
     perplexity: float  # the run's, from its logits
     perplexity_reference: float
 
@@ -43,26 +43,28 @@ class ReferenceComparison:
         }
 
 
-def compare_with_reference(run: LMSession, reference: LMSession, blocks: np.ndarray, batch_size: int) -> ReferenceComparison:
+def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks, batch_size: int) -> ReferenceComparison:
     """Both sessions must fetch logits (host scoring)."""
-    n, length = blocks.shape
-    kl = np.empty((n, length - 1), dtype=np.float64)
-    agree = np.empty((n, length - 1), dtype=bool)
-    losses = np.empty((n, length - 1), dtype=np.float32)
-    losses_ref = np.empty((n, length - 1), dtype=np.float32)
-    for batch in batches(n, batch_size):
-        ids = blocks[batch]
+    n = blocks.scored_tokens
+    kl = np.empty(n, dtype=np.float64)
+    agree = np.empty(n, dtype=bool)
+    losses = np.empty(n, dtype=np.float32)
+    losses_ref = np.empty(n, dtype=np.float32)
+    offsets = blocks.scored_starts
+    for batch in blocks.batches(batch_size):
+        ids = blocks.matrix(batch.start, batch.stop)  # [b, T]
+        at = slice(int(offsets[batch.start]), int(offsets[batch.start]) + ids.shape[0] * (ids.shape[1] - 1))
         z = run.forward(ids)[:, :-1].astype(np.float32)  # [b, T-1, V]: the scored positions
         z_ref = reference.forward(ids)[:, :-1].astype(np.float32)
         lp, lp_ref = _log_softmax(z), _log_softmax(z_ref)
-        kl[batch] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1, dtype=np.float64)
-        agree[batch] = z.argmax(axis=-1) == z_ref.argmax(axis=-1)
-        losses[batch] = -np.take_along_axis(lp, ids[:, 1:, None], axis=-1)[..., 0]
-        losses_ref[batch] = -np.take_along_axis(lp_ref, ids[:, 1:, None], axis=-1)[..., 0]
+        kl[at] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1, dtype=np.float64).ravel()
+        agree[at] = (z.argmax(axis=-1) == z_ref.argmax(axis=-1)).ravel()
+        losses[at] = -np.take_along_axis(lp, ids[:, 1:, None], axis=-1).ravel()
+        losses_ref[at] = -np.take_along_axis(lp_ref, ids[:, 1:, None], axis=-1).ravel()
     return ReferenceComparison(
         reference=f"{reference.device.spec}-{reference.precision}",
         kl=kl,
         top1_agree=agree,
-        perplexity=perplexity(losses.mean(axis=1, dtype=np.float64)),
-        perplexity_reference=perplexity(losses_ref.mean(axis=1, dtype=np.float64)),
+        perplexity=perplexity(blocks.block_means(losses)),
+        perplexity_reference=perplexity(blocks.block_means(losses_ref)),
     )

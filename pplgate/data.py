@@ -1,10 +1,11 @@
-"""wikitext-2 as GPT-2 token blocks, exactly as the vendor's script prepares them.
+"""wikitext-2 as GPT-2 token ids, row by row, exactly as the vendor's script tokenizes it.
 
-Load the split with ``datasets``, tokenize each row on its own without special
-tokens, concatenate the ids in order, cut consecutive blocks of 1024 and drop
-the remainder.  The token stream is cached on disk, keyed by the dataset's
-files and the tokenizer's files, so a second run skips tokenizing, and skips
-importing ``datasets`` and ``transformers`` too (about two seconds between them).
+Load the split with ``datasets`` and tokenize each row on its own without
+special tokens; how the rows' ids become blocks is ``pplgate.blocks``.  The
+ids and each row's token count (empty rows included) are cached on disk,
+keyed by the dataset's files and the tokenizer's files, so a second run, under
+either grouping, skips tokenizing, and skips importing ``datasets`` and
+``transformers`` too (about two seconds between them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pplgate.blocks import BLOCK_SIZE, Blocks, group
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
 from pplgate.metric import count_words
@@ -23,7 +25,6 @@ DEFAULT_DATASET = "Salesforce/wikitext"
 DATASET_CONFIG = "wikitext-2-raw-v1"
 SPLIT = "test"
 DEFAULT_TOKENIZER = "openai-community/gpt2"
-BLOCK_SIZE = 1024
 # What AutoTokenizer may read from a tokenizer folder; hashed as the cache key.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -34,27 +35,43 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 # Bumped when the way tokens are produced changes, so old cache entries die.
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 
 
 @dataclass(frozen=True)
 class TokenStream:
-    """The whole split as one id sequence, and where it came from."""
+    """The split's rows tokenized one by one, and where they came from."""
 
-    ids: np.ndarray  # [n_tokens] int32
+    ids: np.ndarray  # [n_tokens] int32, the rows' ids back to back
+    row_lengths: np.ndarray  # [n_rows] int32, empty rows included: the vendor's batches count them
     vocab_size: int  # the tokenizer's, checked against the model's logits
-    # Per block of BLOCK_SIZE, for the scored tokens 1..1023 only: their UTF-8
-    # bytes and the words of their text, for bits per byte and word perplexity.
-    block_bytes: np.ndarray  # [n_blocks] int64
-    block_words: np.ndarray  # [n_blocks] int64
+    # Each vocabulary entry's UTF-8 bytes, back to back, and where each starts
+    # ([vocab_size + 1]): the text of any block without loading the tokenizer.
+    vocab_bytes: np.ndarray  # [total bytes] uint8
+    vocab_offsets: np.ndarray  # [vocab_size + 1] int64
     dataset: str
     tokenizer: str
     cache_hit: bool
 
-    def blocks(self, block_size: int = BLOCK_SIZE) -> np.ndarray:
-        """[n_blocks, block_size] int64; the remainder is dropped, as the vendor does."""
-        n = len(self.ids) // block_size
-        return self.ids[: n * block_size].reshape(n, block_size).astype(np.int64)
+    @property
+    def rows(self) -> int:
+        return len(self.row_lengths)
+
+    def blocks(self, grouping: str = "vendor", block_size: int = BLOCK_SIZE) -> Blocks:
+        return group(self.ids, self.row_lengths, grouping, block_size)
+
+    def text_bytes(self, ids: np.ndarray) -> bytes:
+        blob, offsets = self.vocab_bytes.tobytes(), self.vocab_offsets
+        return b"".join(blob[offsets[i] : offsets[i + 1]] for i in ids.tolist())
+
+    def scored_bytes_and_words(self, blocks: Blocks) -> tuple[int, int]:
+        """UTF-8 bytes and words (lm-evaluation-harness's count) of the scored tokens' text, block by block."""
+        n_bytes = n_words = 0
+        for i in range(len(blocks)):
+            raw = self.text_bytes(blocks.block(i)[1:])
+            n_bytes += len(raw)
+            n_words += count_words(raw.decode("utf-8", errors="replace"))
+        return n_bytes, n_words
 
 
 def looks_local(source: str) -> bool:
@@ -142,7 +159,34 @@ def tokenizer_key(folder: Path) -> str:
     return h.hexdigest()
 
 
-def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character -> byte (the inverse of its bytes_to_unicode)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def vocabulary_bytes(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each vocabulary entry's bytes, back to back, and the offsets [V + 1].
+
+    GPT-2's byte-level BPE spells each byte as one character, so a token's
+    bytes are exact, even where a block boundary cuts a multi-byte character.
+    A character outside that alphabet (an added token) counts as its UTF-8.
+    """
+    decoder = _byte_decoder()
+    pieces = [bytes(decoder[c] for c in t) if all(c in decoder for c in t) else t.encode() for t in tokens]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8), offsets
+
+
+def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """rows -> (ids, row lengths, vocabulary size, vocabulary bytes, their offsets)."""
     import transformers
 
     try:
@@ -151,17 +195,11 @@ def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, int, np.ndarra
         raise PplgateError(f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass --tokenizer with a complete copy of GPT-2's tokenizer files.") from err
     # One call over all rows tokenizes each row on its own, like the vendor's
     # per-row map; special tokens would add ids the vendor never fed.
-    per_row = tok(texts, add_special_tokens=False)["input_ids"]
+    per_row = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
     ids = np.asarray([i for row in per_row for i in row], dtype=np.int32)
-    n_blocks = len(ids) // BLOCK_SIZE
-    scored = ids[: n_blocks * BLOCK_SIZE].reshape(n_blocks, BLOCK_SIZE)[:, 1:]
-    # GPT-2's byte-level BPE spells each byte as one character of its vocabulary,
-    # so a token's bytes are its vocabulary string's length: exact, even where a
-    # block boundary cuts a multi-byte character that decode() would replace.
-    token_bytes = np.array([len(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))], dtype=np.int64)
-    block_bytes = token_bytes[scored].sum(axis=1)
-    block_words = np.array([count_words(tok.decode(row.tolist())) for row in scored], dtype=np.int64)
-    return ids, len(tok), block_bytes, block_words
+    row_lengths = np.asarray([len(row) for row in per_row], dtype=np.int32)
+    vocab_bytes, vocab_offsets = vocabulary_bytes(tok.convert_ids_to_tokens(list(range(len(tok)))))
+    return ids, row_lengths, len(tok), vocab_bytes, vocab_offsets
 
 
 def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
@@ -169,10 +207,13 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
     data_key = dataset_key(dataset)
     key = hashlib.sha256(f"{CACHE_VERSION}|{data_key}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
+    fields = ("ids", "row_lengths", "vocab_size", "vocab_bytes", "vocab_offsets")
     if path.is_file():
         with np.load(path) as cached:
-            return TokenStream(cached["ids"], int(cached["vocab_size"]), cached["block_bytes"], cached["block_words"], dataset, tokenizer, cache_hit=True)
+            ids, rows, vocab, vb, vo = (cached[f] for f in fields)
+        return TokenStream(ids, rows, int(vocab), vb, vo, dataset, tokenizer, cache_hit=True)
     arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
-    ids, vocab_size, block_bytes, block_words = tokenize(load_texts(dataset, arrow_cache), folder)
-    write_atomic(path, lambda f: np.savez(f, ids=ids, vocab_size=vocab_size, block_bytes=block_bytes, block_words=block_words))
-    return TokenStream(ids, vocab_size, block_bytes, block_words, dataset, tokenizer, cache_hit=False)
+    made = tokenize(load_texts(dataset, arrow_cache), folder)
+    write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))))
+    ids, rows, vocab, vb, vo = made
+    return TokenStream(ids, rows, vocab, vb, vo, dataset, tokenizer, cache_hit=False)

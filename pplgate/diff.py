@@ -54,16 +54,15 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> PairedDifference:
     )
 
 
-def worst_tokens(a: np.ndarray, b: np.ndarray, count: int = 10) -> list[tuple[int, int]]:
-    """(block, position) of the ``count`` tokens where |loss A - loss B| is largest, largest first."""
+def worst_tokens(a: np.ndarray, b: np.ndarray, count: int = 10) -> list[int]:
+    """Indices of the ``count`` tokens where |loss A - loss B| is largest, largest first."""
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    flat = np.argsort(d, axis=None)[::-1][:count]
-    return [tuple(int(i) for i in np.unravel_index(f, d.shape)) for f in flat]
+    return [int(i) for i in np.argsort(d, axis=None)[::-1][:count]]
 
 
 def check_pair(a: SavedLosses, b: SavedLosses) -> None:
-    if a.ids.shape != b.ids.shape or not np.array_equal(a.ids, b.ids):
-        raise PplgateError(f"the two files scored different tokens ({a.ids.shape[0]} and {b.ids.shape[0]} blocks, or other data): "
+    if a.blocks.fingerprint() != b.blocks.fingerprint():
+        raise PplgateError(f"the two files scored different tokens ({len(a.blocks)} and {len(b.blocks)} blocks, or other data): "
                            "compare runs made with the same --dataset, --tokenizer and --max-blocks.")
 
 
@@ -83,11 +82,12 @@ def render(a: SavedLosses, b: SavedLosses, decode, count: int = 10, context: int
         "",
         f"the {count} tokens where A and B disagree most (block:position, loss A, loss B, {context} tokens of context, then the token in [[ ]]):",
     ]
-    for block, pos in worst_tokens(a.token_losses, b.token_losses, count):
-        ids = a.ids[block]
+    for flat in worst_tokens(a.token_losses, b.token_losses, count):
+        block, pos = a.locate(flat)
+        ids = a.blocks.block(block)
         target = pos + 1  # position pos scores the id at pos + 1
         before = decode(ids[max(0, target - context):target].tolist())
         token = decode([int(ids[target])])
-        la, lb = float(a.token_losses[block, pos]), float(b.token_losses[block, pos])
+        la, lb = float(a.token_losses[flat]), float(b.token_losses[flat])
         lines.append(f"  {block}:{target:<5} A {la:8.4f}  B {lb:8.4f}  {before!r} [[{token!r}]]")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pplgate.blocks import Blocks
 from pplgate.errors import PplgateError
 from pplgate.metric import perplexity, perplexity_stderr
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession
@@ -15,7 +16,8 @@ from pplgate.runtime import ORT_RUN_ERRORS, LMSession
 
 @dataclass(frozen=True)
 class Evaluation:
-    token_losses: np.ndarray  # [n_blocks, T-1] float32, block i row i
+    token_losses: np.ndarray  # [scored tokens] float32, block by block (see Blocks.scored_starts)
+    layout: Blocks  # the blocks scored
     eval_seconds: float  # the loop only: feeding, running, scoring, bookkeeping
     batch_size: int
     warmup_batches: int
@@ -24,7 +26,7 @@ class Evaluation:
 
     @property
     def blocks(self) -> int:
-        return self.token_losses.shape[0]
+        return len(self.layout)
 
     @property
     def scored_tokens(self) -> int:
@@ -33,7 +35,7 @@ class Evaluation:
     @property
     def block_losses(self) -> np.ndarray:
         """[n_blocks] float64: each block's mean cross-entropy, as the vendor computes it."""
-        return self.token_losses.mean(axis=1, dtype=np.float64)
+        return self.layout.block_means(self.token_losses)
 
     @property
     def perplexity(self) -> float:
@@ -46,40 +48,35 @@ class Evaluation:
     @property
     def tokens_per_second(self) -> float:
         # Tokens fed, not scored: what the hardware processed.
-        fed = self.blocks * (self.token_losses.shape[1] + 1)
+        fed = self.layout.ids.size
         return fed / self.eval_seconds if self.eval_seconds > 0 else math.inf
 
 
-def batches(n_blocks: int, batch_size: int) -> list[slice]:
-    """Consecutive batches; the last one holds the remainder."""
-    return [slice(start, min(start + batch_size, n_blocks)) for start in range(0, n_blocks, batch_size)]
-
-
-def _score(session: LMSession, blocks: np.ndarray, batch: slice) -> np.ndarray:
+def _score(session: LMSession, ids: np.ndarray, first_block: int) -> np.ndarray:
     try:
-        return session.token_losses(blocks[batch])
+        return session.token_losses(ids)
     except ORT_RUN_ERRORS as err:
         raise PplgateError(
-            f"onnxruntime failed on block {batch.start} on {session.device.spec}-{session.precision} "
+            f"onnxruntime failed on block {first_block} on {session.device.spec}-{session.precision} "
             f"({str(err).strip().splitlines()[0]}): check the model and the tokenizer with --device cpu --precision fp32."
         ) from err
 
 
-def _timed_forward(baseline: LMSession, blocks: np.ndarray, batch: slice) -> float:
+def _timed_forward(baseline: LMSession, ids: np.ndarray) -> float:
     start = time.perf_counter()
-    baseline.forward(blocks[batch])
+    baseline.forward(ids)
     return time.perf_counter() - start
 
 
 def evaluate(
     session: LMSession,
-    blocks: np.ndarray,
+    blocks: Blocks,
     batch_size: int,
     warmup: int = 1,
     progress: bool = True,
     baseline: LMSession | None = None,
 ) -> Evaluation:
-    """Scores every block of ``blocks`` [n_blocks, T]; refuses NaN or infinite losses.
+    """Scores every block; refuses NaN or infinite losses.
 
     ``warmup`` batches run untimed first: a session's first runs grow its
     memory arena and cost several times a steady run.  With a ``baseline``
@@ -93,30 +90,34 @@ def evaluate(
 
     if batch_size < 1:
         raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
-    n_blocks, length = blocks.shape
-    losses = np.empty((n_blocks, length - 1), dtype=np.float32)
-    for batch in batches(n_blocks, batch_size)[:warmup]:
-        _score(session, blocks, batch)
+    plan = [(batch, blocks.matrix(batch.start, batch.stop)) for batch in blocks.batches(batch_size)]
+    losses = np.empty(blocks.scored_tokens, dtype=np.float32)
+    offsets = blocks.scored_starts
+    for batch, ids in plan[:warmup]:
+        _score(session, ids, batch.start)
         if baseline is not None:
-            baseline.forward(blocks[batch])
+            baseline.forward(ids)
     eval_seconds = forward_seconds = 0.0
-    with tqdm(total=n_blocks, unit="block", desc=f"{session.device.spec}-{session.precision}", disable=None if progress else True) as bar:
-        for i, batch in enumerate(batches(n_blocks, batch_size)):
+    with tqdm(total=len(blocks), unit="block", desc=f"{session.device.spec}-{session.precision}", disable=None if progress else True) as bar:
+        for i, (batch, ids) in enumerate(plan):
             # The bare run goes first on even batches and second on odd ones,
             # so neither side always inherits the other's warm caches.
             if baseline is not None and i % 2 == 0:
-                forward_seconds += _timed_forward(baseline, blocks, batch)
+                forward_seconds += _timed_forward(baseline, ids)
             start = time.perf_counter()
-            losses[batch] = _score(session, blocks, batch)
+            scored = _score(session, ids, batch.start)  # [b, T-1]
+            at = int(offsets[batch.start])
+            losses[at : at + scored.size] = scored.reshape(-1)
             bar.update(batch.stop - batch.start)
             eval_seconds += time.perf_counter() - start
             if baseline is not None and i % 2 == 1:
-                forward_seconds += _timed_forward(baseline, blocks, batch)
+                forward_seconds += _timed_forward(baseline, ids)
     bad = ~np.isfinite(losses)
     if bad.any():
-        block = int(np.argwhere(bad)[0][0])
+        block = int(np.searchsorted(offsets, int(np.argmax(bad)), side="right") - 1)
+        at, n = int(offsets[block]), int(blocks.lengths[block]) - 1
         raise PplgateError(
-            f"block {block} has {int(bad[block].sum())} NaN or infinite token losses on {session.device.spec}-{session.precision}: "
+            f"block {block} has {int(bad[at : at + n].sum())} NaN or infinite token losses on {session.device.spec}-{session.precision}: "
             "the model's output is broken there; compare with --device cpu --precision fp32."
         )
-    return Evaluation(losses, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None)
+    return Evaluation(losses, blocks, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None)

@@ -9,6 +9,17 @@ value::
 or a rule tied to another entry, for combinations nobody has measured::
 
     "gpu-fp16": {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "..."}
+
+or, for the suite's built models only, the value of their independent float64
+numpy forward pass on the very blocks the run fed, so the case holds on any
+faithful copy of the data::
+
+    "cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5, "why": "..."}
+
+A measured value pins what it was measured on: ``blocks`` (count, scored
+tokens, sha256 of the ids fed) and ``model`` (sha256 and size of the file, and
+of its fp16 conversion).  The gate checks both before the perplexity, so a
+change of data, tokenizer, grouping or model file is named as such.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pplgate.blocks import GROUPINGS, ROWS_PER_BATCH
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_json_atomic
 from pplgate.sources import lock_path
@@ -38,6 +50,38 @@ class GoldenError(PplgateError):
     """A golden file that cannot be used as it is."""
 
 
+COMPUTED = ("numpy-reference",)
+
+
+@dataclass(frozen=True)
+class BlocksPin:
+    """The blocks a value was measured on."""
+
+    count: int
+    scored_tokens: int
+    sha256: str
+
+    @classmethod
+    def of(cls, report: dict) -> BlocksPin:
+        return cls(report["blocks"], report["scored_tokens"], report["blocks_sha256"])
+
+    def describe(self) -> str:
+        return f"{self.count} blocks, {self.scored_tokens} scored tokens, sha256 {self.sha256[:12]}"
+
+
+@dataclass(frozen=True)
+class ModelPin:
+    """The model file a value was measured on, and the conversion that ran, if any."""
+
+    sha256: str
+    bytes: int
+    converted_sha256: str | None = None  # the fp16 conversion of that file
+
+    @classmethod
+    def of(cls, report: dict) -> ModelPin:
+        return cls(report["model_sha256"], report["model_bytes"], report.get("converted_model_sha256"))
+
+
 @dataclass(frozen=True)
 class Expected:
     perplexity: float | None
@@ -46,6 +90,9 @@ class Expected:
     why: str = ""
     provenance: dict = field(default_factory=dict)
     limits: Limits | None = None
+    computed: str | None = None  # how a built model's value is computed on the run's own blocks
+    blocks: BlocksPin | None = None
+    model: ModelPin | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +118,13 @@ class Limits:
 class Resolved:
     """What a test compares against: a number, its tolerance, and the entry it came from."""
 
-    perplexity: float
+    perplexity: float | None  # None for a computed entry: the gate computes it
     rel_tol: float
     key: str
     via: str | None  # the entry a rule pointed at, if any
+    computed: str | None = None
+    blocks: BlocksPin | None = None  # what the value was measured on, where recorded
+    model: ModelPin | None = None
 
 
 @dataclass(frozen=True)
@@ -84,17 +134,18 @@ class GoldenCase:
     sources: dict[str, str]  # model, dataset, tokenizer
     max_blocks: int | None  # None: the whole split, as the vendor scores it
     expected: dict[str, Expected]
+    grouping: str = "vendor"  # how rows become blocks (pplgate.blocks)
 
     def resolve(self, key: str) -> Resolved | None:
         entry = self.expected.get(key)
         if entry is None:
             return None
         if entry.relative_to is None:
-            return Resolved(entry.perplexity, entry.rel_tol, key, None)
+            return Resolved(entry.perplexity, entry.rel_tol, key, None, entry.computed, entry.blocks, entry.model)
         target = self.expected.get(entry.relative_to)
-        if target is None or target.perplexity is None:
+        if target is None or target.relative_to is not None:
             raise GoldenError(f"golden file {self.path}: expected.{key}.relative_to names {entry.relative_to!r}, which has no perplexity value: point it at a measured entry.")
-        return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to)
+        return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to, target.computed, target.blocks, target.model)
 
 
 @dataclass(frozen=True)
@@ -158,11 +209,41 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
     limits = _limits(data, where, path)
     if "relative_to" in data:
         return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), data.get("why", ""), limits=limits)
+    if "computed" in data:
+        how = _require(data, "computed", str, where, path)
+        if how not in COMPUTED:
+            raise GoldenError(f"golden file {path}: key {where}computed is {how!r}: use {', '.join(COMPUTED)}, or record a measured perplexity.")
+        return Expected(None, rel_tol, None, data.get("why", ""), limits=limits, computed=how)
     value = float(_require(data, "perplexity", float, where, path))
     if not math.isfinite(value) or value < 1:
         raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --update-golden.")
     provenance = data.get("provenance", {})
-    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {}, limits)
+    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {}, limits,
+                    blocks=_blocks_pin(data, where, path), model=_model_pin(data, where, path))
+
+
+def _blocks_pin(data: dict, where: str, path: Path) -> BlocksPin | None:
+    if "blocks" not in data:
+        return None
+    raw = _require(data, "blocks", dict, where, path)
+    where += "blocks."
+    return BlocksPin(_whole(raw, "count", where, path), _whole(raw, "scored_tokens", where, path), _require(raw, "sha256", str, where, path))
+
+
+def _model_pin(data: dict, where: str, path: Path) -> ModelPin | None:
+    if "model" not in data:
+        return None
+    raw = _require(data, "model", dict, where, path)
+    where += "model."
+    converted = _require(raw, "converted_sha256", str, where, path) if raw.get("converted_sha256") is not None else None
+    return ModelPin(_require(raw, "sha256", str, where, path), _whole(raw, "bytes", where, path), converted)
+
+
+def _whole(data: dict, key: str, where: str, path: Path) -> int:
+    value = _require(data, key, float, where, path)
+    if not isinstance(value, int) or value < 0:
+        raise GoldenError(f"golden file {path}: key {where}{key} must be a whole number, not {json.dumps(value)}: fix it, or regenerate the entry with --update-golden.")
+    return value
 
 
 def load_case(path: Path) -> GoldenCase:
@@ -174,18 +255,26 @@ def load_case(path: Path) -> GoldenCase:
     if not isinstance(data, dict):
         raise GoldenError(f"golden file {path} must hold a JSON object: restore it with git checkout.")
     name = _require(data, "case", str, "", path)
+    if name != path.stem:
+        # Test ids come from the file name whether or not the file loads.
+        raise GoldenError(f"golden file {path}: key case is {name!r}, but the file is named {path.name}: name the file {name}.json or the case {path.stem!r}.")
     sources = _require(data, "sources", dict, "", path)
     for key in ("model", "dataset", "tokenizer"):
         _require(sources, key, str, "sources.", path)
-    method = data.get("method", {})
-    max_blocks = method.get("max_blocks") if isinstance(method, dict) else None
-    if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 1):
+    method = _require(data, "method", dict, "", path) if "method" in data else {}
+    max_blocks = method.get("max_blocks")
+    if max_blocks is not None and (not isinstance(max_blocks, int) or isinstance(max_blocks, bool) or max_blocks < 1):
         raise GoldenError(f"golden file {path}: key method.max_blocks must be a whole number of 1 or more, or null for the whole split.")
+    grouping = _require(method, "grouping", str, "method.", path) if "grouping" in method else "vendor"
+    if grouping not in GROUPINGS:
+        raise GoldenError(f"golden file {path}: key method.grouping is {grouping!r}: use one of {', '.join(GROUPINGS)}.")
+    if grouping == "vendor" and method.get("rows_per_batch", ROWS_PER_BATCH) != ROWS_PER_BATCH:
+        raise GoldenError(f"golden file {path}: key method.rows_per_batch is {json.dumps(method['rows_per_batch'])}, but the vendor's batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}.")
     expected = _require(data, "expected", dict, "", path)
-    return GoldenCase(name, path, sources, max_blocks, {k: _entry(v, k, path) for k, v in expected.items()})
+    return GoldenCase(name, path, sources, max_blocks, {k: _entry(v, k, path) for k, v in expected.items()}, grouping)
 
 
-def golden_record(path: Path, key: str, perplexity: float, precision: str, provenance: dict) -> None:
+def golden_record(path: Path, key: str, report: dict, precision: str, provenance: dict) -> None:
     """Writes one measured entry, keeping every other entry and key of the file as it was.
 
     Under a lock (pytest-xdist workers may update one file together) and
@@ -195,10 +284,15 @@ def golden_record(path: Path, key: str, perplexity: float, precision: str, prove
     with FileLock(lock_path(path)):
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
+        blocks = BlocksPin.of(report)
+        model = ModelPin.of(report)
         data["expected"][key] = {
-            "perplexity": perplexity,
+            "perplexity": report["perplexity"],
             "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
             "why": old.get("why", f"default {precision} tolerance of pplgate"),
+            "blocks": {"count": blocks.count, "scored_tokens": blocks.scored_tokens, "sha256": blocks.sha256},
+            "model": {"sha256": model.sha256, "bytes": model.bytes}
+            | ({"converted_sha256": model.converted_sha256} if model.converted_sha256 else {}),
             "provenance": provenance,
         } | ({"limits": old["limits"]} if "limits" in old else {})
         write_json_atomic(path, data)

@@ -1,8 +1,9 @@
 """A plot of perplexity and tokens/s across runs saved by pytest-benchmark.
 
 Reads pytest-benchmark's file storage (``--benchmark-autosave`` writes
-``.benchmarks/<machine>/<NNNN>_<commit>_<date>.json``), one line per
-benchmark, one point per saved run.
+``.benchmarks/<machine>/<NNNN>_<commit>_<date>.json``): one line per
+benchmark, one point per saved run, the runs at integer positions labelled
+with their date and commit.
 """
 
 from __future__ import annotations
@@ -15,58 +16,105 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
 
 
+@dataclass(frozen=True)
+class SavedRun:
+    datetime: str  # ISO, as pytest-benchmark writes it
+    commit: str  # short id, "" when the run was not in a git checkout
+
+    @property
+    def label(self) -> str:
+        when = self.datetime[:16].replace("T", " ")
+        return f"{when}\n{self.commit}" if self.commit else when
+
+
 @dataclass
 class Series:
-    runs: list[str] = field(default_factory=list)  # saved run's datetime
+    """One benchmark across saved runs; ``runs`` index into the history's run list."""
+
+    runs: list[int] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
+    tokens_per_second_std: list[float] = field(default_factory=list)
     perplexity: list[float] = field(default_factory=list)
 
+    @property
+    def perplexity_change_percent(self) -> list[float]:
+        """Each run's perplexity against this series' first, in percent: 0.01% is visible at any magnitude."""
+        first = self.perplexity[0]
+        return [100.0 * (p / first - 1.0) for p in self.perplexity]
 
-def read_history(storage: Path) -> dict[str, Series]:
+
+@dataclass(frozen=True)
+class History:
+    runs: list[SavedRun]
+    series: dict[str, Series]  # by test id, e.g. tiny-cpu-fp32
+
+
+def _test_id(name: str) -> str:
+    """test_throughput[tiny-cpu-fp32] -> tiny-cpu-fp32."""
+    return name.partition("[")[2].rstrip("]") or name
+
+
+def read_history(storage: Path) -> History:
     files = sorted(Path(storage).rglob("*.json"))
     if not files:
         raise PplgateError(f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder.")
-    runs = []
+    saved = []
     for path in files:
         try:
-            runs.append(json.loads(path.read_text()))
+            saved.append(json.loads(path.read_text()))
         except json.JSONDecodeError as err:
             raise PplgateError(f"saved run {path} is not valid JSON ({err.msg}): remove it or restore it.") from err
+    runs: list[SavedRun] = []
     series: dict[str, Series] = {}
-    for run in sorted(runs, key=lambda r: r.get("datetime", "")):
-        for bench in run.get("benchmarks", []):
-            extra = bench.get("extra_info", {})
-            if "tokens_per_second" not in extra or "perplexity" not in extra:
-                continue  # not a pplgate benchmark
-            s = series.setdefault(bench["name"], Series())
-            s.runs.append(run.get("datetime", "")[:16])
-            s.tokens_per_second.append(extra["tokens_per_second"])
+    for data in sorted(saved, key=lambda r: r.get("datetime", "")):
+        benches = [b for b in data.get("benchmarks", []) if {"tokens_per_second", "perplexity"} <= b.get("extra_info", {}).keys()]
+        if not benches:
+            continue  # not a run of pplgate's throughput tests
+        runs.append(SavedRun(data.get("datetime", ""), (data.get("commit_info") or {}).get("id", "")[:8]))
+        for bench in benches:
+            extra, stats = bench["extra_info"], bench.get("stats", {})
+            s = series.setdefault(_test_id(bench["name"]), Series())
+            tps = extra["tokens_per_second"]
+            s.runs.append(len(runs) - 1)
+            s.tokens_per_second.append(tps)
+            # tokens/s = tokens / mean seconds, so its spread is tps * (stddev / mean).
+            mean, std = stats.get("mean"), stats.get("stddev")
+            s.tokens_per_second_std.append(tps * std / mean if mean and std else 0.0)
             s.perplexity.append(extra["perplexity"])
     if not series:
-        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks: save runs of gate/test_throughput.py.")
-    return series
+        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks: save runs of tests/test_throughput.py.")
+    return History(runs, series)
 
 
-def plot_history(storage: Path, output: Path) -> Path:
+def draw_history(history: History, title: str):
+    """The figure: tokens/s with its spread above, perplexity change in percent below."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on CI nodes; chosen here, never at import
     import matplotlib.pyplot as plt
 
-    series = read_history(storage)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=False)
-    for name, s in series.items():
-        label = name.removeprefix("test_throughput")
-        top.plot(range(len(s.runs)), s.tokens_per_second, marker="o", label=label)
-        bottom.plot(range(len(s.runs)), s.perplexity, marker="o", label=label)
-    top.set_ylabel("tokens / s")
-    bottom.set_ylabel("perplexity (timed blocks)")
-    bottom.set_xlabel("saved run")
-    top.set_title(f"pplgate history: {storage}")
-    top.legend(fontsize="small")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(history.runs) + 4), 8), sharex=True)
+    for name, s in history.series.items():
+        top.errorbar(s.runs, s.tokens_per_second, yerr=s.tokens_per_second_std, marker="o", capsize=3, label=name)
+        bottom.plot(s.runs, s.perplexity_change_percent, marker="o", label=f"{name} (first run: {s.perplexity[0]:.6g})")
+    top.set_ylabel("tokens / s (± stddev of rounds)")
+    top.set_title(title)
+    bottom.set_ylabel("perplexity change from the first run (%)")
+    bottom.axhline(0.0, color="grey", linewidth=0.8)
+    bottom.set_xlabel("saved run (date, commit)")
+    bottom.set_xticks(range(len(history.runs)), [r.label for r in history.runs], fontsize="small")
     for ax in (top, bottom):
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_history(storage: Path, output: Path) -> Path:
+    fig = draw_history(read_history(storage), f"pplgate history: {storage}")
+    import matplotlib.pyplot as plt
+
     write_atomic(Path(output), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return Path(output)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from pplgate.compare import compare_with_reference
-from pplgate.data import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
+from pplgate.blocks import BLOCK_SIZE, Blocks
+from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
@@ -31,15 +32,15 @@ class Sources:
     cache_dir: Path = field(default_factory=user_cache_dir)
 
 
-def load_blocks(sources: Sources, max_blocks: int | None = None) -> tuple[TokenStream, np.ndarray]:
-    """The token stream and its blocks [n_blocks, 1024], the first ``max_blocks`` only if given."""
+def load_blocks(sources: Sources, grouping: str = "vendor", max_blocks: int | None = None) -> tuple[TokenStream, Blocks]:
+    """The token stream and its blocks, the first ``max_blocks`` only if given."""
     if max_blocks is not None and max_blocks < 1:
         raise PplgateError(f"--max-blocks {max_blocks} is below 1: pass 1 or more, or leave it out for the whole split.")
     tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir)
-    blocks = tokens.blocks(BLOCK_SIZE)
+    blocks = tokens.blocks(grouping, BLOCK_SIZE)
     if len(blocks) == 0:
-        raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, fewer than one block of {BLOCK_SIZE}: pass --dataset with the full wikitext-2-raw-v1 test split.")
-    return tokens, blocks[:max_blocks]
+        raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, no block to score: pass --dataset with the full wikitext-2-raw-v1 test split.")
+    return tokens, blocks.head(max_blocks)
 
 
 def build_session(
@@ -64,6 +65,7 @@ def run(
     precision: str,
     batch_size: int = 1,
     max_blocks: int | None = None,
+    grouping: str = "vendor",
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
     measure_forward: bool = False,
@@ -75,7 +77,7 @@ def run(
     check_provider(device)
     if reference is not None:
         check_provider(reference[0])
-    tokens, blocks = load_blocks(sources, max_blocks)
+    tokens, blocks = load_blocks(sources, grouping, max_blocks)
     session = build_session(sources, device, precision, tokens, scoring, options, progress)
     baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None
     evaluation = evaluate(session, blocks, batch_size, progress=progress, baseline=baseline)
@@ -86,6 +88,8 @@ def run(
         session=session,
         evaluation=evaluation,
         tokens=tokens,
+        grouping=grouping,
+        cache_dir=sources.cache_dir,
     )
     if reference is not None:
         # KL needs both distributions on the host: logits-fetching sessions of the run and the reference.

@@ -7,12 +7,15 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from pplgate import __version__
+from pplgate.blocks import ROWS_PER_BATCH
 from pplgate.data import TokenStream
+from pplgate.digest import file_digest
 from pplgate.evaluate import Evaluation
 from pplgate.metric import CrossToolMetrics
 from pplgate.runtime import LMSession
@@ -60,16 +63,22 @@ def final_report(
     session: LMSession,
     evaluation: Evaluation,
     tokens: TokenStream,
+    grouping: str,
+    cache_dir: Path,
 ) -> dict:
     ev = evaluation
-    cross = CrossToolMetrics(
-        total_nll=float(ev.token_losses.sum(dtype=np.float64)),
-        words=int(tokens.block_words[: ev.blocks].sum()),
-        bytes=int(tokens.block_bytes[: ev.blocks].sum()),
-    )
+    source = file_digest(session.source_path, cache_dir)
+    converted = file_digest(session.model_path, cache_dir) if session.model_path != session.source_path else None
+    n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
+    cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {
         "model": describe(model),
         "model_file": session.model_path.name,
+        # The bytes that ran, which golden files pin: the file as given, and
+        # the fp16 conversion made of it where there is one.
+        "model_sha256": source.sha256,
+        "model_bytes": source.bytes,
+        "converted_model_sha256": converted.sha256 if converted else None,
         "dataset": dataset,
         "tokenizer": tokenizer,
         "device": session.device.spec,
@@ -81,9 +90,15 @@ def final_report(
         # the text of the same scored tokens, compare with other tools' tables.
         "word_perplexity": cross.word_perplexity,
         "bits_per_byte": cross.bits_per_byte,
+        # Which blocks were fed: how the rows were cut (pplgate.blocks), from
+        # how many rows, and a fingerprint of the ids that golden files pin.
+        "grouping": grouping,
+        "rows_per_batch": ROWS_PER_BATCH if grouping == "vendor" else None,
+        "rows": tokens.rows,
         "blocks": ev.blocks,
         "total_tokens": len(tokens.ids),
         "scored_tokens": ev.scored_tokens,
+        "blocks_sha256": ev.layout.fingerprint(),
         "scored_words": cross.words,
         "scored_bytes": cross.bytes,
         "eval_seconds": ev.eval_seconds,

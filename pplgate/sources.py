@@ -21,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pplgate.digest import CHUNK, file_digest, sidecar, stamp
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_json_atomic
 
@@ -37,7 +38,6 @@ HF_ALTERNATIVE = "hf://openai-community/gpt2/onnx/decoder_model.onnx"
 BUILTIN_PREFIX = "builtin:"
 # Part of the built models' file names: a builder change must not reuse old files.
 BUILDER_VERSION = "1"
-CHUNK = 1 << 20
 # Seconds without a byte, while connecting or reading, before a download is
 # called broken off (and left to resume).
 TIMEOUT_S = 60.0
@@ -98,23 +98,15 @@ def file_name(url: str) -> str:
     return name
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(url: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
     """Streams ``url`` into ``model_dir``; resumes a ``.part`` left by a broken run."""
     want_sha = declared_sha256(url)
     final = model_dir / file_name(url)
-    meta = final.with_name(final.name + ".json")  # provenance: where the file came from
+    meta = sidecar(final)  # where the file came from, and its hash, computed while it streamed
     model_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path(final)):
         if final.is_file():
-            if want_sha is None or sha256_of(final) == want_sha:
+            if want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
                 return final
             final.unlink()  # a file that no longer matches its source is not the model
         part = final.with_name(final.name + ".part")
@@ -124,7 +116,7 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
             part.unlink(missing_ok=True)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
         part.replace(final)
-        write_json_atomic(meta, {"url": url, "bytes": final.stat().st_size, "sha256": got_sha})
+        write_json_atomic(meta, {"url": describe(url)} | stamp(final, got_sha))
     return final
 
 

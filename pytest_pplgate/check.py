@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
-from pplgate.golden import Comparison, Limits, golden_record
+from pplgate.golden import BlocksPin, Comparison, Limits, ModelPin, Resolved, golden_record
 from pytest_pplgate.session import GateSession, Target
 
 RESULT_PROPERTY = "pplgate_result"
@@ -45,6 +45,8 @@ class Outcome:
     expected: float | None = None
     rel_tol: float | None = None
     tokens_per_second: float | None = None
+    model_sha256: str | None = None  # the model that ran
+    model_pinned: bool | None = None  # whether the golden entry pins it
     report: dict | None = None
 
 
@@ -94,10 +96,13 @@ class PerplexityRegression:
         node = self.request.node
         node.user_properties.append(("perplexity", obtained))
         command = regenerate_command(self.request.config, node.nodeid)
-        outcome = Outcome(self.target.id, "pass", obtained, report["perplexity_stderr"], tokens_per_second=report["tokens_per_second"], report=report)
+        outcome = Outcome(self.target.id, "pass", obtained, report["perplexity_stderr"], tokens_per_second=report["tokens_per_second"],
+                          model_sha256=report["model_sha256"], report=report)
 
-        if self.gate.settings.update:
-            golden_record(case.path, key, obtained, self.target.precision, provenance(report))
+        entry = case.expected.get(key)
+        # A computed entry has no recorded value to update: it is checked as usual.
+        if self.gate.settings.update and (entry is None or entry.computed is None):
+            golden_record(case.path, key, report, self.target.precision, provenance(report))
             outcome.verdict = "updated"
             self._keep(outcome)
             return
@@ -109,10 +114,20 @@ class PerplexityRegression:
                 f"{case.path} has no expected perplexity for {key} (obtained {obtained:.6g}): record it with\n  {command}",
                 pytrace=False,
             )
-        c = Comparison(obtained, expected.perplexity, expected.rel_tol)
-        outcome.expected, outcome.rel_tol = expected.perplexity, expected.rel_tol
-        node.user_properties.append(("perplexity_expected", expected.perplexity))
         where = f"{case.path} [expected.{expected.via or key}]"
+        # A computed value holds for any model file it is computed from: nothing to pin.
+        outcome.model_pinned = expected.model is not None if expected.computed is None else None
+        mismatch = self._inputs_changed(expected, report, where, command)
+        if mismatch:
+            outcome.verdict = "FAIL"
+            self._keep(outcome)
+            pytest.fail(mismatch, pytrace=False)
+        value = expected.perplexity if expected.computed is None else obtain(self.gate, lambda: self.gate.computed_perplexity(self.target))
+        c = Comparison(obtained, value, expected.rel_tol)
+        outcome.expected, outcome.rel_tol = value, expected.rel_tol
+        node.user_properties.append(("perplexity_expected", value))
+        if expected.computed is not None:
+            where += f" ({expected.computed} of these blocks)"
         if not c.passed:
             outcome.verdict = "FAIL"
             self._keep(outcome)
@@ -126,6 +141,26 @@ class PerplexityRegression:
         if limits is not None:
             self._check_limits(limits, outcome, f"{case.path} [expected.{key}.limits]")
         self._keep(outcome)
+
+    def _inputs_changed(self, expected: Resolved, report: dict, where: str, command: str) -> str | None:
+        """The sentence for a run whose blocks or model are not those the value was measured on, else None."""
+        obtained = BlocksPin.of(report)
+        if expected.blocks is not None and expected.blocks != obtained:
+            return (f"the blocks of {self.target.id} differ from those the value in {where} was recorded on "
+                    f"(recorded: {expected.blocks.describe()}; now: {obtained.describe()}), so the data, the tokenizer or the grouping changed, "
+                    f"not the model: pass the --dataset and --tokenizer it was recorded with, or re-record with\n  {command}")
+        model = ModelPin.of(report)
+        if expected.model is None:
+            return None
+        if expected.model.sha256 != model.sha256:
+            return (f"the model of {self.target.id} is not the one the value in {where} was measured on "
+                    f"(recorded sha256 {expected.model.sha256}, {expected.model.bytes} bytes; now {model.sha256}, {model.bytes} bytes, {report['model']}): "
+                    f"point --model at the original, or re-record with\n  {command}")
+        if expected.via is None and None not in (expected.model.converted_sha256, model.converted_sha256) and expected.model.converted_sha256 != model.converted_sha256:
+            return (f"the fp16 conversion of {self.target.id} is not the one the value in {where} was measured on "
+                    f"(recorded sha256 {expected.model.converted_sha256}; now {model.converted_sha256}), though the model is the same: "
+                    f"onnxruntime's float16 converter changed; re-record with\n  {command}")
+        return None
 
     def _check_limits(self, limits: Limits, outcome: Outcome, where: str) -> None:
         __tracebackhide__ = True
@@ -162,8 +197,8 @@ def provenance(report: dict) -> dict:
         "model": report["model"],
         "dataset": report["dataset"],
         "tokenizer": report["tokenizer"],
-        "blocks": report["blocks"],
-        "scored_tokens": report["scored_tokens"],
+        "grouping": report["grouping"],
+        "rows": report["rows"],
         "batch_size": report["batch_size"],
         "scoring": report["scoring"],
         "date": datetime.date.today().isoformat(),

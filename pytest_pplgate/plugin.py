@@ -11,6 +11,7 @@ import pytest
 from pplgate.argtypes import device_list, key_value, non_negative_int, positive_int, precision_list
 from pplgate.devices import DEVICES, PRECISIONS
 from pplgate.fileio import user_cache_dir
+from pplgate.golden import GoldenError
 from pplgate.report import onnxruntime_distribution
 from pplgate.runtime import SCORINGS, RuntimeOptions
 from pytest_pplgate.check import PerplexityRegression, obtain
@@ -18,6 +19,7 @@ from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
 from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
 
 gate_key = pytest.StashKey[GateSession]()
+golden_error_key = pytest.StashKey[GoldenError]()
 
 
 def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
@@ -124,11 +126,35 @@ def _settings(config: pytest.Config) -> GateSettings:
     )
 
 
+PATH_OPTIONS = ("model", "dataset", "tokenizer", "golden_dir", "model_dir", "cache_dir")
+
+
+def _refuse_missed_ini(config: pytest.Config) -> None:
+    """A usage error where pytest chose its rootdir from an option's path and so missed pytest.ini.
+
+    pytest picks its rootdir and ini file from the path-like words on the
+    command line before it knows any plugin's options (pytest-dev/pytest#8846):
+    in ``--dataset ../data`` it takes ``../data`` for a test path, looks for
+    pytest.ini from there, and runs without the gate's settings.
+    """
+    if config.inipath is not None:
+        return
+    given = [f"--{name.replace('_', '-')}" for name in PATH_OPTIONS if config.getoption(f"pplgate_{name}") is not None]
+    folder = config.invocation_params.dir
+    missed = next((d / "pytest.ini" for d in (folder, *folder.parents) if (d / "pytest.ini").is_file()), None)
+    if given and missed is not None:
+        raise pytest.UsageError(
+            f"pytest did not read {missed}: it took the path after {given[0]} for a test path and chose its rootdir "
+            f"{config.rootpath} from it (pytest-dev/pytest#8846); write path options with '=', e.g. {given[0]}=PATH."
+        )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, kind in DEVICES.items():
         config.addinivalue_line("markers", f"{name}: a pplgate case on {kind.provider}")
     for precision in PRECISIONS:
         config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
+    _refuse_missed_ini(config)
     gate = GateSession(_settings(config))
     config.stash[gate_key] = gate
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path), "pplgate-summary")
@@ -147,14 +173,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gate_target" not in metafunc.fixturenames:
         return
-    params = []
-    for t in metafunc.config.stash[gate_key].targets():
-        marks = [] if isinstance(t, BrokenCase) else [getattr(pytest.mark, t.device.kind.name), getattr(pytest.mark, t.precision)]
-        params.append(pytest.param(t, id=t.id, marks=marks))
+    gate = metafunc.config.stash[gate_key]
+    try:
+        targets = gate.targets()
+    except GoldenError as err:
+        # Raised as a usage error once collection ends: raised here it would
+        # only be one module's collection error.
+        metafunc.config.stash[golden_error_key] = err
+        targets = []
+    params = [pytest.param(t, id=t.id, marks=[getattr(pytest.mark, t.device.kind.name), getattr(pytest.mark, t.precision)]) for t in targets]
     metafunc.parametrize("gate_target", params, indirect=True)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    error = config.stash.get(golden_error_key, None)
+    if error is not None:
+        raise pytest.UsageError(str(error))
     # Marks the accuracy tests for the summary; throughput tests report through pytest-benchmark.
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -185,7 +219,7 @@ def gate_session(gate: GateSession, gate_target: Target):
 
 @pytest.fixture
 def gate_blocks(gate: GateSession, gate_target: Target):
-    """The case's token blocks [n_blocks, 1024] int64."""
+    """The case's token blocks (pplgate.blocks.Blocks)."""
     return obtain(gate, lambda: gate.blocks(gate_target.case)[1])
 
 

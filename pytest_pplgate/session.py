@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from pplgate.blocks import Blocks
 from pplgate.data import TokenStream
 from pplgate.compare import compare_with_reference
 from pplgate.devices import Device, assign_card, parse_device, parse_target
@@ -23,6 +22,7 @@ from pplgate.pipeline import Sources, build_session, load_blocks
 from pplgate.report import final_report
 from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
 from pplgate.sources import BUILTIN_PREFIX
+from pplgate.testmodel import cached_reference_perplexity
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,20 @@ class Target:
 
 @dataclass(frozen=True)
 class BrokenCase:
-    """A golden file that could not be read: its test fails with the reason."""
+    """A (device, precision) of a golden file that could not be read: its test fails with the reason.
+
+    It has the id and markers the file's test would have had, so any -k or -m
+    that would select that test selects the failure.
+    """
 
     path: Path
     error: GoldenError
+    device: Device
+    precision: str
 
     @property
     def id(self) -> str:
-        return self.path.stem
+        return f"{self.path.stem}-{self.device.kind.name}-{self.precision}"
 
 
 @dataclass(frozen=True)
@@ -93,17 +99,28 @@ class GateSession:
             raise value
         return value
 
+    def golden_files(self) -> list[Path]:
+        """The case files; a folder that is missing or holds none is a usage error, never an empty gate."""
+        folder = self.settings.golden_dir
+        if not folder.is_dir():
+            raise GoldenError(f"golden folder {folder} does not exist: pass --golden-dir with the folder of the case files (golden/ of the repository).")
+        files = sorted(folder.glob("*.json"))
+        if not files:
+            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --golden-dir with the folder of the case files, or add one (see README, Cases).")
+        return files
+
     def targets(self) -> list[Target | BrokenCase]:
         """Every (case, device, precision) the golden folder and the settings call for."""
+        s = self.settings
         out: list[Target | BrokenCase] = []
-        for path in sorted(self.settings.golden_dir.glob("*.json")):
+        for path in self.golden_files():
+            devices = [assign_card(parse_device(d), s.worker, s.cards) for d in s.devices]
             try:
                 case = load_case(path)
             except GoldenError as err:
-                out.append(BrokenCase(path, err))
+                out += [BrokenCase(path, err, d, p) for d in devices for p in s.precisions]
                 continue
-            s = self.settings
-            out += [Target(case, assign_card(parse_device(d), s.worker, s.cards), p) for d in s.devices for p in s.precisions]
+            out += [Target(case, d, p) for d in devices for p in s.precisions]
         return out
 
     def sources(self, case: GoldenCase) -> Sources:
@@ -114,9 +131,10 @@ class GateSession:
             model = s.model
         return Sources(model, s.dataset or case.sources["dataset"], s.tokenizer or case.sources["tokenizer"], s.model_dir, s.cache_dir)
 
-    def blocks(self, case: GoldenCase) -> tuple[TokenStream, np.ndarray]:
+    def blocks(self, case: GoldenCase) -> tuple[TokenStream, Blocks]:
         src = self.sources(case)
-        return self._once(("blocks", src.dataset, src.tokenizer, case.max_blocks), lambda: load_blocks(src, case.max_blocks))
+        key = ("blocks", src.dataset, src.tokenizer, case.grouping, case.max_blocks)
+        return self._once(key, lambda: load_blocks(src, case.grouping, case.max_blocks))
 
     def session(self, target: Target) -> LMSession:
         src = self.sources(target.case)
@@ -130,7 +148,8 @@ class GateSession:
             tokens, blocks = self.blocks(target.case)
             ev = evaluate(session, blocks, self.settings.batch_size)
             src = self.sources(target.case)
-            report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev, tokens=tokens)
+            report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev,
+                                  tokens=tokens, grouping=target.case.grouping, cache_dir=self.settings.cache_dir)
             return report, ev
 
         return self._once(("evaluation", target.case.name, target.device, target.precision), make)
@@ -145,6 +164,15 @@ class GateSession:
             run = session if session.scoring == "host" else open_session(session.source_path, target.device, target.precision, "host", options)
             ref = open_session(session.source_path, reference, precision, "host", options)
             _, blocks = self.blocks(target.case)
-            return compare_with_reference(run, ref, blocks[: limits.blocks], self.settings.batch_size).summary()
+            return compare_with_reference(run, ref, blocks.head(limits.blocks), self.settings.batch_size).summary()
 
         return self._once(("reference", target.case.name, target.device, target.precision, limits.reference, limits.blocks), make)
+
+    def computed_perplexity(self, target: Target) -> float:
+        """A built model's perplexity by its float64 numpy forward pass, on this run's blocks."""
+        def make() -> float:
+            session = self.session(target)
+            _, blocks = self.blocks(target.case)
+            return cached_reference_perplexity(session.source_path, blocks, self.settings.cache_dir)
+
+        return self._once(("computed", target.case.name), make)

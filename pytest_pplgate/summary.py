@@ -64,6 +64,9 @@ class GateSummary:
             tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
             err = f"{o.perplexity_stderr:.3g}" if o.perplexity_stderr is not None else "-"
             tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
+        unpinned = [o for o in self.outcomes.values() if o.model_pinned is False and o.model_sha256]
+        for o in unpinned:
+            tr.write_line(f"{o.id}: ran model sha256 {o.model_sha256}, which its golden entry does not pin yet")
         counts = self.counts()
         order = ("pass", "FAIL", "no golden", "skip", "error", "updated")
         tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in order if counts[v]))
@@ -72,6 +75,10 @@ class GateSummary:
             ids = " or ".join(self.outcomes[n].id for n in to_fix)
             command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
             tr.write_line(f"To record the obtained values, if they are right: {command}")
+        elif unpinned:
+            ids = " or ".join(o.id for o in unpinned)
+            command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
+            tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
         if counts["skip"] and not counts["pass"] and not counts["FAIL"]:
             tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
 

@@ -49,8 +49,14 @@ def tokens(dataset_dir, tokenizer_dir, token_cache):
 
 @pytest.fixture(scope="session")
 def blocks(tokens):
-    """[276, 1024] int64."""
+    """The shared copy's 274 blocks, the vendor's grouping."""
     return tokens.blocks()
+
+
+@pytest.fixture(scope="session")
+def block_matrix(blocks):
+    """[16, 1024] int64: the first 16 blocks, as sessions take them."""
+    return blocks.head(16).matrix()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pplgate.cli import main
+from pplgate.history import draw_history, read_history
 
 pytest_plugins = ["pytester"]
 
@@ -90,11 +91,26 @@ def test_comparison_with_a_saved_run_fails_when_20_percent_slower(bench_project,
 
 def test_plot_of_saved_runs(bench_project, tmp_path):
     pytester, run = bench_project
-    for _ in range(2):
-        run("-k", "throughput", "--benchmark-storage=file://./bench", "--benchmark-autosave", "--gate-bench-rounds=1").assert_outcomes(passed=1)
+    for _ in range(3):
+        run("-k", "throughput", "--benchmark-storage=file://./bench", "--benchmark-autosave", "--gate-bench-rounds=2").assert_outcomes(passed=1)
     png = tmp_path / "history.png"
     assert main(["plot", "--storage", str(pytester.path / "bench"), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    history = read_history(pytester.path / "bench")
+    assert list(history.series) == ["mini-cpu-fp32"]  # the test id, no brackets
+    series = history.series["mini-cpu-fp32"]
+    assert series.runs == [0, 1, 2] and series.perplexity_change_percent[0] == 0.0
+    assert all(std > 0 for std in series.tokens_per_second_std)
+    fig = draw_history(history, "t")
+    top, bottom = fig.axes
+    assert list(bottom.get_xticks()) == [0, 1, 2]
+    labels = [t.get_text() for t in bottom.get_xticklabels()]
+    assert [label.split("\n")[0] for label in labels] == [r.datetime[:16].replace("T", " ") for r in history.runs]
+    assert len({label for label in labels}) == 3
+    # Percent change from the first run, drawn without an offset: a 0.01% change reads as 0.01.
+    assert not bottom.yaxis.get_major_formatter().get_offset()
+    assert bottom.get_legend().get_texts()[0].get_text().startswith("mini-cpu-fp32 (first run: ")
 
 
 def test_plot_without_saved_runs_is_one_sentence(tmp_path):

@@ -9,10 +9,9 @@ from pplgate.data import load_tokens
 from pplgate.errors import PplgateError
 
 
-def test_token_and_block_counts_of_the_test_split(tokens, blocks):
+def test_token_and_row_counts_of_the_test_split(tokens):
     assert len(tokens.ids) == 283_287
-    assert blocks.shape == (276, 1024)
-    assert blocks.shape[0] * (blocks.shape[1] - 1) == 282_348
+    assert tokens.rows == 2891 and tokens.row_lengths.sum() == 283_287 and (tokens.row_lengths > 0).all()
     assert tokens.vocab_size == 50257
 
 
@@ -21,8 +20,14 @@ def test_rows_are_tokenized_separately_and_concatenated(tokens):
     assert tokens.ids[:8].tolist() == [796, 5199, 347, 2852, 353, 796, 220, 198]
 
 
-def test_blocks_are_consecutive_and_the_remainder_dropped(tokens, blocks):
-    np.testing.assert_array_equal(blocks.reshape(-1), tokens.ids[: 276 * 1024])
+def test_contiguous_blocks_are_consecutive_and_the_remainder_dropped(tokens):
+    np.testing.assert_array_equal(tokens.blocks("contiguous").ids, tokens.ids[: 276 * 1024])
+
+
+def test_vocabulary_bytes_spell_the_text(tokens):
+    # Rows end in "\n" exactly as upstream; the ids spell the first row back byte for byte.
+    first = tokens.ids[: tokens.row_lengths[0]]
+    assert tokens.text_bytes(first) == " = Robert Boulter = \n".encode()
 
 
 def test_second_load_hits_the_cache(dataset_dir, tokenizer_dir, tmp_path):

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from pplgate.blocks import Blocks
 from pplgate.devices import parse_device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import evaluate
@@ -24,28 +25,28 @@ def graph_session(tiny_model):
 
 @pytest.fixture(scope="module")
 def batch1(graph_session, blocks):
-    return evaluate(graph_session, blocks[:N_BLOCKS], 1, progress=False)
+    return evaluate(graph_session, blocks.head(N_BLOCKS), 1, progress=False)
 
 
 @pytest.mark.parametrize("batch_size", [3, 4])
 def test_batch_size_does_not_change_the_perplexity(graph_session, blocks, batch1, batch_size):
-    other = evaluate(graph_session, blocks[:N_BLOCKS], batch_size, progress=False)
+    other = evaluate(graph_session, blocks.head(N_BLOCKS), batch_size, progress=False)
     assert other.blocks == N_BLOCKS
     assert other.perplexity == pytest.approx(batch1.perplexity, rel=1e-6)
 
 
-def test_graph_scoring_equals_float64_host_scoring(tiny_model, graph_session, blocks):
+def test_graph_scoring_equals_float64_host_scoring(tiny_model, graph_session, block_matrix):
     host = open_session(tiny_model, CPU, "fp32", "host")
-    logits = host.forward(blocks[:2])
-    exact = host_token_losses(logits, blocks[:2], dtype=np.float64)
-    in_graph = graph_session.token_losses(blocks[:2])
-    vendor = host.token_losses(blocks[:2])
+    logits = host.forward(block_matrix[:2])
+    exact = host_token_losses(logits, block_matrix[:2], dtype=np.float64)
+    in_graph = graph_session.token_losses(block_matrix[:2])
+    vendor = host.token_losses(block_matrix[:2])
     assert perplexity(in_graph.mean(axis=1)) == pytest.approx(perplexity(exact.mean(axis=1)), rel=1e-6)
     assert perplexity(vendor.mean(axis=1)) == pytest.approx(perplexity(exact.mean(axis=1)), rel=1e-6)
 
 
 def test_counts_and_timings_of_an_evaluation(batch1):
-    assert batch1.token_losses.shape == (N_BLOCKS, 1023)
+    assert batch1.token_losses.shape == (N_BLOCKS * 1023,)
     assert batch1.scored_tokens == N_BLOCKS * 1023
     assert batch1.eval_seconds > 0
     assert batch1.tokens_per_second == pytest.approx(N_BLOCKS * 1024 / batch1.eval_seconds)
@@ -57,7 +58,7 @@ def test_fp16_on_cpu_runs_and_stays_close_to_fp32(tiny_model, blocks, batch1):
     assert session.model_path.name.endswith(".fp16.onnx")
     # The boundary stays as the vendor's: int64 ids in, float32 scoring.
     assert session.iface.input_dtypes["input_ids"] == np.int64
-    fp16 = evaluate(session, blocks[:N_BLOCKS], 1, progress=False)
+    fp16 = evaluate(session, blocks.head(N_BLOCKS), 1, progress=False)
     assert fp16.perplexity != batch1.perplexity
     assert fp16.perplexity == pytest.approx(batch1.perplexity, rel=0.01)
 
@@ -87,7 +88,7 @@ class _NaNAt:
 
 def test_nan_losses_fail_with_the_block_index(blocks):
     with pytest.raises(PplgateError, match=r"block 3 has 1 NaN or infinite token losses"):
-        evaluate(_NaNAt(3), blocks[:6], 1, progress=False)
+        evaluate(_NaNAt(3), blocks.head(6), 1, progress=False)
 
 
 def test_perplexity_overflow_is_inf_as_the_vendor_reports():
@@ -112,7 +113,30 @@ def _hf_style(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("scoring", ["graph", "host"])
-def test_hf_style_graph_gives_the_same_losses(tiny_model, graph_session, blocks, tmp_path, scoring):
+def test_hf_style_graph_gives_the_same_losses(tiny_model, graph_session, block_matrix, tmp_path, scoring):
     session = open_session(_hf_style(tiny_model, tmp_path), CPU, "fp32", scoring)
     assert "position_ids" in session.iface.inputs
-    np.testing.assert_allclose(session.token_losses(blocks[:2]), graph_session.token_losses(blocks[:2]), rtol=1e-5)
+    np.testing.assert_allclose(session.token_losses(block_matrix[:2]), graph_session.token_losses(block_matrix[:2]), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def with_short_block(blocks):
+    """Six whole blocks, then a short one of 100 ids, as a small last batch of rows gives."""
+    head = blocks.head(6)
+    return Blocks(np.concatenate([head.ids, blocks.block(7)[:100]]), np.append(head.lengths, 100))
+
+
+def test_batch_sizes_1_to_5_give_the_same_perplexity(graph_session, with_short_block):
+    runs = [evaluate(graph_session, with_short_block, b, progress=False) for b in range(1, 6)]
+    for run in runs:
+        assert run.scored_tokens == 6 * 1023 + 99
+        assert run.perplexity == pytest.approx(runs[0].perplexity, rel=1e-6)
+
+
+def test_a_short_block_weighs_as_one_block(graph_session, with_short_block):
+    # The vendor scores the short block in a batch of its own: its mean loss counts once, like any block's.
+    ev = evaluate(graph_session, with_short_block, 4, progress=False)
+    whole = graph_session.token_losses(with_short_block.matrix(0, 6)).astype(np.float64).mean(axis=1)
+    short = graph_session.token_losses(with_short_block.block(6)[None, :]).astype(np.float64).mean()
+    assert ev.perplexity == pytest.approx(math.exp(np.append(whole, short).mean()), rel=1e-6)
+    assert ev.perplexity != pytest.approx(math.exp(ev.token_losses.astype(np.float64).mean()), rel=1e-6)

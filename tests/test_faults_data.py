@@ -54,10 +54,16 @@ def test_split_shorter_than_one_block(tokenizer_dir, tmp_path, capsys):
     (folder / "README.md").write_text("---\nconfigs:\n- config_name: wikitext-2-raw-v1\n  data_files:\n  - split: test\n"
                                       "    path: wikitext-2-raw-v1/test-*\n---\n")
     pq.write_table(pa.table({"text": [" = Title = \n", " A short row .\n", ""]}), folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet")
-    assert main(["--model", "builtin:tiny", "--model-dir", str(tmp_path), "--dataset", str(folder), "--tokenizer", tokenizer_dir,
-                 "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 1
+    args = ["--model", "builtin:tiny", "--model-dir", str(tmp_path), "--dataset", str(folder), "--tokenizer", tokenizer_dir,
+            "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    # The vendor's grouping scores a batch shorter than a block as one short block.
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.removeprefix("Final report:\n"))
+    assert (report["blocks"], report["scored_tokens"], report["rows"]) == (1, 9, 3)
+    # Cut contiguously, the same split has no whole block.
+    assert main(args + ["--grouping", "contiguous"]) == 1
     (line,) = error_lines(capsys.readouterr().err)
-    assert line.endswith("gives 10 tokens, fewer than one block of 1024: pass --dataset with the full wikitext-2-raw-v1 test split.")
+    assert line.endswith("gives 10 tokens, no block to score: pass --dataset with the full wikitext-2-raw-v1 test split.")
 
 
 def test_token_ids_outside_a_symbolic_vocabulary(tmp_path, dataset_dir, tokenizer_dir, token_cache, capsys):
@@ -98,7 +104,8 @@ def test_golden_update_that_fails_keeps_the_file(tmp_path):
     before = json.dumps({"case": "c", "expected": {"cpu-fp32": {"perplexity": 3.0, "rel_tol": 0.1}}})
     path.write_text(before)
     with pytest.raises(TypeError):  # a provenance json cannot write
-        golden_record(path, "cpu-fp16", 3.1, "fp16", {"when": object()})
+        report = {"perplexity": 3.1, "blocks": 1, "scored_tokens": 1023, "blocks_sha256": "0" * 64, "model_sha256": "a" * 64, "model_bytes": 1}
+        golden_record(path, "cpu-fp16", report, "fp16", {"when": object()})
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["case.json"]
 

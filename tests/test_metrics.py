@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from pplgate.blocks import Blocks
 from pplgate.cli import main
-from pplgate.data import resolve_tokenizer_dir, tokenize
+from pplgate.data import TokenStream, resolve_tokenizer_dir, tokenize
 from pplgate.diff import paired_difference, render
 from pplgate.errors import PplgateError
 from pplgate.lossfile import load_losses
@@ -25,12 +26,12 @@ def test_stderr_is_llama_cpps_formula():
 
 def test_word_and_byte_counts_of_a_hand_made_text(tokenizer_dir):
     # 600 rows of " hello world": ids alternate " hello", " world" (6 bytes each).
-    ids, vocab, block_bytes, block_words = tokenize([" hello world"] * 600, resolve_tokenizer_dir(tokenizer_dir))
-    assert len(ids) == 1200 and vocab == 50257
+    ids, rows, vocab, vb, vo = tokenize([" hello world"] * 600, resolve_tokenizer_dir(tokenizer_dir))
+    assert len(ids) == 1200 and vocab == 50257 and rows.tolist() == [2] * 600
+    tokens = TokenStream(ids, rows, vocab, vb, vo, "hand-made", tokenizer_dir, cache_hit=False)
     # Scored tokens 1..1023 of the one block: 512 " world" and 511 " hello".
-    assert block_bytes.tolist() == [1023 * 6]
     # re.split(r"\s+") of " world hello ... world" gives an empty first word, as lm-eval counts.
-    assert block_words.tolist() == [1024]
+    assert tokens.scored_bytes_and_words(tokens.blocks()) == (1023 * 6, 1024)
     assert count_words(" a b\n\nc") == 4
 
 
@@ -83,7 +84,8 @@ def test_fp16_against_fp32_is_small_positive_kl(runs):
 def test_saved_losses_match_the_report(runs):
     report, path = runs["fp32"]
     saved = load_losses(path)
-    assert saved.token_losses.shape == (2, 1023) and saved.ids.shape == (2, 1024)
+    assert saved.token_losses.shape == (2 * 1023,) and saved.blocks.lengths.tolist() == [1024, 1024]
+    assert saved.blocks.fingerprint() == report["blocks_sha256"]
     assert math.exp(saved.token_losses.astype(np.float64).mean()) == pytest.approx(report["perplexity"], rel=1e-9)
     assert saved.meta["precision"] == "fp32"
 
@@ -108,7 +110,7 @@ def test_diff_shows_the_paired_error_and_the_worst_tokens_in_context(runs, capsy
 def test_diff_of_different_tokens_is_refused(runs, tmp_path):
     a = load_losses(runs["fp32"][1])
     b = load_losses(runs["fp16"][1])
-    other = type(b)(b.token_losses, b.ids[::-1].copy(), b.meta)
+    other = type(b)(b.token_losses, Blocks(b.blocks.ids[::-1].copy(), b.blocks.lengths), b.meta)
     with pytest.raises(PplgateError, match="scored different tokens"):
         render(a, other, decode=str)
 

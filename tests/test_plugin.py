@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -121,7 +122,9 @@ def test_update_writes_only_the_selected_entry_then_the_gate_passes(recorded, py
     data = json.loads(path.read_text())
     entry = data["expected"]["cpu-fp32"]
     assert isinstance(entry["perplexity"], float) and entry["perplexity"] > 1
-    assert entry["provenance"]["blocks"] == 2 and entry["provenance"]["onnxruntime"]
+    assert entry["blocks"]["count"] == 2 and entry["blocks"]["scored_tokens"] == 2046 and len(entry["blocks"]["sha256"]) == 64
+    assert entry["model"]["bytes"] > 0 and len(entry["model"]["sha256"]) == 64
+    assert entry["provenance"]["grouping"] == "vendor" and entry["provenance"]["onnxruntime"]
     assert data["expected"]["gcu-fp32"] == {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "rule"}
     assert data["method"] == {"max_blocks": 2}
     before = path.read_text()
@@ -245,3 +248,91 @@ def test_sources_from_pytest_ini_relative_to_it(pytester, shared_data, model_dir
                                     "-p", "no:cacheprovider", "--update-golden")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"pplgate: model per golden file, dataset {pytester.path}/data/wikitext, tokenizer {pytester.path}/data/gpt2"])
+
+
+@pytest.fixture(scope="session")
+def wikitext_with_empty_rows(tmp_path_factory, dataset_dir) -> Path:
+    """The shared rows with empty rows put back: 990 before the first, one after every second.
+
+    Another faithful copy of the split: the same token stream, other 1,000-row
+    batches, so other blocks under the vendor's grouping.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(next(Path(dataset_dir).rglob("*.parquet"))).column("text").to_pylist()
+    padded = [""] * 990
+    for i, row in enumerate(rows):
+        padded += [row, ""] if i % 2 else [row]
+    folder = tmp_path_factory.mktemp("wikitext-with-empty-rows")
+    (folder / "wikitext-2-raw-v1").mkdir()
+    (folder / "README.md").write_text((Path(dataset_dir) / "README.md").read_text())
+    pq.write_table(pa.table({"text": padded}), folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet")
+    return folder
+
+
+def test_value_recorded_on_other_blocks_fails_naming_the_blocks(recorded, wikitext_with_empty_rows):
+    path, run = recorded
+    result = run("-k", "cpu", f"--dataset={wikitext_with_empty_rows}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*the blocks of mini-cpu-fp32 differ from those the value in {path} [[]expected.cpu-fp32[]] was recorded on "
+        "(recorded: 2 blocks, 2046 scored tokens, sha256 *; now: 2 blocks, 1789 scored tokens, sha256 *), "
+        "so the data, the tokenizer or the grouping changed, not the model*",
+    ])
+    result.stdout.no_fnmatch_line("*obtained*expected*difference*")
+
+
+def test_swapped_model_fails_naming_both_hashes(project, tiny_model, tmp_path):
+    import dataclasses
+
+    from pplgate.testmodel import PRESETS, write_model
+
+    golden, run = project
+    original, other = tmp_path / "original.onnx", tmp_path / "other.onnx"
+    original.write_bytes(tiny_model.read_bytes())
+    write_model(dataclasses.replace(PRESETS["tiny"], seed=1), other)  # same architecture, other weights
+    path = write_case(golden, {}, model=str(original))
+    run("-k", "cpu", "--update-golden").assert_outcomes(passed=1)
+    pin = json.loads(path.read_text())["expected"]["cpu-fp32"]["model"]
+    assert pin == {"sha256": hashlib.sha256(original.read_bytes()).hexdigest(), "bytes": original.stat().st_size}
+    run("-k", "cpu").assert_outcomes(passed=1)
+    result = run("-k", "cpu", f"--model={other}")
+    result.assert_outcomes(failed=1)
+    other_sha = hashlib.sha256(other.read_bytes()).hexdigest()
+    result.stdout.fnmatch_lines([
+        f"*the model of mini-cpu-fp32 is not the one the value in {path} [[]expected.cpu-fp32[]] was measured on "
+        f"(recorded sha256 {pin['sha256']}, {pin['bytes']} bytes; now {other_sha}, *): point --model at the original, or re-record with*",
+    ])
+    result.stdout.no_fnmatch_line("*obtained*expected*difference*")
+
+
+def test_unpinned_model_shows_the_hash_that_ran(recorded, tiny_model):
+    path, run = recorded
+    data = json.loads(path.read_text())
+    del data["expected"]["cpu-fp32"]["model"]  # as the vendor's figures are: a value, no hash
+    path.write_text(json.dumps(data))
+    result = run("-k", "cpu")
+    result.assert_outcomes(passed=1)
+    sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    result.stdout.fnmatch_lines([f"mini-cpu-fp32: ran model sha256 {sha}, which its golden entry does not pin yet",
+                                 "To pin the models that ran*--update-golden -k mini-cpu-fp32"])
+
+
+def test_tiny_case_holds_on_any_faithful_copy(project, dataset_dir, wikitext_with_empty_rows, tmp_path):
+    golden, run = project
+    case = json.loads((Path(__file__).resolve().parents[1] / "golden" / "tiny.json").read_text())
+    # The copy's first batch holds 10 rows, one short block: its blocks differ from the first one on.
+    case["method"]["max_blocks"] = 8
+    (golden / "tiny.json").write_text(json.dumps(case))
+    reports = []
+    for data in (dataset_dir, wikitext_with_empty_rows):
+        report = tmp_path / f"{len(reports)}.json"
+        result = run("-k", "cpu and fp32", f"--dataset={data}", f"--gate-report={report}")
+        result.assert_outcomes(passed=1)
+        reports.append(json.loads(report.read_text())["results"][0])
+    assert reports[0]["blocks_sha256"] != reports[1]["blocks_sha256"]
+    # The expected value follows the blocks: each run is checked against its own.
+    assert reports[0]["perplexity_expected"] != reports[1]["perplexity_expected"]
+    for r in reports:
+        assert r["perplexity"] == pytest.approx(r["perplexity_expected"], rel=1e-5)

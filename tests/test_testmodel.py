@@ -17,24 +17,24 @@ def reference(tiny_model):
 
 
 @pytest.mark.parametrize("scoring", ["graph", "host"])
-def test_onnx_token_losses_match_numpy_reference(tiny_model, reference, blocks, scoring):
+def test_onnx_token_losses_match_numpy_reference(tiny_model, reference, block_matrix, scoring):
     cfg, weights = reference
     session = open_session(tiny_model, CPU, "fp32", scoring)
-    obtained = session.token_losses(blocks[:2])  # [2, 1023]
-    for row, block in zip(obtained, blocks[:2]):
+    obtained = session.token_losses(block_matrix[:2])  # [2, 1023]
+    for row, block in zip(obtained, block_matrix[:2]):
         expected = reference_token_losses(cfg, weights, block)
         np.testing.assert_allclose(row, expected, rtol=1e-4)
 
 
-def test_token_losses_differ_enough_to_expose_an_off_by_one(tiny_model, reference, blocks):
+def test_token_losses_differ_enough_to_expose_an_off_by_one(tiny_model, reference, block_matrix):
     cfg, weights = reference
-    losses = reference_token_losses(cfg, weights, blocks[0])
+    losses = reference_token_losses(cfg, weights, block_matrix[0])
     # Scoring position t against id t (no shift) instead of t+1 must move the
     # mean loss by far more than float32 rounding does.
     assert losses.std() > 1.0
-    z = open_session(tiny_model, CPU, "fp32", "host").forward(blocks[:1])[0].astype(np.float64)
+    z = open_session(tiny_model, CPU, "fp32", "host").forward(block_matrix[:1])[0].astype(np.float64)
     lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
-    unshifted = (lse - z[np.arange(1024), blocks[0]])[:-1]
+    unshifted = (lse - z[np.arange(1024), block_matrix[0]])[:-1]
     assert abs(unshifted.mean() - losses.mean()) > 0.1
 
 
