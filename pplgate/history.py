@@ -18,13 +18,14 @@ from pplgate.fileio import write_atomic
 
 @dataclass(frozen=True)
 class SavedRun:
+    name: str  # the file's number, 0001, as --benchmark-compare=0001 names it
     datetime: str  # ISO, as pytest-benchmark writes it
     commit: str  # short id, "" when the run was not in a git checkout
 
     @property
     def label(self) -> str:
         when = self.datetime[:16].replace("T", " ")
-        return f"{when}\n{self.commit}" if self.commit else when
+        return f"{self.name} {when}\n{self.commit}" if self.commit else f"{self.name} {when}"
 
 
 @dataclass
@@ -54,6 +55,14 @@ def _test_id(name: str) -> str:
     return name.partition("[")[2].rstrip("]") or name
 
 
+def _commit(info: dict) -> str:
+    """abcd1234, abcd1234+dirty, or pytest-benchmark's word for a run outside git (unversioned)."""
+    commit = str(info.get("id") or "")
+    if all(c in "0123456789abcdef" for c in commit):
+        commit = commit[:8]
+    return commit + ("+dirty" if info.get("dirty") else "")
+
+
 def read_history(storage: Path) -> History:
     files = sorted(Path(storage).rglob("*.json"))
     if not files:
@@ -61,16 +70,16 @@ def read_history(storage: Path) -> History:
     saved = []
     for path in files:
         try:
-            saved.append(json.loads(path.read_text()))
+            saved.append((path.stem.split("_")[0], json.loads(path.read_text())))
         except json.JSONDecodeError as err:
             raise PplgateError(f"saved run {path} is not valid JSON ({err.msg}): remove it or restore it.") from err
     runs: list[SavedRun] = []
     series: dict[str, Series] = {}
-    for data in sorted(saved, key=lambda r: r.get("datetime", "")):
+    for name, data in sorted(saved, key=lambda r: r[1].get("datetime", "")):
         benches = [b for b in data.get("benchmarks", []) if {"tokens_per_second", "perplexity"} <= b.get("extra_info", {}).keys()]
         if not benches:
             continue  # not a run of pplgate's throughput tests
-        runs.append(SavedRun(data.get("datetime", ""), (data.get("commit_info") or {}).get("id", "")[:8]))
+        runs.append(SavedRun(name, data.get("datetime", ""), _commit(data.get("commit_info") or {})))
         for bench in benches:
             extra, stats = bench["extra_info"], bench.get("stats", {})
             s = series.setdefault(_test_id(bench["name"]), Series())

@@ -129,6 +129,19 @@ def _settings(config: pytest.Config) -> GateSettings:
 PATH_OPTIONS = ("model", "dataset", "tokenizer", "golden_dir", "model_dir", "cache_dir")
 
 
+# The files pytest reads its settings from, and what marks one as pytest's.
+INI_FILES = {"pytest.ini": "", ".pytest.ini": "", "pyproject.toml": "[tool.pytest", "tox.ini": "[pytest]", "setup.cfg": "[tool:pytest]"}
+
+
+def _ini_files(folder: Path) -> list[Path]:
+    found = []
+    for name, section in INI_FILES.items():
+        path = folder / name
+        if path.is_file() and section in path.read_text(errors="replace"):
+            found.append(path)
+    return found
+
+
 def _refuse_missed_ini(config: pytest.Config) -> None:
     """A usage error where pytest chose its rootdir from an option's path and so missed pytest.ini.
 
@@ -141,7 +154,7 @@ def _refuse_missed_ini(config: pytest.Config) -> None:
         return
     given = [f"--{name.replace('_', '-')}" for name in PATH_OPTIONS if config.getoption(f"pplgate_{name}") is not None]
     folder = config.invocation_params.dir
-    missed = next((d / "pytest.ini" for d in (folder, *folder.parents) if (d / "pytest.ini").is_file()), None)
+    missed = next((ini for d in (folder, *folder.parents) for ini in _ini_files(d)), None)
     if given and missed is not None:
         raise pytest.UsageError(
             f"pytest did not read {missed}: it took the path after {given[0]} for a test path and chose its rootdir "

@@ -39,13 +39,13 @@ def fixed_runtime(monkeypatch):
 
 @pytest.fixture
 def bench_project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
-    import datasets  # noqa: F401  (see tests/test_plugin.py: imported once, before pytester runs)
+    import datasets  # noqa: F401  (see selftests/test_plugin.py: imported once, before pytester runs)
     import transformers  # noqa: F401
 
     pytester.makeconftest(FIXED_RUNTIME_CONFTEST)
     pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32\n")
-    pytester.makepyfile(test_gate=(ROOT / "gate" / "test_perplexity.py").read_text(),
-                        test_bench=(ROOT / "gate" / "test_throughput.py").read_text())
+    pytester.makepyfile(test_gate=(ROOT / "tests" / "test_perplexity.py").read_text(),
+                        test_bench=(ROOT / "tests" / "test_throughput.py").read_text())
     golden = pytester.path / "golden"
     golden.mkdir()
     (golden / "mini.json").write_text(json.dumps({
@@ -106,8 +106,8 @@ def test_plot_of_saved_runs(bench_project, tmp_path):
     top, bottom = fig.axes
     assert list(bottom.get_xticks()) == [0, 1, 2]
     labels = [t.get_text() for t in bottom.get_xticklabels()]
-    assert [label.split("\n")[0] for label in labels] == [r.datetime[:16].replace("T", " ") for r in history.runs]
-    assert len({label for label in labels}) == 3
+    # Each run by its saved number (as --benchmark-compare=0001 names it) and date.
+    assert [label.split("\n")[0] for label in labels] == [f"000{i} {r.datetime[:16].replace('T', ' ')}" for i, r in enumerate(history.runs, 1)]
     # Percent change from the first run, drawn without an offset: a 0.01% change reads as 0.01.
     assert not bottom.yaxis.get_major_formatter().get_offset()
     assert bottom.get_legend().get_texts()[0].get_text().startswith("mini-cpu-fp32 (first run: ")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
     pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
     pytester.makeini("[pytest]\npplgate_devices = cpu gcu\npplgate_precisions = fp32\n")
-    pytester.makepyfile(test_gate=(ROOT / "gate" / "test_perplexity.py").read_text())
+    pytester.makepyfile(test_gate=(ROOT / "tests" / "test_perplexity.py").read_text())
     golden = pytester.path / "golden"
     golden.mkdir()
     for name in ("one", "two"):

@@ -11,7 +11,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-GATE_TEST = (Path(__file__).resolve().parents[1] / "gate" / "test_perplexity.py").read_text()
+GATE_TEST = (Path(__file__).resolve().parents[1] / "tests" / "test_perplexity.py").read_text()
 
 
 def write_case(folder: Path, expected: dict, model: str = "builtin:tiny", name: str = "mini") -> Path:
@@ -174,7 +174,7 @@ def test_malformed_golden_names_the_file_and_the_key(project, text, message):
     golden, run = project
     (golden / "mini.json").write_text(text)
     result = run()
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=2)  # one per device of the ini: cpu, gcu
     result.stdout.fnmatch_lines([message])
 
 
@@ -228,7 +228,7 @@ def test_unknown_limit_names_the_key(project):
     golden, run = project
     write_case(golden, {"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1, "limits": {"reference": "cpu-fp32", "kl_average_max": 1}}})
     result = run()
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*mini.json: key expected.cpu-fp32.limits.kl_average_max is not a known limit*"])
 
 
@@ -336,3 +336,59 @@ def test_tiny_case_holds_on_any_faithful_copy(project, dataset_dir, wikitext_wit
     assert reports[0]["perplexity_expected"] != reports[1]["perplexity_expected"]
     for r in reports:
         assert r["perplexity"] == pytest.approx(r["perplexity_expected"], rel=1e-5)
+
+
+@pytest.mark.parametrize("selection", [["-k", "gcu"], ["-m", "gcu"], ["-k", "cpu and fp32"]])
+def test_broken_golden_file_fails_whatever_selects_its_tests(project, selection):
+    golden, run = project
+    write_case(golden, {"cpu-fp32": {"perplexity": "12872064119.34", "rel_tol": 0.01}})
+    result = run(*selection)
+    assert result.ret == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 1 and "passed" not in outcomes
+    result.stdout.fnmatch_lines([f'*{golden / "mini.json"}: key expected.cpu-fp32.perplexity must be a number, not "12872064119.34"*'])
+
+
+def test_broken_golden_file_keeps_its_test_ids(project, pytester):
+    golden, run = project
+    (golden / "mini.json").write_text("{not json")
+    pytester.makeini("[pytest]\npplgate_devices = cpu gcu\npplgate_precisions = fp32 fp16\n")
+    ids = run("--collect-only", "-q").outlines
+    assert [line for line in ids if "::" in line] == [f"test_gate.py::test_perplexity[mini-{k}]" for k in ("cpu-fp32", "cpu-fp16", "gcu-fp32", "gcu-fp16")]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_golden_folder_without_cases_is_a_usage_error(project, tmp_path, make):
+    _, run = project
+    folder = tmp_path / "golden"
+    if make == "empty":
+        folder.mkdir()
+    result = run(f"--golden-dir={folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: golden folder {folder} {'does not exist' if make == 'missing' else 'holds no case'}*"])
+
+
+@pytest.mark.parametrize("option", ["--dataset", "--tokenizer", "--model", "--golden-dir"])
+def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, token_cache, option, tmp_path):
+    golden, _ = project
+    write_case(golden, {})
+    (pytester.path / "data").symlink_to(shared_data / "wikitext")
+    (pytester.path / "tok").symlink_to(shared_data / "gpt2")
+    (pytester.path / "m.onnx").symlink_to(tiny_model)
+    (tmp_path / "m.onnx").symlink_to(tiny_model)  # pytest looks for its rootdir only from paths that exist
+    outside = {"--dataset": shared_data / "wikitext", "--tokenizer": shared_data / "gpt2",
+               "--model": tmp_path / "m.onnx", "--golden-dir": tmp_path}[option]
+    # Outside the project: pytest takes the path for a test path and misses the ini file; one sentence, exit 4.
+    result = pytester.runpytest("-k", "gcu", option, str(outside), "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest did not read {pytester.path / 'tox.ini'}: it took the path after {option} for a test path *"
+                                 f"write path options with '=', e.g. {option}=PATH."])
+    result.stdout.no_fnmatch_line("*unrecognized arguments*")
+    # Inside it: the same run as the = form.
+    inside = {"--dataset": "data", "--tokenizer": "tok", "--model": "m.onnx", "--golden-dir": "golden"}[option]
+    common = ["-k", "gcu", "-rs", f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider"]
+    spaced = pytester.runpytest(*common, option, inside)
+    joined = pytester.runpytest(*common, f"{option}={inside}")
+    assert spaced.ret == joined.ret == 0
+    spaced.assert_outcomes(skipped=1)
+    assert [line for line in spaced.outlines if "SKIPPED" in line] == [line for line in joined.outlines if "SKIPPED" in line]

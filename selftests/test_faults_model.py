@@ -88,7 +88,7 @@ def test_cli_refuses_with_one_sentence(case, tiny_model, tmp_path, dataset_dir, 
 
 
 def test_gate_fails_bad_models_with_the_sentence(pytester, tiny_model, tmp_path, dataset_dir, tokenizer_dir, token_cache, model_dir, tokens):
-    import datasets  # noqa: F401  (see tests/test_plugin.py)
+    import datasets  # noqa: F401  (see selftests/test_plugin.py)
 
     models = bad_models(tiny_model, tmp_path)
     pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
