@@ -26,6 +26,11 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def block_size(text: str) -> int:
+    """Tokens per block: at least 2, one to predict from and one to score."""
+    return _int_at_least(text, 2)
+
+
 def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 

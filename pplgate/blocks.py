@@ -28,6 +28,15 @@ BLOCK_SIZE = 1024
 
 
 @dataclass(frozen=True)
+class Method:
+    """How the split becomes the blocks fed: the vendor's, unless a case or the CLI says otherwise."""
+
+    grouping: str = "vendor"
+    block_size: int = BLOCK_SIZE
+    max_blocks: int | None = None  # the first N blocks only (smoke runs); None: the whole split
+
+
+@dataclass(frozen=True)
 class Blocks:
     """The blocks fed to the model, in order, back to back.
 

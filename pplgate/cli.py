@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import checked, key_value, non_negative_int, positive_int
-from pplgate.blocks import GROUPINGS
+from pplgate.argtypes import block_size, checked, key_value, non_negative_int, positive_int
+from pplgate.blocks import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pplgate",
         description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
         "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
-        "'python -m pplgate diff A B' compares two runs saved with --save-losses.",
+        "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
+        "'python -m pplgate localize' finds the first node where a run departs from a reference.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
     p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
                    help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
+    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
     p.add_argument("--scoring", choices=SCORINGS, default="auto",
@@ -104,6 +106,64 @@ def diff_main(argv: list[str]) -> int:
     return 0
 
 
+def build_localize_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate localize",
+        description="Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same blocks, "
+        "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL, hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
+    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"the run's device: one of {', '.join(DEVICES)}, optionally :N")
+    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"the run's precision: one of {', '.join(PRECISIONS)}")
+    p.add_argument("--reference", type=checked(parse_target), default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
+    p.add_argument("--reference-model", default=None, metavar="SOURCE",
+                   help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
+    p.add_argument("--blocks", type=positive_int, default=1, help="how many of the first blocks to feed")
+    p.add_argument("--grouping", choices=GROUPINGS, default="vendor", help="how the split becomes blocks, as for the evaluation")
+    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
+    p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
+    p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
+    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
+    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
+    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
+    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+    return p
+
+
+def localize_main(argv: list[str]) -> int:
+    from pplgate.localize import Side, localize, plot, render
+    from pplgate.pipeline import Sources, load_blocks
+    from pplgate.sources import resolve_model
+
+    args = build_localize_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
+    sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
+    options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
+    try:
+        _, blocks = load_blocks(sources, Method(args.grouping, args.block_size, args.blocks))
+        model = resolve_model(args.model, args.model_dir)
+        reference_model = resolve_model(args.reference_model, args.model_dir) if args.reference_model else model
+        device, precision = args.reference
+        loc = localize(Side.of(model, args.device, args.precision), Side.of(reference_model, device, precision), blocks, args.threshold, options)
+        if args.report_json is not None:
+            write_json_atomic(args.report_json, loc.report())
+        if args.plot is not None:
+            plot(loc, args.plot)
+    except PplgateError as err:
+        print(f"pplgate: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pplgate: interrupted: no report was written.", file=sys.stderr)
+        return 130
+    print(render(loc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from pplgate.pipeline import Sources, run
 
@@ -112,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return plot_main(argv[1:])
     if argv[:1] == ["diff"]:
         return diff_main(argv[1:])
+    if argv[:1] == ["localize"]:
+        return localize_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
@@ -123,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             args.device,
             args.precision,
             batch_size=args.batchsize,
-            max_blocks=args.max_blocks,
-            grouping=args.grouping,
+            method=Method(args.grouping, args.block_size, args.max_blocks),
             scoring=args.scoring,
             options=options,
             measure_forward=args.measure_forward,

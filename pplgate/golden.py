@@ -31,7 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pplgate.blocks import GROUPINGS, ROWS_PER_BATCH
+from pplgate.blocks import BLOCK_SIZE, GROUPINGS, ROWS_PER_BATCH, Method
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_json_atomic
 from pplgate.sources import lock_path
@@ -132,9 +132,8 @@ class GoldenCase:
     name: str
     path: Path
     sources: dict[str, str]  # model, dataset, tokenizer
-    max_blocks: int | None  # None: the whole split, as the vendor scores it
+    method: Method  # how the split becomes blocks: grouping, block size, max blocks
     expected: dict[str, Expected]
-    grouping: str = "vendor"  # how rows become blocks (pplgate.blocks)
 
     def resolve(self, key: str) -> Resolved | None:
         entry = self.expected.get(key)
@@ -265,13 +264,16 @@ def load_case(path: Path) -> GoldenCase:
     max_blocks = method.get("max_blocks")
     if max_blocks is not None and (not isinstance(max_blocks, int) or isinstance(max_blocks, bool) or max_blocks < 1):
         raise GoldenError(f"golden file {path}: key method.max_blocks must be a whole number of 1 or more, or null for the whole split.")
+    size = method.get("block_size", BLOCK_SIZE)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+        raise GoldenError(f"golden file {path}: key method.block_size must be a whole number of 2 or more (the vendor's is {BLOCK_SIZE}).")
     grouping = _require(method, "grouping", str, "method.", path) if "grouping" in method else "vendor"
     if grouping not in GROUPINGS:
         raise GoldenError(f"golden file {path}: key method.grouping is {grouping!r}: use one of {', '.join(GROUPINGS)}.")
     if grouping == "vendor" and method.get("rows_per_batch", ROWS_PER_BATCH) != ROWS_PER_BATCH:
         raise GoldenError(f"golden file {path}: key method.rows_per_batch is {json.dumps(method['rows_per_batch'])}, but the vendor's batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}.")
     expected = _require(data, "expected", dict, "", path)
-    return GoldenCase(name, path, sources, max_blocks, {k: _entry(v, k, path) for k, v in expected.items()}, grouping)
+    return GoldenCase(name, path, sources, Method(grouping, size, max_blocks), {k: _entry(v, k, path) for k, v in expected.items()})
 
 
 def golden_record(path: Path, key: str, report: dict, precision: str, provenance: dict) -> None:

@@ -1,98 +1,119 @@
-"""What a language-model graph takes and gives, read from the ONNX file.
+"""What a language-model graph takes and gives, read from its onnxruntime session.
 
-Two styles are met in the field: the vendor's (``input_ids``,
-``attention_mask`` -> ``logits``) and Hugging Face/optimum exports (the same
-plus ``position_ids`` on some, and ``present.*`` outputs).  Inputs are fed by
-name with the graph's own dtypes; only the logits are fetched.
+Styles met in the field, all fed by input name with the graph's own dtypes,
+only the logits fetched:
+
+- the vendor's: ``input_ids``, ``attention_mask`` -> ``logits``;
+- Hugging Face/optimum ``decoder_model.onnx``: the same, ``position_ids`` on
+  some, ``present.*`` outputs;
+- ``decoder_with_past_model.onnx``: also ``past_key_values.N.key/value``
+  [batch, heads, past, head_dim], fed with a past of length 0;
+- ``decoder_model_merged.onnx``: also ``use_cache_branch`` [1] bool, fed false.
+
+The interface comes from the session (``get_inputs``/``get_outputs``), not from
+``onnx.load``: the model file is never read into Python memory.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnx
-from google.protobuf.message import DecodeError
-from onnx import helper
 
 from pplgate.errors import PplgateError
 
-IDS, MASK, POSITIONS = "input_ids", "attention_mask", "position_ids"
-FED = (IDS, MASK, POSITIONS)
+IDS, MASK, POSITIONS, CACHE_BRANCH = "input_ids", "attention_mask", "position_ids", "use_cache_branch"
+PAST = re.compile(r"^past_key_values\.\d+\.(key|value)$")
+# onnxruntime's NodeArg.type -> numpy
+_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+           "tensor(float16)": np.float16, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
 
 
 @dataclass(frozen=True)
 class GraphInterface:
-    input_dtypes: dict[str, np.dtype]  # every input the graph declares, by name
+    input_dtypes: dict[str, type]  # every input the graph declares, by name
+    # past_key_values.N.key/value -> (heads, head_dim), fed as [B, heads, 0, head_dim]
+    past_shapes: dict[str, tuple[int, int]]
     logits: str
+    logits_dtype: type  # float32, or float16 for a graph converted without kept I/O types
     vocab_size: int | None  # None when the graph leaves it symbolic
     sequence_length: int | None  # None when dynamic
-    opset: int
 
     @property
     def inputs(self) -> tuple[str, ...]:
         return tuple(self.input_dtypes)
 
 
-def load(path: Path) -> onnx.ModelProto:
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise PplgateError(f"model file {path} is empty: delete it and download or export the model again.")
-    try:
-        return onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError) as err:
-        raise PplgateError(f"model file {path} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
+def _dim(d) -> int | None:
+    return d if isinstance(d, int) else None
 
 
-def _dim(d: onnx.TensorShapeProto.Dimension) -> int | None:
-    return d.dim_value if d.HasField("dim_value") else None
-
-
-def inspect(model: onnx.ModelProto, name: str) -> GraphInterface:
+def inspect(session, name: str) -> GraphInterface:
     """Reads the interface; refuses graphs that cannot be fed or scored the vendor's way."""
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    dtypes = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in inputs}
+    inputs = session.get_inputs()
+    dtypes = {i.name: _DTYPES.get(i.type) for i in inputs}
     if IDS not in dtypes:
         raise PplgateError(f"model {name} has no input named input_ids (its inputs: {', '.join(dtypes) or 'none'}): export the language model with an input_ids input.")
-    unfed = [n for n in dtypes if n not in FED]
+    unfed = [n for n in dtypes if n not in (IDS, MASK, POSITIONS, CACHE_BRANCH) and not PAST.match(n)]
     if unfed:
-        raise PplgateError(f"model {name} needs inputs pplgate does not feed ({', '.join(unfed)}): export it without a past key/value cache, as the vendor's *-nocache.onnx is.")
-    logits = _find_logits(graph.output, name)
-    shape = logits.type.tensor_type.shape.dim
-    ids_shape = next(i for i in inputs if i.name == IDS).type.tensor_type.shape.dim
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        raise PplgateError(f"model {name} needs inputs pplgate does not feed ({', '.join(unfed)}): export it as a Hugging Face/optimum decoder "
+                           "(input_ids, attention_mask, position_ids, past_key_values.N.key/value, use_cache_branch).")
+    past_shapes = {}
+    for i in inputs:
+        if PAST.match(i.name):
+            shape = list(i.shape)
+            if len(shape) != 4 or _dim(shape[1]) is None or _dim(shape[3]) is None:
+                raise PplgateError(f"model {name} declares {i.name} with shape {shape}, not [batch, heads, past, head_dim] with fixed heads and head_dim: "
+                                   "export it with optimum, or without a past key/value cache.")
+            past_shapes[i.name] = (shape[1], shape[3])
+    logits = _find_logits(session.get_outputs(), name)
+    ids_shape = next(i for i in inputs if i.name == IDS).shape
     return GraphInterface(
         input_dtypes=dtypes,
+        past_shapes=past_shapes,
         logits=logits.name,
-        vocab_size=_dim(shape[-1]),
+        logits_dtype=_DTYPES[logits.type],
+        vocab_size=_dim(logits.shape[-1]),
         sequence_length=_dim(ids_shape[1]) if len(ids_shape) == 2 else None,
-        opset=opset,
     )
 
 
-def _find_logits(outputs, name: str) -> onnx.ValueInfoProto:
+def _find_logits(outputs, name: str):
     by_name = {o.name: o for o in outputs}
     if "logits" in by_name:
         return by_name["logits"]
-    candidates = [
-        o
-        for o in outputs
-        if not o.name.startswith("present")
-        and len(o.type.tensor_type.shape.dim) == 3
-        and o.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    ]
+    candidates = [o for o in outputs if not o.name.startswith("present") and len(o.shape) == 3 and o.type in ("tensor(float)", "tensor(float16)")]
     if len(candidates) != 1:
         raise PplgateError(f"model {name} has no logits output (its outputs: {', '.join(by_name) or 'none'}): export it with a [batch, sequence, vocab] output named logits.")
     return candidates[0]
 
 
+def feeds(iface: GraphInterface, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """ids [B, T] -> every input the graph declares, in its own dtype."""
+    b, t = ids.shape
+    out = {}
+    for name, dtype in iface.input_dtypes.items():
+        if name == IDS:
+            value = ids
+        elif name == MASK:
+            value = np.ones((b, t))  # the vendor attends to every position; a past of 0 adds none
+        elif name == POSITIONS:
+            value = np.broadcast_to(np.arange(t), (b, t))
+        elif name == CACHE_BRANCH:
+            value = np.zeros(1)  # false: the merged decoder's branch without a cache
+        else:
+            heads, head_dim = iface.past_shapes[name]
+            value = np.zeros((b, heads, 0, head_dim))  # [B, H, 0, D]: a past of length 0
+        out[name] = np.ascontiguousarray(value, dtype=dtype)
+    return out
+
+
 def check_fits(iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int) -> None:
     """Refuses a graph whose shape cannot take the blocks or disagrees with the tokenizer."""
     if iface.sequence_length is not None and iface.sequence_length < block_size:
-        raise PplgateError(f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: export it with a dynamic or {block_size}-token sequence axis.")
+        raise PplgateError(f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: "
+                           f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic or {block_size}-token sequence axis.")
     if iface.vocab_size is not None and iface.vocab_size != vocab_size:
         raise PplgateError(f"model {name} predicts {iface.vocab_size} tokens, but the tokenizer has {vocab_size}: pass --tokenizer with the tokenizer the model was trained with.")
     if max_id >= (iface.vocab_size or vocab_size):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pplgate.compare import compare_with_reference
-from pplgate.blocks import BLOCK_SIZE, Blocks
+from pplgate.blocks import Blocks, Method
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
@@ -17,7 +17,7 @@ from pplgate.fileio import user_cache_dir
 from pplgate.graph import check_fits
 from pplgate.lossfile import save_losses
 from pplgate.report import final_report
-from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
+from pplgate.runtime import ORT_RUN_ERRORS, LMSession, RuntimeOptions, check_provider, open_session
 from pplgate.sources import VENDOR_MODEL_URL, resolve_model
 
 
@@ -32,31 +32,45 @@ class Sources:
     cache_dir: Path = field(default_factory=user_cache_dir)
 
 
-def load_blocks(sources: Sources, grouping: str = "vendor", max_blocks: int | None = None) -> tuple[TokenStream, Blocks]:
-    """The token stream and its blocks, the first ``max_blocks`` only if given."""
-    if max_blocks is not None and max_blocks < 1:
-        raise PplgateError(f"--max-blocks {max_blocks} is below 1: pass 1 or more, or leave it out for the whole split.")
+def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStream, Blocks]:
+    """The token stream and its blocks, the first ``method.max_blocks`` only if given."""
+    if method.max_blocks is not None and method.max_blocks < 1:
+        raise PplgateError(f"--max-blocks {method.max_blocks} is below 1: pass 1 or more, or leave it out for the whole split.")
     tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir)
-    blocks = tokens.blocks(grouping, BLOCK_SIZE)
+    blocks = tokens.blocks(method.grouping, method.block_size)
     if len(blocks) == 0:
         raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, no block to score: pass --dataset with the full wikitext-2-raw-v1 test split.")
-    return tokens, blocks.head(max_blocks)
+    return tokens, blocks.head(method.max_blocks)
 
 
 def build_session(
     sources: Sources,
     device: Device,
     precision: str,
-    tokens: TokenStream,
+    blocks: Blocks,
+    vocab_size: int,
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
     progress: bool = True,
 ) -> LMSession:
+    """The session of the model on ``device``, checked to take ``blocks`` before any of them is scored."""
     check_provider(device)  # before any download: a missing provider is known at once
     path = resolve_model(sources.model, sources.model_dir, progress=progress)
     session = open_session(path, device, precision, scoring, options)
-    check_fits(session.iface, path.name, BLOCK_SIZE, tokens.vocab_size, int(tokens.ids.max()))
+    longest = int(blocks.lengths.max())
+    check_fits(session.iface, path.name, longest, vocab_size, int(blocks.ids.max()))
+    if session.iface.sequence_length is None:
+        _probe(session, path.name, longest)
     return session
+
+
+def _probe(session: LMSession, name: str, length: int) -> None:
+    """One block of ``length`` through a graph whose sequence axis is dynamic: its context shows only when run."""
+    try:
+        session.token_losses(np.zeros((1, length), dtype=np.int64))
+    except ORT_RUN_ERRORS as err:
+        raise PplgateError(f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
+                           "pass --block-size (a case's method.block_size) no larger than its context.") from err
 
 
 def run(
@@ -64,8 +78,7 @@ def run(
     device: Device,
     precision: str,
     batch_size: int = 1,
-    max_blocks: int | None = None,
-    grouping: str = "vendor",
+    method: Method = Method(),
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
     measure_forward: bool = False,
@@ -77,8 +90,8 @@ def run(
     check_provider(device)
     if reference is not None:
         check_provider(reference[0])
-    tokens, blocks = load_blocks(sources, grouping, max_blocks)
-    session = build_session(sources, device, precision, tokens, scoring, options, progress)
+    tokens, blocks = load_blocks(sources, method)
+    session = build_session(sources, device, precision, blocks, tokens.vocab_size, scoring, options, progress)
     baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None
     evaluation = evaluate(session, blocks, batch_size, progress=progress, baseline=baseline)
     report = final_report(
@@ -88,7 +101,7 @@ def run(
         session=session,
         evaluation=evaluation,
         tokens=tokens,
-        grouping=grouping,
+        grouping=method.grouping,
         cache_dir=sources.cache_dir,
     )
     if reference is not None:

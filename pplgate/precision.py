@@ -2,23 +2,36 @@
 
 onnxruntime's own float16 converter, with the graph's inputs and outputs
 kept as they were (int64 ids in, float32 logits out), so the feeding and the
-scoring are the same as for fp32.  The conversion is cached next to its source
-and redone when the source changes.
+scoring are the same as for fp32.  The conversion is a file of its own,
+cached next to its source (weights in ``<name>.data`` beside it when over
+protobuf's 2 GB), loaded by path like any model, and redone when the source
+changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
+import onnx
 from filelock import FileLock
+from google.protobuf.message import DecodeError
 
-from pplgate.digest import sidecar, stamp
+from pplgate.digest import sha256_of, sidecar, stamp
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic, write_json_atomic
-from pplgate.graph import load
 from pplgate.sources import lock_path, log
+
+
+def load(path: Path) -> onnx.ModelProto:
+    """The source model, external data included, for conversion."""
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError) as err:
+        raise PplgateError(f"model file {path} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
 
 
 def _made_from(meta: dict, key: dict) -> bool:
@@ -29,7 +42,28 @@ def fp16_path(source: Path) -> Path:
     return source.with_name(source.stem + ".fp16.onnx")
 
 
-def convert_fp16(source: Path) -> Path:
+# protobuf cannot serialize a message of 2 GiB or more: larger conversions keep
+# their weights in a file of their own beside the model (ONNX external data).
+PROTOBUF_LIMIT = 2**31 - 2**20
+
+
+def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
+    """Writes ``model`` to ``target`` atomically; returns the sha256 of ``target``'s bytes."""
+    if model.ByteSize() < external_over:
+        data = model.SerializeToString()
+        write_atomic(target, lambda f: f.write(data))
+        return hashlib.sha256(data).hexdigest()
+    # onnx writes the weights beside the file it saves: save into a scratch
+    # folder beside the target, then move the weights, then the model, into place.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
+        staged = Path(scratch) / target.name
+        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data")
+        os.replace(staged.with_name(target.name + ".data"), target.with_name(target.name + ".data"))
+        os.replace(staged, target)
+    return sha256_of(target)
+
+
+def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     target = fp16_path(source)
@@ -42,10 +76,8 @@ def convert_fp16(source: Path) -> Path:
                 return target
             log.info("converting %s to fp16 into %s", source.name, target)
             model = convert_float_to_float16(load(source), keep_io_types=True)
-            data = model.SerializeToString()
-            write_atomic(target, lambda f: f.write(data))
             # Hashed from the bytes just written, so checking a golden pin costs no second read.
-            write_json_atomic(meta, key | stamp(target, hashlib.sha256(data).hexdigest()))
+            write_json_atomic(meta, key | stamp(target, _save(model, target, external_over)))
     except PermissionError as err:
         raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: copy the model to a writable folder and pass that path to --model.") from err
     return target

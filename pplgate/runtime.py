@@ -13,10 +13,10 @@ import onnxruntime as ort
 
 from pplgate.devices import Device
 from pplgate.errors import PplgateError, ProviderUnavailable
-from pplgate.graph import IDS, MASK, POSITIONS, GraphInterface, inspect, load
+from pplgate.graph import GraphInterface, feeds, inspect
 from pplgate.metric import host_token_losses
 from pplgate.precision import convert_fp16
-from pplgate.scoring import TOKEN_LOSSES, append_scoring
+from pplgate.scoring import LABELS, LOGITS, TOKEN_LOSSES, labels_of, scoring_model
 
 # What onnxruntime raises when it cannot build or run a session.
 _state = ort.capi.onnxruntime_pybind11_state
@@ -25,12 +25,15 @@ ORT_ERRORS = (_state.Fail, _state.NotImplemented, _state.InvalidGraph, _state.In
 # run_with_iobinding reports a failed run as a plain RuntimeError.
 ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
 
-# "graph": cross-entropy appended to the model, only losses leave the runtime.
+# "graph": cross-entropy in a scoring session fed the logits where they are; only losses leave the runtime.
 # "host": the vendor's way, logits fetched and scored in float32 numpy.
 # "auto": graph, except where the provider lowers the graph's precision itself
 # (GCU fp16 mixed precision): there the appended scoring could run in fp16,
 # and the vendor's figures were scored in float32 on the host.
 SCORINGS = ("auto", "graph", "host")
+# Positions the CPU scorer takes per run: its LogSoftmax buffer is this many
+# rows of the vocabulary (26 MB for GPT-2), against 206 MB for a whole block.
+SCORED_ROWS = 128
 
 
 def resolve_scoring(scoring: str, device: Device, precision: str) -> str:
@@ -76,16 +79,19 @@ def check_provider(device: Device) -> None:
 
 @dataclass
 class LMSession:
-    """One onnxruntime session of a language model, ready to score blocks."""
+    """An onnxruntime session of a language model as shipped, and the scoring session beside it."""
 
     session: ort.InferenceSession
+    # logits + input_ids -> token losses, on the same device; None for host scoring.
+    scorer: ort.InferenceSession | None
     iface: GraphInterface
     device: Device
     precision: str
     scoring: str
     source_path: Path  # the model as given
-    model_path: Path  # what the session loaded: the source, or its fp16 conversion
+    model_path: Path  # what the session loaded, by path: the source, or its fp16 conversion
     options: RuntimeOptions
+    _logits: np.ndarray | None = field(default=None, repr=False)  # the CPU path's logits buffer
 
     @property
     def providers(self) -> list[str]:
@@ -101,36 +107,85 @@ class LMSession:
 
     def feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """ids [B, T] -> every input the graph declares, in its own dtype."""
-        values = {
-            IDS: ids,
-            MASK: np.ones_like(ids),  # the vendor attends to every position
-            POSITIONS: np.broadcast_to(np.arange(ids.shape[1]), ids.shape),
-        }
-        return {name: np.ascontiguousarray(values[name], dtype=dtype) for name, dtype in self.iface.input_dtypes.items()}
+        return feeds(self.iface, ids)
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
-        """The bare model: ids [B, T] -> logits [B, T, V].  Host-scoring sessions only."""
+        """The bare model: ids [B, T] -> logits [B, T, V] on the host, only the logits fetched."""
         return self.session.run([self.iface.logits], self.feeds(ids))[0]
 
     def token_losses(self, ids: np.ndarray) -> np.ndarray:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
-        if self.scoring == "graph":
+        if self.scorer is not None:
             return self._run_bound(ids)
         return host_token_losses(self.forward(ids), ids)
 
     def _run_bound(self, ids: np.ndarray) -> np.ndarray:
-        """session.run through I/O binding: inputs placed in the provider's memory, losses back.
+        """Model then scorer through I/O binding; only the losses [B, T-1] come back.
 
-        On CUDA the inputs go to the card in one copy each and only the
-        [B, T-1] losses return; on the CPU it is the same as session.run.
+        On the CPU the model writes its logits into a buffer kept here and the
+        scorer reads them in place, SCORED_ROWS positions a run: no copy, and
+        the scorer's own buffers are a fraction of the logits.  Elsewhere the
+        logits stay in the provider's memory, handed to the scorer whole as
+        the same OrtValue: the inputs cross once, the logits never do.
         """
         memory, card = self.device.kind.memory, self.device.index or 0
-        binding = self.session.io_binding()
+        b, t = ids.shape
+        labels = labels_of(ids)  # [B, T]
+        model = self.session.io_binding()
         for name, value in self.feeds(ids).items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, memory, card))
-        binding.bind_output(TOKEN_LOSSES, "cpu")
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+            model.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, memory, card))
+        if memory == "cpu":
+            logits = self._logits_buffer(b, t)  # [B, T, V]
+            model.bind_ortvalue_output(self.iface.logits, ort.OrtValue.ortvalue_from_numpy(logits))
+            self.session.run_with_iobinding(model)
+            rows, row_labels = logits.reshape(1, b * t, -1), labels.reshape(1, b * t)  # views
+            runs = [self.scorer.run([TOKEN_LOSSES], {LOGITS: rows[:, r : r + SCORED_ROWS], LABELS: row_labels[:, r : r + SCORED_ROWS]})[0]
+                    for r in range(0, b * t, SCORED_ROWS)]
+            losses = np.concatenate(runs, axis=1).reshape(b, t)
+        else:
+            model.bind_output(self.iface.logits, memory, card)  # only the logits: present.* are not fetched
+            self.session.run_with_iobinding(model)
+            scorer = self.scorer.io_binding()
+            scorer.bind_ortvalue_input(LOGITS, model.get_outputs()[0])
+            scorer.bind_ortvalue_input(LABELS, ort.OrtValue.ortvalue_from_numpy(labels, memory, card))
+            scorer.bind_output(TOKEN_LOSSES, "cpu")
+            self.scorer.run_with_iobinding(scorer)
+            losses = scorer.copy_outputs_to_cpu()[0]
+        return losses[:, :-1]  # the last position has no next id
+
+    def _logits_buffer(self, b: int, t: int) -> np.ndarray:
+        """[B, T, V] in the logits' dtype, made once per batch shape and reused."""
+        if self._logits is None or self._logits.shape[:2] != (b, t):
+            self._logits = None  # let the old buffer go before the new one is made
+            self._logits = np.empty((b, t, self.iface.vocab_size), dtype=self.iface.logits_dtype)
+        return self._logits
+
+
+def create_session(what: str | bytes, device: Device, precision: str, options: RuntimeOptions, name: str) -> ort.InferenceSession:
+    """An InferenceSession on ``device`` alone, refusing a silent fallback to another provider."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    provider_options = device.provider_options() | options.provider_options  # the user's win over the card index
+    # The vendor's GCU build reads its precision from the environment when the
+    # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
+    env_value = "1" if precision == "fp16" else "0"
+    try:
+        with _environment(device.kind.fp16_env, env_value):
+            session = ort.InferenceSession(what, so, providers=[(device.kind.provider, provider_options)])
+    except _state.InvalidProtobuf as err:
+        raise PplgateError(f"model file {name} is not a readable ONNX model ({str(err).strip().splitlines()[0]}): check that it is a complete .onnx file.") from err
+    except ORT_ERRORS as err:
+        first_line = str(err).strip().splitlines()[0]
+        hint = f"use --precision fp32 on {device.kind.name}" if precision == "fp16" else "check the model and the provider options"
+        raise PplgateError(f"onnxruntime cannot build a {precision} session of {name} on {device.spec} ({first_line}): {hint}.") from err
+    got = session.get_providers()
+    if not got or got[0] != device.kind.provider:
+        raise ProviderUnavailable(
+            f"onnxruntime created the {device.spec} session on {', '.join(got)} instead of {device.kind.provider} "
+            f"(a silent fallback, usually missing drivers or libraries): fix the {device.kind.name} installation.",
+            provider=device.kind.provider,
+        )
+    return session
 
 
 def open_session(
@@ -140,40 +195,25 @@ def open_session(
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
 ) -> LMSession:
-    """Builds the session, refusing any that would not run where it was asked to."""
+    """Builds the model's session from its file, untouched, and its scoring session."""
     options = options or RuntimeOptions()
     if scoring not in SCORINGS:
         raise PplgateError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}.")
     scoring = resolve_scoring(scoring, device, precision)
     check_provider(device)
     source_path = model_path = Path(model_path)
+    if source_path.stat().st_size == 0:
+        raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
     if precision == "fp16" and device.kind.fp16_env is None:
         model_path = convert_fp16(source_path)
-    model = load(model_path)
-    iface = inspect(model, model_path.name)
+    session = create_session(str(model_path), device, precision, options, model_path.name)
+    iface = inspect(session, model_path.name)
+    if scoring == "graph" and iface.vocab_size is None:
+        # Where the vocabulary stays symbolic, the logits cannot be given a buffer beforehand.
+        scoring = "host"
+    scorer = None
     if scoring == "graph":
-        model = append_scoring(model, iface)
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads
-    provider_options = device.provider_options() | options.provider_options  # the user's win over the card index
-    # The vendor's GCU build reads its precision from the environment when the
-    # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
-    env_value = "1" if precision == "fp16" else "0"
-    try:
-        with _environment(device.kind.fp16_env, env_value):
-            session = ort.InferenceSession(
-                model.SerializeToString(), so, providers=[(device.kind.provider, provider_options)]
-            )
-    except ORT_ERRORS as err:
-        first_line = str(err).strip().splitlines()[0]
-        hint = f"use --precision fp32 on {device.kind.name}" if precision == "fp16" else "check the model and the provider options"
-        raise PplgateError(f"onnxruntime cannot build a {precision} session of {model_path.name} on {device.spec} ({first_line}): {hint}.") from err
-    got = session.get_providers()
-    if not got or got[0] != device.kind.provider:
-        raise ProviderUnavailable(
-            f"onnxruntime created the {device.spec} session on {', '.join(got)} instead of {device.kind.provider} "
-            f"(a silent fallback, usually missing drivers or libraries): fix the {device.kind.name} installation.",
-            provider=device.kind.provider,
-        )
-    return LMSession(session, iface, device, precision, scoring, source_path, model_path, options)
+        # The scorer is pplgate's own float32 graph: created at fp32 whatever the run's precision.
+        graph = scoring_model(iface.vocab_size, iface.logits_dtype)
+        scorer = create_session(graph.SerializeToString(), device, "fp32", options, "pplgate's scoring graph")
+    return LMSession(session, scorer, iface, device, precision, scoring, source_path, model_path, options)

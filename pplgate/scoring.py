@@ -1,9 +1,13 @@
-"""Cross-entropy appended to the model's graph, so logits never leave the runtime.
+"""Cross-entropy in a second, small onnxruntime session on the same device.
 
 The vendor fetches the logits [B, T, V] (206 MB a block for GPT-2) and
-computes the cross-entropy on the host.  Appending the same computation to
-the graph returns only the per-token losses [B, T-1]: no device-to-host copy
-of the logits, and the runtime's kernels do the reduction.
+computes the cross-entropy on the host.  pplgate runs the model as shipped,
+loaded by path and untouched, binds its logits output where they are made,
+and hands them to a scoring session built here: logits and labels in,
+per-token losses out.  On the CPU the model writes its logits into one
+buffer that the scorer reads in place, a few hundred rows a run, so no copy
+and no second logits-sized buffer exists; on CUDA the logits stay on the
+card as one OrtValue and only the losses come back.
 
     loss[b, t] = logsumexp(logits[b, t, :]) - logits[b, t, ids[b, t + 1]]    t = 0 .. T-2
 
@@ -25,10 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pplgate.graph import IDS, GraphInterface
 
 TOKEN_LOSSES = "token_losses"
-_PREFIX = "pplgate_scoring/"
 
 
 def chunk_count(vocab_size: int | None) -> int | None:
@@ -45,66 +47,71 @@ def chunk_count(vocab_size: int | None) -> int | None:
     return min(divisors, key=lambda k: abs(k - 32)) if divisors else None
 
 
-def append_scoring(model: onnx.ModelProto, iface: GraphInterface) -> onnx.ModelProto:
-    """A copy of ``model`` whose only output is ``token_losses`` [B, T-1] float32."""
-    scored = onnx.ModelProto()
-    scored.CopyFrom(model)
-    g = scored.graph
-    opset = iface.opset
+LOGITS, LABELS = "logits", "labels"
+# Opset 13: what onnxruntime 1.9, the vendor's runtime, still runs.  Squeeze
+# and Unsqueeze take axes as an input there, reductions as an attribute.
+OPSET = 13
+
+
+def labels_of(ids: np.ndarray) -> np.ndarray:
+    """ids [B, T] -> labels [B, T]: position t is scored against id t + 1; the last gets a dummy 0, its loss dropped."""
+    labels = np.zeros_like(ids, dtype=np.int64)
+    labels[:, :-1] = ids[:, 1:]
+    return labels
+
+
+def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto:
+    """logits [B, R, V] (float32 or float16) and labels [B, R] int64 in; ``token_losses`` [B, R] float32 out.
+
+    R is any run of positions: the CPU path scores a block's logits a few
+    hundred rows at a time, in place, so the scorer's own buffers stay small.
+    """
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
 
     def const(name: str, values: list[int]) -> str:
-        g.initializer.append(numpy_helper.from_array(np.array(values, dtype=np.int64), _PREFIX + name))
-        return _PREFIX + name
+        initializers.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+        return name
 
     def node(op: str, inputs: list[str], out: str, **attrs) -> str:
-        g.node.append(helper.make_node(op, inputs, [_PREFIX + out], name=_PREFIX + out, **attrs))
-        return _PREFIX + out
-
-    def axes_op(op: str, inputs: list[str], axes: list[int], out: str, **attrs) -> str:
-        # Squeeze/Unsqueeze took axes as an attribute before opset 13, reductions
-        # before opset 18; as an input since.
-        if opset < (18 if op.startswith("Reduce") else 13):
-            return node(op, inputs, out, axes=axes, **attrs)
-        return node(op, inputs + [const(out + "_axes", axes)], out, **attrs)
+        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
 
     def first(x: str, axis: int, out: str) -> str:
         return node("Slice", [x, const(out + "_s", [0]), const(out + "_e", [1]), const(out + "_a", [axis])], out)
 
-    logits = iface.logits
-    if _logits_elem_type(model, logits) != TensorProto.FLOAT:
+    logits = LOGITS
+    if logits_dtype != np.float32:
         # Score in float32 whatever the model computes in, as the vendor's host code does.
         logits = node("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
 
-    count = chunk_count(iface.vocab_size)
+    count = chunk_count(vocab_size)
     if count is None:
-        logprobs = node("LogSoftmax", [logits], "logprobs", axis=-1)  # [B, T, V]
-        lse = node("Sub", [first(logits, 2, "x0"), first(logprobs, 2, "lp0")], "lse_3d")  # [B, T, 1]
-        lse = axes_op("Squeeze", [lse], [2], "lse")  # [B, T]
+        logprobs = node("LogSoftmax", [logits], "logprobs", axis=-1)  # [B, R, V]
+        lse = node("Sub", [first(logits, 2, "x0"), first(logprobs, 2, "lp0")], "lse_3d")  # [B, R, 1]
+        lse = node("Squeeze", [lse, const("axis2", [2])], "lse")  # [B, R]
     else:
-        chunks = node("Reshape", [logits, const("chunks", [0, 0, count, iface.vocab_size // count])], "chunked")  # [B, T, K, L]
-        logprobs = node("LogSoftmax", [chunks], "chunk_logprobs", axis=-1)  # [B, T, K, L]
-        lse_k = node("Sub", [first(chunks, 3, "x0"), first(logprobs, 3, "lp0")], "chunk_lse")  # [B, T, K, 1]
-        lse_k = axes_op("Squeeze", [lse_k], [3], "chunk_lse_3d")  # [B, T, K]
-        lse = axes_op("ReduceLogSumExp", [lse_k], [-1], "lse", keepdims=0)  # [B, T]
+        chunks = node("Reshape", [logits, const("chunks", [0, 0, count, vocab_size // count])], "chunked")  # [B, R, K, L]
+        logprobs = node("LogSoftmax", [chunks], "chunk_logprobs", axis=-1)  # [B, R, K, L]
+        lse_k = node("Sub", [first(chunks, 3, "x0"), first(logprobs, 3, "lp0")], "chunk_lse")  # [B, R, K, 1]
+        lse_k = node("Squeeze", [lse_k, const("axis3", [3])], "chunk_lse_3d")  # [B, R, K]
+        lse = node("ReduceLogSumExp", [lse_k], "lse", axes=[-1], keepdims=0)  # [B, R]
 
-    # Labels are the ids shifted left by one; the last position gets a dummy
-    # label 0 whose loss is cut away below, which keeps every tensor [B, T].
-    labels = node("Slice", [IDS, const("one", [1]), const("end", [np.iinfo(np.int64).max]), const("axis1", [1])], "labels")
-    labels = node("Pad", [labels, const("pad_last", [0, 0, 0, 1])], "labels_padded")  # [B, T]
-    if iface.input_dtypes[IDS] != np.int64:
-        labels = node("Cast", [labels], "labels_i64", to=TensorProto.INT64)
-    labels = axes_op("Unsqueeze", [labels], [2], "labels_3d")  # [B, T, 1]
-    picked = node("GatherElements", [logits, labels], "picked", axis=2)  # [B, T, 1]
-    picked = axes_op("Squeeze", [picked], [2], "picked_2d")  # [B, T]
-    losses = node("Sub", [lse, picked], "losses")  # [B, T]
-    g.node.append(helper.make_node(
-        "Slice", [losses, const("zero", [0]), const("minus_one", [-1]), const("axis1b", [1])], [TOKEN_LOSSES], name=_PREFIX + "scored"
-    ))  # [B, T-1]
+    labels = node("Unsqueeze", [LABELS, const("axis2u", [2])], "labels_3d")  # [B, R, 1]
+    picked = node("GatherElements", [logits, labels], "picked", axis=2)  # [B, R, 1]
+    picked = node("Squeeze", [picked, const("axis2p", [2])], "picked_2d")  # [B, R]
+    node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
 
-    del g.output[:]
-    g.output.append(helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, None))
-    return scored
-
-
-def _logits_elem_type(model: onnx.ModelProto, name: str) -> int:
-    return next(o.type.tensor_type.elem_type for o in model.graph.output if o.name == name)
+    elem = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}[logits_dtype]
+    graph = helper.make_graph(
+        nodes,
+        "pplgate_scoring",
+        [helper.make_tensor_value_info(LOGITS, elem, ["batch", "rows", vocab_size or "vocab"]),
+         helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "rows"])],
+        [helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, ["batch", "rows"])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pplgate")
+    model.ir_version = 7  # opset 13's, readable by onnxruntime 1.9
+    onnx.checker.check_model(model)
+    return model

@@ -37,7 +37,7 @@ VENDOR_MODEL_URL = (
 HF_ALTERNATIVE = "hf://openai-community/gpt2/onnx/decoder_model.onnx"
 BUILTIN_PREFIX = "builtin:"
 # Part of the built models' file names: a builder change must not reuse old files.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 # Seconds without a byte, while connecting or reading, before a download is
 # called broken off (and left to resume).
 TIMEOUT_S = 60.0

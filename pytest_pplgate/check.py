@@ -134,7 +134,8 @@ class PerplexityRegression:
             pytest.fail(
                 f"perplexity of {case.name} on {self.target.device.spec}-{self.target.precision} is outside its tolerance\n"
                 f"{_table(self.target, c, where)}\n"
-                f"If the change is intended, record the obtained value with:\n  {command}",
+                f"If the change is intended, record the obtained value with:\n  {command}\n"
+                f"{self._localize_hint(case.expected[key].limits)}",
                 pytrace=False,
             )
         limits = case.expected[key].limits
@@ -175,14 +176,34 @@ class PerplexityRegression:
             table = _columns([("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken])
             pytest.fail(
                 f"{self.target.id} against {limits.reference} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
-                f"limits: {where}",
+                f"limits: {where}\n"
+                f"{self._localize_hint(limits)}",
                 pytrace=False,
             )
+
+    def _localize_hint(self, limits: Limits | None) -> str:
+        """The next step after a failure: the localize command for this case, sources and devices filled in."""
+        target = self.target
+        reference = limits.reference if limits is not None else "cpu-fp32"
+        words = localize_command(self.gate, target, reference)
+        if reference == target.key:
+            # Against itself there is nothing to find: an earlier export of the model is the reference.
+            return f"To find the first node that departs from an earlier export of the model:\n  {shlex.join(words)} --reference-model=EARLIER.onnx"
+        return f"To find the first node where {target.id} departs from {reference}:\n  {shlex.join(words)}"
 
     def _keep(self, outcome: Outcome) -> None:
         # Through user_properties the outcome reaches the controller under
         # pytest-xdist, and --junitxml, as well as the terminal summary.
         self.request.node.user_properties.append((RESULT_PROPERTY, json.dumps(outcome.__dict__)))
+
+
+def localize_command(gate: GateSession, target: Target, reference: str) -> list[str]:
+    """``python -m pplgate localize`` for one gate target, as its test ran it."""
+    src = gate.sources(target.case)
+    method = target.case.method
+    return ["python", "-m", "pplgate", "localize", f"--model={src.model}", f"--dataset={src.dataset}", f"--tokenizer={src.tokenizer}",
+            f"--device={target.device.spec}", f"--precision={target.precision}", f"--reference={reference}",
+            f"--grouping={method.grouping}", f"--block-size={method.block_size}", f"--model-dir={src.model_dir}", f"--cache-dir={src.cache_dir}"]
 
 
 def provenance(report: dict) -> dict:

@@ -133,14 +133,14 @@ class GateSession:
 
     def blocks(self, case: GoldenCase) -> tuple[TokenStream, Blocks]:
         src = self.sources(case)
-        key = ("blocks", src.dataset, src.tokenizer, case.grouping, case.max_blocks)
-        return self._once(key, lambda: load_blocks(src, case.grouping, case.max_blocks))
+        return self._once(("blocks", src.dataset, src.tokenizer, case.method), lambda: load_blocks(src, case.method))
 
     def session(self, target: Target) -> LMSession:
         src = self.sources(target.case)
-        tokens, _ = self.blocks(target.case)
+        tokens, blocks = self.blocks(target.case)
         key = ("session", src.model, target.device, target.precision)
-        return self._once(key, lambda: build_session(src, target.device, target.precision, tokens, self.settings.scoring, self.settings.options))
+        s = self.settings
+        return self._once(key, lambda: build_session(src, target.device, target.precision, blocks, tokens.vocab_size, s.scoring, s.options))
 
     def evaluation(self, target: Target) -> tuple[dict, Evaluation]:
         def make() -> tuple[dict, Evaluation]:
@@ -149,7 +149,7 @@ class GateSession:
             ev = evaluate(session, blocks, self.settings.batch_size)
             src = self.sources(target.case)
             report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev,
-                                  tokens=tokens, grouping=target.case.grouping, cache_dir=self.settings.cache_dir)
+                                  tokens=tokens, grouping=target.case.method.grouping, cache_dir=self.settings.cache_dir)
             return report, ev
 
         return self._once(("evaluation", target.case.name, target.device, target.precision), make)

@@ -392,3 +392,51 @@ def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, to
     assert spaced.ret == joined.ret == 0
     spaced.assert_outcomes(skipped=1)
     assert [line for line in spaced.outlines if "SKIPPED" in line] == [line for line in joined.outlines if "SKIPPED" in line]
+
+
+def test_the_readme_example_case_works_as_written(project, tmp_path):
+    """The README's golden/gpt2-hub.json, its model swapped for a local merged decoder (the hub is out of reach)."""
+    from pplgate.testmodel import PRESETS, write_model
+
+    golden, run = project
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = json.loads(readme.split("`golden/gpt2-hub.json`:\n\n```json\n", 1)[1].split("```", 1)[0])
+    example["method"]["max_blocks"] = 2  # the whole split is the same code, 137 times longer
+    (golden / "gpt2-hub.json").write_text(json.dumps(example))
+    merged = write_model(PRESETS["tiny"], tmp_path / "decoder_model_merged.onnx", style="merged")
+    result = run("-k", "gpt2-hub and cpu and fp32", f"--model={merged}", "--update-golden")
+    result.assert_outcomes(passed=1)
+    entry = json.loads((golden / "gpt2-hub.json").read_text())["expected"]["cpu-fp32"]
+    assert entry["blocks"]["count"] == 2 and entry["model"]["sha256"]
+    run("-k", "gpt2-hub and cpu and fp32", f"--model={merged}").assert_outcomes(passed=1)
+
+
+def test_method_block_size_of_a_case(project):
+    golden, run = project
+    path = write_case(golden, {})
+    data = json.loads(path.read_text())
+    data["method"]["block_size"] = 512
+    path.write_text(json.dumps(data))
+    run("-k", "cpu", "--update-golden").assert_outcomes(passed=1)
+    assert json.loads(path.read_text())["expected"]["cpu-fp32"]["blocks"]["scored_tokens"] == 2 * 511
+
+
+def test_a_failure_ends_with_a_runnable_localize_command(recorded, pytester, capsys):
+    import shlex
+
+    from pplgate.cli import main
+
+    path, run = recorded
+    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp16\n")
+    data = json.loads(path.read_text())
+    data["expected"]["cpu-fp16"] = {"relative_to": "cpu-fp32", "rel_tol": 0.01,
+                                    "limits": {"reference": "cpu-fp32", "blocks": 1, "kl_mean_max": 1e-9}}
+    path.write_text(json.dumps(data))
+    result = run("-k", "fp16")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*To find the first node where mini-cpu-fp16 departs from cpu-fp32:",
+                                 "  python -m pplgate localize --model=builtin:tiny --dataset=* --device=cpu --precision=fp16 --reference=cpu-fp32 *"])
+    command = next(line.strip() for line in result.outlines if line.startswith("  python -m pplgate localize"))
+    words = shlex.split(command)
+    assert main(words[3:]) == 0
+    assert "no divergence" in capsys.readouterr().out  # fp16 rounding only: the limit, not the model, is what is tight

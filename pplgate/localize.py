@@ -1,0 +1,285 @@
+"""``python -m pplgate localize``: the first node where a run departs from its reference.
+
+Both sides run the same blocks with intermediate tensors exposed as graph
+outputs, matched by tensor name, visited in topological order.  Per tensor:
+max absolute error, relative L2 error ||a - b|| / ||b|| and cosine
+similarity, accumulated over the blocks; only these statistics are kept.
+
+Memory stays bounded: the model is saved once with its weights in a file of
+their own, and each group of GROUP tensors is a small graph file over the
+same weights, run on both sides and dropped before the next group.
+
+The first divergence is the first tensor whose relative error is above the
+threshold for the compared precisions and at least JUMP times the largest
+error among its inputs: rounding carried from earlier nodes grows slowly,
+a broken kernel or weight makes the error jump at its node.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from pplgate.blocks import Blocks
+from pplgate.devices import Device
+from pplgate.errors import PplgateError
+from pplgate.fileio import write_atomic
+from pplgate.graph import feeds, inspect
+from pplgate.precision import convert_fp16
+from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, check_provider, create_session
+
+# Tensors fetched per run of each side: a GPT-2-small layer, about 400 MB.
+GROUP = 48
+# rel_l2 above which a tensor may diverge, by whether fp16 is on either side.
+# Measured on the built models (README, "localize"): fp32 against fp32 on the
+# CPU is exact; across devices fp32 differs by accumulation order, 1e-7 to
+# 1e-6; fp16 rounds every tensor, up to about 1e-2 in attention scores.
+DEFAULT_THRESHOLD = {False: 1e-4, True: 5e-2}
+# How many times its inputs' largest error a tensor's error must be to be where it starts.
+JUMP = 10.0
+_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+
+
+@dataclass
+class TensorError:
+    output: str  # the tensor's name
+    node: str  # the node that makes it
+    op_type: str
+    depth: int  # longest path from the graph's inputs, in nodes
+    inputs: list[str]  # the tensors other nodes make that it is made from
+    weights: list[str]  # its other inputs: initializers and graph inputs, not compared
+    max_abs: float = 0.0
+    rel_l2: float = 0.0
+    cosine: float = 1.0
+    # Running sums over the blocks: ||a - b||^2, ||b||^2, ||a||^2, a.b
+    _sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0], repr=False)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        d = a - b
+        self.max_abs = max(self.max_abs, float(np.abs(d).max()) if d.size else 0.0)
+        for i, v in enumerate((d @ d, b @ b, a @ a, a @ b)):
+            self._sums[i] += float(v)
+        dd, bb, aa, ab = self._sums
+        self.rel_l2 = math.sqrt(dd / bb) if bb > 0 else (0.0 if dd == 0 else math.inf)
+        self.cosine = ab / math.sqrt(aa * bb) if aa > 0 and bb > 0 else (1.0 if dd == 0 else 0.0)
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+
+
+@dataclass
+class Localization:
+    run: str  # e.g. cpu-fp16 of model.onnx
+    reference: str
+    blocks: int
+    threshold: float
+    tensors: list[TensorError]  # compared, in topological order
+    only_run: list[str]  # tensors the reference does not have
+    only_reference: list[str]
+
+    @property
+    def first_divergence(self) -> TensorError | None:
+        errors = {t.output: t.rel_l2 for t in self.tensors}
+        for t in self.tensors:
+            before = max((errors.get(i, 0.0) for i in t.inputs), default=0.0)
+            if t.rel_l2 > self.threshold and t.rel_l2 > JUMP * before:
+                return t
+        return None
+
+    def report(self) -> dict:
+        first = self.first_divergence
+        return {
+            "run": self.run,
+            "reference": self.reference,
+            "blocks": self.blocks,
+            "threshold": self.threshold,
+            "jump": JUMP,
+            "first_divergence": None if first is None else {
+                "node": first.node, "op_type": first.op_type, "output": first.output,
+                "rel_l2": first.rel_l2, "max_abs": first.max_abs, "cosine": first.cosine,
+                "inputs": {i: self.error(i) for i in first.inputs},
+            },
+            "tensors": [t.record() for t in self.tensors],
+            "only_in_run": self.only_run,
+            "only_in_reference": self.only_reference,
+        }
+
+    def error(self, name: str) -> float | None:
+        return next((t.rel_l2 for t in self.tensors if t.output == name), None)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a model file on a device at a precision."""
+
+    path: Path  # the file the session loads (an fp16 conversion where the provider needs one)
+    device: Device
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.device.spec}-{self.precision} of {self.path.name}"
+
+    @classmethod
+    def of(cls, model: Path, device: Device, precision: str) -> Side:
+        """``model`` as a session on ``device`` at ``precision`` loads it: converted to fp16 where the provider has no mode of its own."""
+        check_provider(device)
+        if precision == "fp16" and device.kind.fp16_env is None:
+            return cls(convert_fp16(model), device, precision)
+        return cls(Path(model), device, precision)
+
+
+class TapModel:
+    """A model saved once with its weights beside it; ``tap(names)`` writes a graph exposing ``names``."""
+
+    def __init__(self, path: Path, workdir: Path):
+        self.folder = Path(tempfile.mkdtemp(dir=workdir))
+        model = onnx.load(str(path))  # weights included, this once
+        onnx.save_model(model, str(self.folder / "model.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="weights.data")
+        del model
+        self.graph_only = onnx.load(str(self.folder / "model.onnx"), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(self.graph_only)
+        self.types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
+
+    def tensors(self) -> list[TensorError]:
+        """Every floating-point tensor a node of the main graph makes, in topological order."""
+        depth: dict[str, int] = {}
+        out = []
+        for node in self.graph_only.graph.node:
+            made_from = [i for i in node.input if i in depth]
+            weights = [i for i in node.input if i and i not in depth]
+            d = 1 + max((depth[i] for i in made_from), default=0)
+            for name in node.output:
+                if not name:
+                    continue
+                depth[name] = d
+                if node.op_type != "Constant" and self.types.get(name) in _FLOATS:
+                    out.append(TensorError(name, node.name or name, node.op_type, d, made_from, weights))
+        return out
+
+    def tap(self, names: list[str]) -> Path:
+        graph = self.graph_only.graph
+        kept = [o for o in graph.output if o.name == "logits"]
+        del graph.output[:]
+        graph.output.extend(kept + [onnx.helper.make_tensor_value_info(n, self.types[n], None) for n in names if n != "logits"])
+        path = self.folder / "tap.onnx"
+        data = self.graph_only.SerializeToString()
+        write_atomic(path, lambda f: f.write(data))
+        return path
+
+
+def _session(tap: Path, side: Side, options: RuntimeOptions):
+    try:
+        return create_session(str(tap), side.device, side.precision, options, side.path.name)
+    except PplgateError as err:
+        raise PplgateError(_no_taps(side, str(err))) from err
+
+
+def _no_taps(side: Side, why: str) -> str:
+    return (f"{side.device.kind.provider} cannot expose the intermediate tensors of {side.path.name} ({why.rstrip('.')}); "
+            f"compare on the CPU at the same precision instead: --device cpu --precision {side.precision}.")
+
+
+def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None = None,
+             options: RuntimeOptions | None = None, workdir: Path | None = None) -> Localization:
+    """Runs ``blocks`` through both sides, GROUP tensors at a time, and keeps the statistics."""
+    options = options or RuntimeOptions()
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD["fp16" in (run.precision, reference.precision)]
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="pplgate-localize-") as scratch:
+        run_model, ref_model = TapModel(run.path, Path(scratch)), TapModel(reference.path, Path(scratch))
+        ref_names = {t.output for t in ref_model.tensors()}
+        all_run = run_model.tensors()
+        matched = [t for t in all_run if t.output in ref_names]
+        outputs = {o.name for o in run_model.graph_only.graph.output}
+        if all(t.output in outputs for t in matched):
+            raise PplgateError(f"no tensor of {run.path.name} has a namesake in {reference.path.name}: the two exports name their tensors differently, "
+                               "so there is nothing to compare node by node; compare the perplexities with --reference instead.")
+        for start in range(0, len(matched), GROUP):
+            group = matched[start : start + GROUP]
+            names = [t.output for t in group]
+            a_session = _session(run_model.tap(names), run, options)
+            b_session = _session(ref_model.tap(names), reference, options)
+            iface = inspect(a_session, run.path.name)
+            ref_iface = inspect(b_session, reference.path.name)
+            for i in range(len(blocks)):
+                ids = blocks.block(i)[None, :]
+                try:
+                    a = a_session.run(names, feeds(iface, ids))
+                except ORT_RUN_ERRORS as err:
+                    raise PplgateError(_no_taps(run, str(err).strip().splitlines()[0])) from err
+                b = b_session.run(names, feeds(ref_iface, ids))
+                for t, x, y in zip(group, a, b):
+                    if x.shape != y.shape:
+                        raise PplgateError(f"tensor {t.output} has shape {x.shape} in {run.path.name} but {y.shape} in {reference.path.name}: "
+                                           "the two models are not the same architecture; pass --reference-model with an export of the same model.")
+                    t.add(x, y)
+            del a_session, b_session
+    run_names = {t.output for t in all_run}
+    return Localization(
+        run=run.label,
+        reference=reference.label,
+        blocks=len(blocks),
+        threshold=threshold,
+        tensors=matched,
+        only_run=sorted(run_names - ref_names),
+        only_reference=sorted(ref_names - run_names),
+    )
+
+
+def render(loc: Localization, worst: int = 10) -> str:
+    """The terminal table: the first divergence and its inputs, then the worst tensors."""
+    def row(t: TensorError) -> str:
+        return f"  {t.output:<28} {t.op_type:<16} {t.depth:>5} {t.rel_l2:>10.3g} {t.max_abs:>10.3g} {t.cosine:>12.9f}  {t.node}"
+
+    header = f"  {'tensor':<28} {'op':<16} {'depth':>5} {'rel_l2':>10} {'max_abs':>10} {'cosine':>12}  node"
+    lines = [f"run:       {loc.run}", f"reference: {loc.reference}",
+             f"compared {len(loc.tensors)} tensors over {loc.blocks} block(s); threshold rel_l2 {loc.threshold:g}, jump x{JUMP:g}"]
+    first = loc.first_divergence
+    if first is None:
+        lines.append("no divergence: no tensor's error is above the threshold and a jump over its inputs'")
+    else:
+        lines += ["", "first divergence:", header, row(first), "  its inputs:"]
+        by_name = {t.output: t for t in loc.tensors}
+        lines += [row(by_name[i]) for i in first.inputs if i in by_name]
+        lines += [f"  {w:<28} (a weight or graph input: not compared)" for w in first.weights]
+    ranked = sorted(loc.tensors, key=lambda t: -t.rel_l2)[:worst]
+    lines += ["", f"the {len(ranked)} largest errors:", header] + [row(t) for t in ranked]
+    for label, names in (("only in the run", loc.only_run), ("only in the reference", loc.only_reference)):
+        if names:
+            lines.append(f"{len(names)} tensors {label}, not compared: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    return "\n".join(lines)
+
+
+def plot(loc: Localization, output: Path) -> Path:
+    """Relative error against graph depth, the threshold as a line, the first divergence marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI nodes; chosen here, never at import
+    import matplotlib.pyplot as plt
+
+    floor = 1e-12  # exact agreement, drawn at the bottom of the log axis
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.scatter([t.depth for t in loc.tensors], [max(t.rel_l2, floor) for t in loc.tensors], s=10, label="tensor (exact agreement drawn at 1e-12)")
+    ax.axhline(loc.threshold, color="grey", linestyle="--", label=f"threshold {loc.threshold:g}")
+    first = loc.first_divergence
+    if first is not None:
+        ax.scatter([first.depth], [first.rel_l2], s=120, marker="*", color="red", zorder=3, label=f"first divergence: {first.node} ({first.op_type})")
+    ax.set_yscale("log")
+    ax.set_xlabel("graph depth (nodes from the inputs)")
+    ax.set_ylabel("relative L2 error ||a - b|| / ||b||")
+    ax.set_title(f"{loc.run}\nagainst {loc.reference}, {loc.blocks} block(s)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    write_atomic(Path(output), lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return Path(output)

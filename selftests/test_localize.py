@@ -1,0 +1,103 @@
+"""``python -m pplgate localize``: the first node where a run departs from its reference."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from pplgate.cli import main
+from pplgate.devices import parse_device
+from pplgate.errors import PplgateError
+from pplgate.localize import DEFAULT_THRESHOLD, Side, localize
+from pplgate.testmodel import PRESETS, build_model, init_weights
+
+CPU = parse_device("cpu")
+
+
+@pytest.fixture(scope="module")
+def perturbed(tmp_path_factory):
+    """builtin:tiny with layer 1's first MLP weight (c_fc) 0.1% larger."""
+    cfg = PRESETS["tiny"]
+    weights = init_weights(cfg)
+    weights["h.1.mlp.c_fc.weight"] = weights["h.1.mlp.c_fc.weight"] * 1.001
+    path = tmp_path_factory.mktemp("perturbed") / "perturbed.onnx"
+    onnx.save(build_model(cfg, weights), str(path))
+    return path
+
+
+def test_a_perturbed_weight_is_found_at_its_matrix_product(perturbed, tiny_model, blocks):
+    loc = localize(Side.of(perturbed, CPU, "fp32"), Side.of(tiny_model, CPU, "fp32"), blocks.head(1))
+    first = loc.first_divergence
+    assert (first.op_type, first.node.split("/")[0]) == ("MatMul", "h.1.mlp")
+    assert first.weights == ["h.1.mlp.c_fc.weight"]
+    assert first.rel_l2 == pytest.approx(1e-3, rel=1e-3)
+    before = loc.tensors[: loc.tensors.index(first)]
+    assert len(before) > 50 and all(t.rel_l2 <= loc.threshold for t in before)
+    assert all(t.rel_l2 == 0 for t in before)  # the same kernels on the same inputs: exact
+
+
+def test_a_model_against_itself_has_no_divergence(tiny_model, blocks):
+    loc = localize(Side.of(tiny_model, CPU, "fp32"), Side.of(tiny_model, CPU, "fp32"), blocks.head(1))
+    assert loc.first_divergence is None
+    assert all(t.rel_l2 == 0 and t.max_abs == 0 and t.cosine == 1 for t in loc.tensors)
+    assert loc.only_run == loc.only_reference == []
+
+
+def test_fp16_against_fp32_reports_errors_without_a_false_divergence(tiny_model, blocks):
+    loc = localize(Side.of(tiny_model, CPU, "fp16"), Side.of(tiny_model, CPU, "fp32"), blocks.head(2))
+    assert loc.threshold == DEFAULT_THRESHOLD[True]
+    assert loc.first_divergence is None
+    assert max(t.rel_l2 for t in loc.tensors) > 1e-3  # fp16 rounding, reported
+    assert loc.only_run == ["graph_output_cast_0"]  # the converter's cast back to float32 logits
+
+
+def _renamed(tiny_model, path, count: int | None):
+    """A copy whose first ``count`` node outputs (all for None) have other names."""
+    model = onnx.load(str(tiny_model))
+    renames = {}
+    for node in model.graph.node[:count]:
+        for i, name in enumerate(node.output):
+            if name != "logits":
+                renames[name] = node.output[i] = "other/" + name
+    for node in model.graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tensors_on_one_side_only_are_listed(tiny_model, blocks, tmp_path):
+    other = _renamed(tiny_model, tmp_path / "renamed.onnx", count=10)
+    loc = localize(Side.of(tiny_model, CPU, "fp32"), Side.of(other, CPU, "fp32"), blocks.head(1))
+    assert len(loc.only_run) == len(loc.only_reference) > 0
+    assert all(name.startswith("other/") for name in loc.only_reference)
+    assert loc.tensors and loc.first_divergence is None
+
+
+def test_nothing_in_common_is_one_sentence(tiny_model, blocks, tmp_path):
+    other = _renamed(tiny_model, tmp_path / "renamed.onnx", count=None)
+    with pytest.raises(PplgateError, match="names its tensors differently|name their tensors differently"):
+        localize(Side.of(tiny_model, CPU, "fp32"), Side.of(other, CPU, "fp32"), blocks.head(1))
+
+
+def test_command_line_writes_the_report_and_the_plot(perturbed, dataset_dir, tokenizer_dir, token_cache, model_dir, tmp_path, capsys):
+    report, png = tmp_path / "loc.json", tmp_path / "loc.png"
+    assert main(["localize", "--model", str(perturbed), "--reference-model", "builtin:tiny", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+                 "--cache-dir", str(token_cache), "--model-dir", str(model_dir), "--report-json", str(report), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "first divergence:" in out and "h.1.mlp.c_fc.weight" in out
+    data = json.loads(report.read_text())
+    assert set(data["first_divergence"]) >= {"node", "op_type", "output", "rel_l2", "max_abs", "cosine"}
+    compared, seen = {t["output"] for t in data["tensors"]}, set()
+    for t in data["tensors"]:  # topological order: every compared input comes before the tensor made from it
+        assert {i for i in t["inputs"] if i in compared} <= seen
+        seen.add(t["output"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_provider_is_one_sentence(tiny_model, dataset_dir, tokenizer_dir, token_cache, model_dir, capsys):
+    assert main(["localize", "--model", "builtin:tiny", "--device", "gcu", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+                 "--cache-dir", str(token_cache), "--model-dir", str(model_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TopsInferenceExecutionProvider (device gcu) is not in this onnxruntime" in err[-1]
