@@ -5,9 +5,10 @@ outputs, matched by tensor name, visited in topological order.  Per tensor:
 max absolute error, relative L2 error ||a - b|| / ||b|| and cosine
 similarity, accumulated over the blocks; only these statistics are kept.
 
-Memory stays bounded: the model is saved once with its weights in a file of
+Memory stays bounded: each model is saved once with its weights in a file of
 their own, and each group of GROUP tensors is a small graph file over the
-same weights, run on both sides and dropped before the next group.
+same weights, run on one side and then the other (one session alive at a
+time) and dropped before the next group.
 
 The first divergence is the first tensor whose relative error is above the
 threshold for the compared precisions and at least JUMP times the largest
@@ -34,8 +35,8 @@ from pplgate.graph import feeds, inspect
 from pplgate.precision import convert_fp16
 from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, check_provider, create_session
 
-# Tensors fetched per run of each side: a GPT-2-small layer, about 400 MB.
-GROUP = 48
+# Tensors fetched per run of a side, for one block: about 400 MB of a GPT-2-small layer.
+GROUP = 32
 # rel_l2 above which a tensor may diverge, by whether fp16 is on either side.
 # Measured on the built models (README, "localize"): fp32 against fp32 on the
 # CPU is exact; across devices fp32 differs by accumulation order, 1e-7 to
@@ -176,6 +177,31 @@ class TapModel:
         return path
 
 
+def _fetch(tap: Path, side: Side, names: list[str], blocks: Blocks, options: RuntimeOptions, each=None) -> list[list[np.ndarray]]:
+    """``names`` for every block from ``side``: kept and returned, or handed to ``each(block, values)`` and dropped."""
+    session = _session(tap, side, options)
+    iface = inspect(session, side.path.name)
+    kept = []
+    for i in range(len(blocks)):
+        try:
+            values = session.run(names, feeds(iface, blocks.block(i)[None, :]))
+        except ORT_RUN_ERRORS as err:
+            raise PplgateError(_no_taps(side, str(err).strip().splitlines()[0])) from err
+        if each is None:
+            kept.append(values)
+        else:
+            each(i, values)
+    return kept
+
+
+def _add(group: list[TensorError], xs: list[np.ndarray], ys: list[np.ndarray], run: Side, reference: Side) -> None:
+    for t, x, y in zip(group, xs, ys):
+        if x.shape != y.shape:
+            raise PplgateError(f"tensor {t.output} has shape {x.shape} in {run.path.name} but {y.shape} in {reference.path.name}: "
+                               "the two models are not the same architecture; pass --reference-model with an export of the same model.")
+        t.add(x, y)
+
+
 def _session(tap: Path, side: Side, options: RuntimeOptions):
     try:
         return create_session(str(tap), side.device, side.precision, options, side.path.name)
@@ -203,26 +229,14 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
         if all(t.output in outputs for t in matched):
             raise PplgateError(f"no tensor of {run.path.name} has a namesake in {reference.path.name}: the two exports name their tensors differently, "
                                "so there is nothing to compare node by node; compare the perplexities with --reference instead.")
-        for start in range(0, len(matched), GROUP):
-            group = matched[start : start + GROUP]
+        # Fewer tensors a group when more blocks are fed: the run's side of a group is held for every block.
+        size = max(4, GROUP // len(blocks))
+        for start in range(0, len(matched), size):
+            group = matched[start : start + size]
             names = [t.output for t in group]
-            a_session = _session(run_model.tap(names), run, options)
-            b_session = _session(ref_model.tap(names), reference, options)
-            iface = inspect(a_session, run.path.name)
-            ref_iface = inspect(b_session, reference.path.name)
-            for i in range(len(blocks)):
-                ids = blocks.block(i)[None, :]
-                try:
-                    a = a_session.run(names, feeds(iface, ids))
-                except ORT_RUN_ERRORS as err:
-                    raise PplgateError(_no_taps(run, str(err).strip().splitlines()[0])) from err
-                b = b_session.run(names, feeds(ref_iface, ids))
-                for t, x, y in zip(group, a, b):
-                    if x.shape != y.shape:
-                        raise PplgateError(f"tensor {t.output} has shape {x.shape} in {run.path.name} but {y.shape} in {reference.path.name}: "
-                                           "the two models are not the same architecture; pass --reference-model with an export of the same model.")
-                    t.add(x, y)
-            del a_session, b_session
+            # One side at a time: only one model's session is alive.
+            obtained = _fetch(run_model.tap(names), run, names, blocks, options)
+            _fetch(ref_model.tap(names), reference, names, blocks, options, each=lambda i, ys: _add(group, obtained[i], ys, run, reference))
     run_names = {t.output for t in all_run}
     return Localization(
         run=run.label,

@@ -161,10 +161,17 @@ class LMSession:
         return self._logits
 
 
-def create_session(what: str | bytes, device: Device, precision: str, options: RuntimeOptions, name: str) -> ort.InferenceSession:
-    """An InferenceSession on ``device`` alone, refusing a silent fallback to another provider."""
+def create_session(what: str | bytes, device: Device, precision: str, options: RuntimeOptions, name: str,
+                   spin: bool = True) -> ort.InferenceSession:
+    """An InferenceSession on ``device`` alone, refusing a silent fallback to another provider.
+
+    ``spin`` False: the session's threads sleep as soon as a run ends, rather
+    than spinning for the next one on cores another session needs.
+    """
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     provider_options = device.provider_options() | options.provider_options  # the user's win over the card index
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
@@ -215,5 +222,6 @@ def open_session(
     if scoring == "graph":
         # The scorer is pplgate's own float32 graph: created at fp32 whatever the run's precision.
         graph = scoring_model(iface.vocab_size, iface.logits_dtype)
-        scorer = create_session(graph.SerializeToString(), device, "fp32", options, "pplgate's scoring graph")
+        # It runs between the model's runs: spinning, its threads would take cores from the model's next run.
+        scorer = create_session(graph.SerializeToString(), device, "fp32", options, "pplgate's scoring graph", spin=False)
     return LMSession(session, scorer, iface, device, precision, scoring, source_path, model_path, options)
