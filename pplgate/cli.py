@@ -18,6 +18,25 @@ from pplgate.runtime import SCORINGS, RuntimeOptions
 from pplgate.sources import VENDOR_MODEL_URL
 
 
+def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
+    """What is evaluated, on what, and how the split becomes blocks: the same for a run and for localize."""
+    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
+    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N")
+    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"{which} {', '.join(PRECISIONS)}")
+    p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
+                   help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
+    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
+    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
+    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
+    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pplgate",
@@ -27,27 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         "'python -m pplgate localize' finds the first node where a run departs from a reference.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
-    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"one of {', '.join(DEVICES)}, optionally :N for card N")
-    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"one of {', '.join(PRECISIONS)}")
+    _add_sources(p, "one of")
     p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
-    p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
-                   help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
-    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
     p.add_argument("--scoring", choices=SCORINGS, default="auto",
-                   help="graph: cross-entropy inside the model; host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers precision itself (gcu fp16)")
+                   help="graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; host: the vendor's numpy scoring of fetched logits; "
+                   "auto: graph, but host where the provider lowers precision itself (gcu fp16)")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
     p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
                    help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
     p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
-    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
-    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
-    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
-    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+    _add_runtime(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -113,25 +123,16 @@ def build_localize_parser() -> argparse.ArgumentParser:
         "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL, hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
-    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"the run's device: one of {', '.join(DEVICES)}, optionally :N")
-    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"the run's precision: one of {', '.join(PRECISIONS)}")
+    _add_sources(p, "the run's: one of")
     p.add_argument("--reference", type=checked(parse_target), default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
     p.add_argument("--reference-model", default=None, metavar="SOURCE",
                    help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
     p.add_argument("--blocks", type=positive_int, default=1, help="how many of the first blocks to feed")
-    p.add_argument("--grouping", choices=GROUPINGS, default="vendor", help="how the split becomes blocks, as for the evaluation")
-    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block")
     p.add_argument("--threshold", type=float, default=None,
                    help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
     p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
-    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
-    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
-    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
-    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+    _add_runtime(p)
     return p
 
 

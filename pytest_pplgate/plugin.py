@@ -55,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="auto", choices=SCORINGS,
-                    help="graph: cross-entropy inside the model; host: the vendor's numpy scoring; auto: graph, but host where the provider lowers precision itself, gcu fp16 (default: auto)")
+                    help="graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; host: the vendor's numpy scoring; auto: graph, but host where the provider lowers precision itself, gcu fp16 (default: auto)")
     group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="passed to every session's execution provider; repeatable (default: none)")
     group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=non_negative_int, metavar="N",
