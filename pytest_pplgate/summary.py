@@ -40,7 +40,7 @@ class GateSummary:
             self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": reason.removeprefix("Skipped: ")})
         elif report.failed and report.nodeid not in self.outcomes:
             crash = getattr(report.longrepr, "reprcrash", None)
-            reason = crash.message if crash is not None else report.longreprtext.strip()
+            reason = (crash.message if crash is not None else report.longreprtext.strip()).removeprefix("Failed: ")
             self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": reason})
 
     def counts(self) -> Counter:
@@ -79,7 +79,7 @@ class GateSummary:
             ids = " or ".join(o.id for o in unpinned)
             command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
-        if counts["skip"] and not counts["pass"] and not counts["FAIL"]:
+        if counts["skip"] and not (counts["pass"] or counts["FAIL"] or counts["error"]):
             tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
