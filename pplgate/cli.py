@@ -145,7 +145,8 @@ def localize_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
     sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
-    try:
+
+    def work() -> None:
         _, blocks = load_blocks(sources, Method(args.grouping, args.block_size, args.blocks))
         model = resolve_model(args.model, args.model_dir)
         reference_model = resolve_model(args.reference_model, args.model_dir) if args.reference_model else model
@@ -155,13 +156,21 @@ def localize_main(argv: list[str]) -> int:
             write_json_atomic(args.report_json, loc.report())
         if args.plot is not None:
             plot(loc, args.plot)
+        print(render(loc))
+
+    return _exit_status(work)
+
+
+def _exit_status(work) -> int:
+    """Runs ``work``: 0, or its fault as one sentence and 1, or 130 for Ctrl-C."""
+    try:
+        work()
     except PplgateError as err:
         print(f"pplgate: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pplgate: interrupted: no report was written.", file=sys.stderr)
         return 130
-    print(render(loc))
     return 0
 
 
@@ -180,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
     sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
-    try:
+
+    def work() -> None:
         report, _ = run(
             sources,
             args.device,
@@ -196,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.report_json is not None:
             write_json_atomic(args.report_json, report)
-    except PplgateError as err:
-        print(f"pplgate: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pplgate: interrupted: no report was written.", file=sys.stderr)
-        return 130
-    print("Final report:")
-    print(json.dumps(report, indent=2))
-    return 0
+        print("Final report:")
+        print(json.dumps(report, indent=2))
+
+    return _exit_status(work)

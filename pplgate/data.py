@@ -60,15 +60,17 @@ class TokenStream:
     def blocks(self, grouping: str = "vendor", block_size: int = BLOCK_SIZE) -> Blocks:
         return group(self.ids, self.row_lengths, grouping, block_size)
 
-    def text_bytes(self, ids: np.ndarray) -> bytes:
-        blob, offsets = self.vocab_bytes.tobytes(), self.vocab_offsets
+    def text_bytes(self, ids: np.ndarray, blob: bytes | None = None) -> bytes:
+        """The UTF-8 bytes ``ids`` spell; ``blob``: ``vocab_bytes.tobytes()``, made once by a caller that asks often."""
+        blob, offsets = blob or self.vocab_bytes.tobytes(), self.vocab_offsets
         return b"".join(blob[offsets[i] : offsets[i + 1]] for i in ids.tolist())
 
     def scored_bytes_and_words(self, blocks: Blocks) -> tuple[int, int]:
         """UTF-8 bytes and words (lm-evaluation-harness's count) of the scored tokens' text, block by block."""
         n_bytes = n_words = 0
+        blob = self.vocab_bytes.tobytes()
         for i in range(len(blocks)):
-            raw = self.text_bytes(blocks.block(i)[1:])
+            raw = self.text_bytes(blocks.block(i)[1:], blob)
             n_bytes += len(raw)
             n_words += count_words(raw.decode("utf-8", errors="replace"))
         return n_bytes, n_words

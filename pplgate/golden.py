@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
@@ -286,13 +286,12 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
     with FileLock(lock_path(path)):
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
-        blocks = BlocksPin.of(report)
         model = ModelPin.of(report)
         data["expected"][key] = {
             "perplexity": report["perplexity"],
             "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
             "why": old.get("why", f"default {precision} tolerance of pplgate"),
-            "blocks": {"count": blocks.count, "scored_tokens": blocks.scored_tokens, "sha256": blocks.sha256},
+            "blocks": asdict(BlocksPin.of(report)),
             "model": {"sha256": model.sha256, "bytes": model.bytes}
             | ({"converted_sha256": model.converted_sha256} if model.converted_sha256 else {}),
             "provenance": provenance,

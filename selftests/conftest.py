@@ -59,6 +59,13 @@ def block_matrix(blocks):
     return blocks.head(16).matrix()
 
 
+@pytest.fixture
+def base_args(dataset_dir, tokenizer_dir, token_cache, model_dir) -> list[str]:
+    """The CLI's arguments for builtin:tiny on the offline data."""
+    return ["--model", "builtin:tiny", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+            "--cache-dir", str(token_cache), "--model-dir", str(model_dir), "--no-progress"]
+
+
 @pytest.fixture(scope="session")
 def tiny_model(model_dir) -> Path:
     return resolve_model("builtin:tiny", model_dir)

@@ -13,12 +13,6 @@ REQUIRED = {"model", "dataset", "device", "precision", "batch_size", "perplexity
             "forward_seconds", "onnxruntime_distribution", "provider_options", "intra_op_threads"}
 
 
-@pytest.fixture
-def base_args(dataset_dir, tokenizer_dir, token_cache, model_dir):
-    return ["--model", "builtin:tiny", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
-            "--cache-dir", str(token_cache), "--model-dir", str(model_dir), "--no-progress"]
-
-
 def test_report_fields_and_max_blocks(base_args, tmp_path, capsys):
     path = tmp_path / "r.json"
     assert main(base_args + ["--batchsize", "2", "--max-blocks", "3", "--report-json", str(path), "--measure-forward"]) == 0

@@ -103,8 +103,3 @@ def test_block_size_the_graph_cannot_take_is_refused(base_args, capsys):
     assert len(err) == 1 and "cannot take blocks of 2048 tokens" in err[0]
     assert err[0].endswith("pass --block-size (a case's method.block_size) no larger than its context.")
 
-
-@pytest.fixture
-def base_args(dataset_dir, tokenizer_dir, token_cache, model_dir):
-    return ["--model", "builtin:tiny", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
-            "--cache-dir", str(token_cache), "--model-dir", str(model_dir), "--no-progress"]
