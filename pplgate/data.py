@@ -123,10 +123,11 @@ def dataset_key(source: str) -> str:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
         return "|".join(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     import huggingface_hub
+    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
 
     try:
         snapshot = huggingface_hub.snapshot_download(source, repo_type="dataset", allow_patterns=["README.md"])
-    except (OSError, huggingface_hub.errors.HfHubHTTPError) as err:
+    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
         raise _unreachable(source) from err
     return f"{source}@{Path(snapshot).name}"  # the snapshot folder is named by its commit
 
@@ -141,10 +142,11 @@ def resolve_tokenizer_dir(source: str) -> Path:
             raise PplgateError(f"tokenizer folder {source} holds neither tokenizer.json nor vocab.json with merges.txt: copy the tokenizer's files there, or pass --tokenizer with a hub id.")
         return folder
     import huggingface_hub
+    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
 
     try:
         return Path(huggingface_hub.snapshot_download(source, allow_patterns=list(TOKENIZER_FILES) + ["config.json"]))
-    except (OSError, huggingface_hub.errors.HfHubHTTPError) as err:
+    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
         raise SourceUnavailable(
             f"tokenizer {source} cannot be reached ({type(err).__name__}): pass --tokenizer with a local folder of its files, "
             "or set HF_HUB_OFFLINE=1 to use the Hugging Face cache.",

@@ -74,5 +74,5 @@ def file_digest(path: Path, cache_dir: Path) -> FileDigest:
     known = _trusted(_read(cached), path)
     if known is None:
         known = sha256_of(path)
-        write_json_atomic(cached, {"path": str(path)} | stamp(path, known))
+        write_json_atomic(cached, {"path": str(path), **stamp(path, known)})
     return FileDigest(known, size)

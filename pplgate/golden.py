@@ -287,13 +287,18 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
         model = ModelPin.of(report)
-        data["expected"][key] = {
+        pin = {"sha256": model.sha256, "bytes": model.bytes}
+        if model.converted_sha256:
+            pin["converted_sha256"] = model.converted_sha256
+        entry = {
             "perplexity": report["perplexity"],
             "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
             "why": old.get("why", f"default {precision} tolerance of pplgate"),
             "blocks": asdict(BlocksPin.of(report)),
-            "model": {"sha256": model.sha256, "bytes": model.bytes}
-            | ({"converted_sha256": model.converted_sha256} if model.converted_sha256 else {}),
+            "model": pin,
             "provenance": provenance,
-        } | ({"limits": old["limits"]} if "limits" in old else {})
+        }
+        if "limits" in old:
+            entry["limits"] = old["limits"]
+        data["expected"][key] = entry
         write_json_atomic(path, data)

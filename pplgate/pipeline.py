@@ -108,7 +108,7 @@ def run(
         # KL needs both distributions on the host: logits-fetching sessions of the run and the reference.
         run_host = session if session.scoring == "host" else open_session(session.source_path, device, precision, "host", options)
         reference_host = open_session(session.source_path, reference[0], reference[1], "host", options)
-        report |= compare_with_reference(run_host, reference_host, blocks, batch_size).summary()
+        report.update(compare_with_reference(run_host, reference_host, blocks, batch_size).summary())
     if save_losses_to is not None:
         save_losses(save_losses_to, evaluation.token_losses, blocks, report)
     return report, evaluation

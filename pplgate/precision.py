@@ -77,7 +77,7 @@ def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
             log.info("converting %s to fp16 into %s", source.name, target)
             model = convert_float_to_float16(load(source), keep_io_types=True)
             # Hashed from the bytes just written, so checking a golden pin costs no second read.
-            write_json_atomic(meta, key | stamp(target, _save(model, target, external_over)))
+            write_json_atomic(meta, {**key, **stamp(target, _save(model, target, external_over))})
     except PermissionError as err:
         raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: copy the model to a writable folder and pass that path to --model.") from err
     return target

@@ -28,8 +28,16 @@ def onnxruntime_distribution() -> str:
     onnxruntime, onnxruntime-gpu, onnxruntime-openvino and vendor builds all
     install the same module; only the distribution says which one ran.
     """
-    names = importlib.metadata.packages_distributions().get("onnxruntime", [])
+    names = [dist.metadata["Name"] for dist in importlib.metadata.distributions() if _provides(dist, "onnxruntime")]
     return names[0] if names else "unknown (not installed by pip)"
+
+
+def _provides(dist: importlib.metadata.Distribution, module: str) -> bool:
+    """Whether ``dist`` installs the top-level ``module`` (packages_distributions, which is 3.10+, by hand)."""
+    top_level = dist.read_text("top_level.txt")
+    if top_level is not None:
+        return module in top_level.split()
+    return any(f.parts[:1] == (module,) for f in dist.files or ())
 
 
 def machine_info() -> dict:

@@ -99,7 +99,7 @@ class LMSession:
 
     @property
     def requested_provider_options(self) -> dict[str, str]:
-        return self.device.provider_options() | self.options.provider_options
+        return {**self.device.provider_options(), **self.options.provider_options}
 
     @property
     def effective_provider_options(self) -> dict[str, str]:
@@ -132,11 +132,16 @@ class LMSession:
         b, t = ids.shape
         labels = labels_of(ids)  # [B, T]
         model = self.session.io_binding()
-        for name, value in self.feeds(ids).items():
-            model.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, memory, card))
+        # Held until the runs end: onnxruntime before 1.10 or so keeps no
+        # reference to a bound OrtValue, so a temporary's memory would be
+        # freed and reused while the session reads it (wrong losses, seen on 1.9).
+        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()}
+        for name, value in inputs.items():
+            model.bind_ortvalue_input(name, value)
         if memory == "cpu":
             logits = self._logits_buffer(b, t)  # [B, T, V]
-            model.bind_ortvalue_output(self.iface.logits, ort.OrtValue.ortvalue_from_numpy(logits))
+            bound_logits = ort.OrtValue.ortvalue_from_numpy(logits)
+            model.bind_ortvalue_output(self.iface.logits, bound_logits)
             self.session.run_with_iobinding(model)
             rows, row_labels = logits.reshape(1, b * t, -1), labels.reshape(1, b * t)  # views
             runs = [self.scorer.run([TOKEN_LOSSES], {LOGITS: rows[:, r : r + SCORED_ROWS], LABELS: row_labels[:, r : r + SCORED_ROWS]})[0]
@@ -147,7 +152,8 @@ class LMSession:
             self.session.run_with_iobinding(model)
             scorer = self.scorer.io_binding()
             scorer.bind_ortvalue_input(LOGITS, model.get_outputs()[0])
-            scorer.bind_ortvalue_input(LABELS, ort.OrtValue.ortvalue_from_numpy(labels, memory, card))
+            bound_labels = ort.OrtValue.ortvalue_from_numpy(labels, memory, card)  # held for the same reason
+            scorer.bind_ortvalue_input(LABELS, bound_labels)
             scorer.bind_output(TOKEN_LOSSES, "cpu")
             self.scorer.run_with_iobinding(scorer)
             losses = scorer.copy_outputs_to_cpu()[0]
@@ -172,7 +178,7 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
     so.intra_op_num_threads = options.intra_op_threads
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    provider_options = device.provider_options() | options.provider_options  # the user's win over the card index
+    provider_options = {**device.provider_options(), **options.provider_options}  # the user's win over the card index
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
     env_value = "1" if precision == "fp16" else "0"

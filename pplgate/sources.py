@@ -50,7 +50,7 @@ log = logging.getLogger("pplgate")
 def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
     """A complete local ONNX file for ``spec``; downloads or builds it if needed."""
     if spec.startswith(BUILTIN_PREFIX):
-        return build_builtin(spec.removeprefix(BUILTIN_PREFIX), Path(model_dir))
+        return build_builtin(spec[len(BUILTIN_PREFIX):], Path(model_dir))
     if spec.startswith(("https://", "http://")):
         return download(spec, Path(model_dir), progress=progress, timeout=timeout)
     if spec.startswith("hf://"):
@@ -116,7 +116,7 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
             part.unlink(missing_ok=True)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
         part.replace(final)
-        write_json_atomic(meta, {"url": describe(url)} | stamp(final, got_sha))
+        write_json_atomic(meta, {"url": describe(url), **stamp(final, got_sha)})
     return final
 
 
@@ -153,7 +153,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
         done = offset
         try:
             with open(part, "ab" if offset else "wb") as out, tqdm(
-                total=expected, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"), disable=None if progress else True
+                total=expected, initial=offset, unit="B", unit_scale=True, desc=final_name(part), disable=None if progress else True
             ) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
@@ -163,7 +163,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
         except OSError as err:
             if err.errno in NO_ROOM:
                 part.unlink(missing_ok=True)
-                raise PplgateError(f"no room left to write {part.name.removesuffix('.part')} into {part.parent} ({os.strerror(err.errno)}): free space there, or pass --model-dir with a folder that has {_size(expected)}.") from err
+                raise PplgateError(f"no room left to write {final_name(part)} into {part.parent} ({os.strerror(err.errno)}): free space there, or pass --model-dir with a folder that has {_size(expected)}.") from err
             # A dropped connection or a stalled server: keep the part so the next run resumes it.
             raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({err}): run again to resume it.") from err
         except http.client.HTTPException as err:
@@ -175,6 +175,11 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
     return h.hexdigest()
 
 
+def final_name(part: Path) -> str:
+    """The name a ``.part`` download takes once whole."""
+    return part.name[: -len(".part")]
+
+
 def _size(n: int | None) -> str:
     return "room for the model" if n is None else f"{n / 1e6:.0f} MB free"
 
@@ -182,9 +187,9 @@ def _size(n: int | None) -> str:
 def hub_download(spec: str) -> Path:
     """``hf://<owner>/<repo>/<path in repo>`` through huggingface_hub and its cache."""
     import huggingface_hub
-    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import utils as hf_errors  # where 0.24 (the floor) and 2.x both have them
 
-    parts = spec.removeprefix("hf://").split("/")
+    parts = spec[len("hf://"):].split("/")
     if len(parts) < 3:
         raise PplgateError(f"model {spec} is not of the form hf://<owner>/<repo>/<path in repo>: for example {HF_ALTERNATIVE}.")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])

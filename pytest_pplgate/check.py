@@ -166,7 +166,7 @@ class PerplexityRegression:
     def _check_limits(self, limits: Limits, outcome: Outcome, where: str) -> None:
         __tracebackhide__ = True
         summary = obtain(self.gate, lambda: self.gate.reference_summary(self.target, limits))
-        outcome.report = (outcome.report or {}) | summary
+        outcome.report = {**(outcome.report or {}), **summary}
         for metric in limits.bounds:
             self.request.node.user_properties.append((metric, summary[metric]))
         broken = limits.violations(summary)

@@ -27,7 +27,7 @@ def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
     info = getattr(config, "workerinput", None)
     if info is None:
         return None, None
-    return int(info["workerid"].removeprefix("gw")), int(info["workercount"])
+    return int(info["workerid"][len("gw"):]), int(info["workercount"])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -37,10 +37,10 @@ class GateSummary:
             self.outcomes[report.nodeid] = Outcome(**json.loads(props[RESULT_PROPERTY]))
         elif report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": reason.removeprefix("Skipped: ")})
+            self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": _without(reason, "Skipped: ")})
         elif report.failed and report.nodeid not in self.outcomes:
             crash = getattr(report.longrepr, "reprcrash", None)
-            reason = (crash.message if crash is not None else report.longreprtext.strip()).removeprefix("Failed: ")
+            reason = _without(crash.message if crash is not None else report.longreprtext.strip(), "Failed: ")
             self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": reason})
 
     def counts(self) -> Counter:
@@ -88,7 +88,7 @@ class GateSummary:
         records = []
         for nodeid, o in self.outcomes.items():
             record = {"test": nodeid, "id": o.id, "verdict": o.verdict, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
-            records.append(record | (o.report or {}))
+            records.append({**record, **(o.report or {})})
         write_json_atomic(self.report_path, {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(),
@@ -96,3 +96,8 @@ class GateSummary:
             "counts": dict(self.counts()),
             "results": records,
         })
+
+
+def _without(reason: str, prefix: str) -> str:
+    """pytest's reason without the prefix it adds ("Skipped: ", "Failed: ")."""
+    return reason[len(prefix):] if reason.startswith(prefix) else reason

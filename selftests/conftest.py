@@ -102,7 +102,7 @@ class ModelServer:
                 mode = self.path.split("/")[1]
                 body = server.body
                 if mode.startswith("status-"):
-                    self.send_error(int(mode.removeprefix("status-")))
+                    self.send_error(int(mode[len("status-"):]))
                     return
                 first = sum(1 for p, _ in server.requests if p == self.path) == 1
                 if mode in ("dropped", "short", "slow") and (first or mode != "dropped"):
@@ -115,7 +115,7 @@ class ModelServer:
                         time.sleep(2.0)
                     self.close_connection = True
                     return
-                start = int(rng.removeprefix("bytes=").split("-")[0]) if rng and mode != "norange" else 0
+                start = int(rng[len("bytes="):].split("-")[0]) if rng and mode != "norange" else 0
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")

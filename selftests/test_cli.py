@@ -18,7 +18,7 @@ def test_report_fields_and_max_blocks(base_args, tmp_path, capsys):
     assert main(base_args + ["--batchsize", "2", "--max-blocks", "3", "--report-json", str(path), "--measure-forward"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Final report:\n")
-    printed = json.loads(out.removeprefix("Final report:\n"))
+    printed = json.loads(out[len("Final report:\n"):])
     written = json.loads(path.read_text())
     assert printed == written
     assert REQUIRED <= written.keys()

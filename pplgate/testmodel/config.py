@@ -55,7 +55,7 @@ def init_weights(config: GPT2Config) -> dict[str, np.ndarray]:
     }
     for i in range(config.n_layer):
         h = f"h.{i}."
-        weights |= {
+        weights.update({
             h + "ln_1.weight": 1.0 + normal(c),
             h + "ln_1.bias": normal(c),
             h + "attn.c_attn.weight": normal(c, 3 * c),
@@ -68,6 +68,6 @@ def init_weights(config: GPT2Config) -> dict[str, np.ndarray]:
             h + "mlp.c_fc.bias": normal(4 * c),
             h + "mlp.c_proj.weight": normal(4 * c, c),
             h + "mlp.c_proj.bias": normal(c),
-        }
-    weights |= {"ln_f.weight": 1.0 + normal(c), "ln_f.bias": normal(c)}
+        })
+    weights.update({"ln_f.weight": 1.0 + normal(c), "ln_f.bias": normal(c)})
     return weights
