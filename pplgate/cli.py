@@ -13,9 +13,10 @@ from pplgate.blocks import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
-from pplgate.fileio import user_cache_dir, write_json_atomic
+from pplgate import sourcefolder
+from pplgate.fileio import default_model_dir, user_cache_dir, write_json_atomic
 from pplgate.runtime import SCORINGS, RuntimeOptions
-from pplgate.sources import VENDOR_MODEL_URL
+from pplgate.sources import VENDOR_MODEL_URL, describe
 
 
 def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
@@ -28,12 +29,20 @@ def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
     p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
                    help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
     p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
+    p.add_argument("--sources", type=Path, default=None, metavar="DIR",
+                   help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR' (default: ${sourcefolder.ENV}, else none)")
+
+
+def _sources(args: argparse.Namespace):
+    from pplgate.pipeline import Sources
+
+    return Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir, args.sources or sourcefolder.default_folder())
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
     p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
-    p.add_argument("--model-dir", type=Path, default=Path("model"), help="where downloaded, built and converted models go")
+    p.add_argument("--model-dir", type=Path, default=default_model_dir(), help="where downloaded, built and converted models go (the gate's too)")
     p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
 
 
@@ -43,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
         "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
         "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
-        "'python -m pplgate localize' finds the first node where a run departs from a reference.",
+        "'python -m pplgate localize' finds the first node where a run departs from a reference; "
+        "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_sources(p, "one of")
@@ -138,17 +148,18 @@ def build_localize_parser() -> argparse.ArgumentParser:
 
 def localize_main(argv: list[str]) -> int:
     from pplgate.localize import Side, localize, plot, render
-    from pplgate.pipeline import Sources, load_blocks
+    from pplgate.pipeline import load_blocks
     from pplgate.sources import resolve_model
 
     args = build_localize_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
+    sources = _sources(args)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
 
     def work() -> None:
-        _, blocks = load_blocks(sources, Method(args.grouping, args.block_size, args.blocks))
-        model = resolve_model(args.model, args.model_dir)
+        resolved = sources.resolved()
+        _, blocks = load_blocks(resolved, Method(args.grouping, args.block_size, args.blocks))
+        model = resolve_model(resolved.model, args.model_dir)
         reference_model = resolve_model(args.reference_model, args.model_dir) if args.reference_model else model
         device, precision = args.reference
         loc = localize(Side.of(model, args.device, args.precision), Side.of(reference_model, device, precision), blocks, args.threshold, options)
@@ -157,6 +168,40 @@ def localize_main(argv: list[str]) -> int:
         if args.plot is not None:
             plot(loc, args.plot)
         print(render(loc))
+
+    return _exit_status(work)
+
+
+def build_fetch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate fetch",
+        description="Write a case's model, dataset split and tokenizer into one folder, with SHA256SUMS, on a machine with network; "
+        "copy it to a node without network and pass --sources DIR (or set pplgate_sources in pytest.ini, or $PPLGATE_SOURCES) there.",
+    )
+    p.add_argument("folder", type=Path, metavar="DIR", help="the folder to write (created if missing; what it holds already is replaced item by item)")
+    p.add_argument("--case", type=Path, default=None, metavar="GOLDEN_FILE",
+                   help="take the sources of this golden file (e.g. golden/gpt2-small.json); the options below override them (default: the vendor's, as for a run)")
+    p.add_argument("--model", default=None, help=f"ONNX model: a path, an https URL or hf://<repo>/<file> (default: the case's, else {describe(VENDOR_MODEL_URL)})")
+    p.add_argument("--dataset", default=None, help=f"dataset hub id or local folder laid out like it (default: the case's, else {DEFAULT_DATASET})")
+    p.add_argument("--tokenizer", default=None, help=f"tokenizer hub id or local folder (default: the case's, else {DEFAULT_TOKENIZER})")
+    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help=f"where the files' hashes are kept (default: {user_cache_dir()})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    return p
+
+
+def fetch_main(argv: list[str]) -> int:
+    from pplgate.fetch import fetch
+    from pplgate.golden import load_case
+
+    args = build_fetch_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
+
+    def work() -> None:
+        case = load_case(args.case).sources if args.case is not None else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
+        lines = fetch(args.folder, args.model or case["model"], args.dataset or case["dataset"], args.tokenizer or case["tokenizer"],
+                      args.cache_dir, progress=not args.no_progress)
+        print("\n".join(lines))
+        print(f"On the node: python -m pytest --sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
 
     return _exit_status(work)
 
@@ -175,7 +220,7 @@ def _exit_status(work) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pplgate.pipeline import Sources, run
+    from pplgate.pipeline import run
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
@@ -184,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         return diff_main(argv[1:])
     if argv[:1] == ["localize"]:
         return localize_main(argv[1:])
+    if argv[:1] == ["fetch"]:
+        return fetch_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    sources = Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir)
+    sources = _sources(args)
     options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
 
     def work() -> None:

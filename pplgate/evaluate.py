@@ -11,6 +11,7 @@ import numpy as np
 from pplgate.blocks import Blocks
 from pplgate.errors import PplgateError
 from pplgate.metric import perplexity, perplexity_stderr
+from pplgate.progress import Progress
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession
 
 
@@ -86,8 +87,6 @@ def evaluate(
     drifts by 10% or more within seconds, too much to compare two loops run
     one after the other.
     """
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
     plan = [(batch, blocks.matrix(batch.start, batch.stop)) for batch in blocks.batches(batch_size)]
@@ -98,7 +97,8 @@ def evaluate(
         if baseline is not None:
             baseline.forward(ids)
     eval_seconds = forward_seconds = 0.0
-    with tqdm(total=len(blocks), unit="block", desc=f"{session.device.spec}-{session.precision}", disable=None if progress else True) as bar:
+    block_loss_sum = 0.0  # of the blocks done: the running perplexity a log shows
+    with Progress(len(blocks), f"{session.device.spec}-{session.precision}", "blocks", enabled=progress) as bar:
         for i, (batch, ids) in enumerate(plan):
             # The bare run goes first on even batches and second on odd ones,
             # so neither side always inherits the other's warm caches.
@@ -108,8 +108,10 @@ def evaluate(
             scored = _score(session, ids, batch.start)  # [b, T-1]
             at = int(offsets[batch.start])
             losses[at : at + scored.size] = scored.reshape(-1)
-            bar.update(batch.stop - batch.start)
             eval_seconds += time.perf_counter() - start
+            block_loss_sum += float(scored.mean(axis=1, dtype=np.float64).sum())
+            fed = int(blocks.lengths[: batch.stop].sum())
+            bar.update(batch.stop - batch.start, f"{fed / eval_seconds:,.0f} tokens/s, perplexity so far {math.exp(min(block_loss_sum / batch.stop, 700)):.6g}")
             if baseline is not None and i % 2 == 1:
                 forward_seconds += _timed_forward(baseline, ids)
     bad = ~np.isfinite(losses)

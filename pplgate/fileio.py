@@ -44,3 +44,14 @@ def user_cache_dir() -> Path:
         return Path(os.environ["PPLGATE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pplgate"
+
+
+def default_model_dir() -> Path:
+    """Where models are downloaded, built and converted when no option says.
+
+    The ``model/`` folder of the checkout pplgate runs from (its README marks
+    it), so the CLI started from any folder and the gate share one copy of
+    each model; ``<cache>/models`` where pplgate is installed without one.
+    """
+    checkout = Path(__file__).resolve().parents[1] / "model"
+    return checkout if (checkout / "README.md").is_file() else user_cache_dir() / "models"

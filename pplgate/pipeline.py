@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +13,12 @@ from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_t
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.fileio import user_cache_dir
+from pplgate.fileio import default_model_dir, user_cache_dir
 from pplgate.graph import check_fits
 from pplgate.lossfile import save_losses
 from pplgate.report import final_report
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession, RuntimeOptions, check_provider, open_session
+from pplgate.sourcefolder import SourceFolder
 from pplgate.sources import VENDOR_MODEL_URL, resolve_model
 
 
@@ -26,10 +27,20 @@ class Sources:
     model: str = VENDOR_MODEL_URL
     dataset: str = DEFAULT_DATASET
     tokenizer: str = DEFAULT_TOKENIZER
-    # Downloaded, built and converted models.
-    model_dir: Path = Path("model")
+    # Downloaded, built and converted models: one folder for the CLI and the
+    # gate, whatever the working directory.
+    model_dir: Path = field(default_factory=default_model_dir)
     # Tokenized data; read from the environment when a Sources is made, not at import.
     cache_dir: Path = field(default_factory=user_cache_dir)
+    # A folder written by 'python -m pplgate fetch' (--sources): remote sources are read from it.
+    folder: Path | None = None
+
+    def resolved(self) -> Sources:
+        """Each remote source replaced by its checked copy in ``folder``; as it is without one."""
+        if self.folder is None:
+            return self
+        f = SourceFolder(Path(self.folder), self.cache_dir)
+        return replace(self, model=f.model(self.model), dataset=f.dataset(self.dataset), tokenizer=f.tokenizer(self.tokenizer), folder=None)
 
 
 def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStream, Blocks]:
@@ -87,9 +98,10 @@ def run(
     save_losses_to: Path | None = None,
 ) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it; returns the Final report and the losses."""
-    check_provider(device)
+    check_provider(device)  # before any source: a missing provider is the first cause to name
     if reference is not None:
         check_provider(reference[0])
+    sources = sources.resolved()
     tokens, blocks = load_blocks(sources, method)
     session = build_session(sources, device, precision, blocks, tokens.vocab_size, scoring, options, progress)
     baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None

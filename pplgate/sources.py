@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import logging
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +25,7 @@ from filelock import FileLock
 from pplgate.digest import CHUNK, file_digest, sidecar, stamp
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_json_atomic
+from pplgate.progress import Progress
 
 # The vendor's file, linked from its model zoo's README.  The signed query
 # string is part of the address: the bucket refuses the path without it.
@@ -135,8 +137,6 @@ def _open(url: str, offset: int, timeout: float):
 
 def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
     """Fills ``part`` with the whole body and returns its sha256."""
-    from tqdm import tqdm
-
     offset = part.stat().st_size if part.is_file() else 0
     response = _open(url, offset, timeout)
     if response is None or (offset and response.status != 206):
@@ -152,14 +152,14 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
                     h.update(chunk)
         done = offset
         try:
-            with open(part, "ab" if offset else "wb") as out, tqdm(
-                total=expected, initial=offset, unit="B", unit_scale=True, desc=final_name(part), disable=None if progress else True
-            ) as bar:
+            started = time.monotonic()
+            with open(part, "ab" if offset else "wb") as out, Progress(expected, final_name(part), "MB", enabled=progress, scale=1e6) as bar:
+                bar.update(offset)
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     h.update(chunk)
                     done += len(chunk)
-                    bar.update(len(chunk))
+                    bar.update(len(chunk), f"{(done - offset) / 1e6 / max(time.monotonic() - started, 1e-9):,.1f} MB/s")
         except OSError as err:
             if err.errno in NO_ROOM:
                 part.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ import pytest
 
 from pplgate.argtypes import device_list, key_value, non_negative_int, positive_int, precision_list
 from pplgate.devices import DEVICES, PRECISIONS
-from pplgate.fileio import user_cache_dir
+from pplgate import sourcefolder
+from pplgate.fileio import default_model_dir, user_cache_dir
 from pplgate.golden import GoldenError
 from pplgate.report import onnxruntime_distribution
 from pplgate.runtime import SCORINGS, RuntimeOptions
@@ -38,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="wikitext hub id or local folder (default: each golden file's sources.dataset, Salesforce/wikitext; ini: pplgate_dataset)")
     group.addoption("--tokenizer", dest="pplgate_tokenizer", default=None, metavar="SOURCE",
                     help="tokenizer hub id or local folder (default: each golden file's sources.tokenizer, openai-community/gpt2; ini: pplgate_tokenizer)")
+    group.addoption("--sources", dest="pplgate_sources", default=None, metavar="DIR",
+                    help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR' (default: none; ini: pplgate_sources; env: {sourcefolder.ENV})")
     group.addoption("--strict-gate", dest="pplgate_strict", action="store_true", default=None,
                     help="fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing (default: skip; ini: pplgate_strict)")
     group.addoption("--update-golden", dest="pplgate_update", action="store_true", default=False,
@@ -65,18 +68,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
                     help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
     group.addoption("--model-dir", dest="pplgate_model_dir", default=None, type=Path, metavar="DIR",
-                    help="where downloaded, built and converted models go (default: <rootdir>/model; ini: pplgate_model_dir)")
+                    help=f"where downloaded, built and converted models go, the CLI's too (default: {default_model_dir()}; ini: pplgate_model_dir)")
     group.addoption("--token-cache-dir", dest="pplgate_cache_dir", default=None, type=Path, metavar="DIR",
                     help=f"where tokenized data is cached (default: {user_cache_dir()})")
     parser.addini("pplgate_model", "default for --model", default="")
     parser.addini("pplgate_dataset", "default for --dataset (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_tokenizer", "default for --tokenizer (relative paths: from the rootdir)", default="")
+    parser.addini("pplgate_sources", "default for --sources (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_strict", "default for --strict-gate", type="bool", default=False)
     parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
     parser.addini("pplgate_precisions", "default for --gate-precisions", default="fp32 fp16")
     parser.addini("pplgate_cards", "default for --gate-cards", default="")
     parser.addini("pplgate_golden_dir", "default for --golden-dir", default="golden")
-    parser.addini("pplgate_model_dir", "default for --model-dir", default="model")
+    parser.addini("pplgate_model_dir", "default for --model-dir (relative paths: from the rootdir)", default="")
 
 
 def _source(config: pytest.Config, name: str) -> str | None:
@@ -89,6 +93,12 @@ def _source(config: pytest.Config, name: str) -> str | None:
         return None
     # A relative path in pytest.ini means relative to that file, not to the cwd.
     return str(config.rootpath / value) if value.startswith(".") else value
+
+
+def _sources_folder(config: pytest.Config) -> Path | None:
+    """--sources, else pplgate_sources in pytest.ini, else $PPLGATE_SOURCES."""
+    value = _source(config, "sources")
+    return Path(value) if value else sourcefolder.default_folder()
 
 
 def _ini(config: pytest.Config, name: str, parse):
@@ -106,13 +116,14 @@ def _settings(config: pytest.Config) -> GateSettings:
     cards = config.getoption("pplgate_cards") or (_ini(config, "pplgate_cards", positive_int) if config.getini("pplgate_cards") else workers)
     return GateSettings(
         golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
-        model_dir=config.getoption("pplgate_model_dir") or root / config.getini("pplgate_model_dir"),
+        model_dir=config.getoption("pplgate_model_dir") or (root / config.getini("pplgate_model_dir") if config.getini("pplgate_model_dir") else default_model_dir()),
         cache_dir=config.getoption("pplgate_cache_dir") or user_cache_dir(),
         devices=config.getoption("pplgate_devices") or _ini(config, "pplgate_devices", device_list),
         precisions=config.getoption("pplgate_precisions") or _ini(config, "pplgate_precisions", precision_list),
         model=_source(config, "model"),
         dataset=_source(config, "dataset"),
         tokenizer=_source(config, "tokenizer"),
+        sources=_sources_folder(config),
         strict=bool(strict if strict is not None else config.getini("pplgate_strict")),
         update=config.getoption("pplgate_update"),
         report_path=config.getoption("pplgate_report"),
@@ -126,7 +137,7 @@ def _settings(config: pytest.Config) -> GateSettings:
     )
 
 
-PATH_OPTIONS = ("model", "dataset", "tokenizer", "golden_dir", "model_dir", "cache_dir")
+PATH_OPTIONS = ("model", "dataset", "tokenizer", "sources", "golden_dir", "model_dir", "cache_dir")
 
 
 # The files pytest reads its settings from, and what marks one as pytest's.
@@ -177,7 +188,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[gate_key].settings
     return [
         f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
-        f"pplgate: model {s.model or 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}",
+        f"pplgate: model {s.model or 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}"
+        + (f", remote sources from {s.sources}" if s.sources else ""),
         f"pplgate: golden {s.golden_dir}, devices {' '.join(s.devices)}, precisions {' '.join(s.precisions)}"
         + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),
     ]

@@ -71,6 +71,7 @@ class GateSettings:
     model: str | None  # None: each case's own model
     dataset: str | None
     tokenizer: str | None
+    sources: Path | None  # --sources: the folder remote sources are read from
     strict: bool
     update: bool
     report_path: Path | None
@@ -124,18 +125,21 @@ class GateSession:
         return out
 
     def sources(self, case: GoldenCase) -> Sources:
+        """The case's sources after the options, each remote one read from --sources where given (checked once)."""
         s = self.settings
         model = case.sources["model"]
         # A built model is part of the case's definition; real models follow --model.
         if s.model and not model.startswith(BUILTIN_PREFIX):
             model = s.model
-        return Sources(model, s.dataset or case.sources["dataset"], s.tokenizer or case.sources["tokenizer"], s.model_dir, s.cache_dir)
+        given = Sources(model, s.dataset or case.sources["dataset"], s.tokenizer or case.sources["tokenizer"], s.model_dir, s.cache_dir, s.sources)
+        return self._once(("sources", given), given.resolved)
 
     def blocks(self, case: GoldenCase) -> tuple[TokenStream, Blocks]:
         src = self.sources(case)
         return self._once(("blocks", src.dataset, src.tokenizer, case.method), lambda: load_blocks(src, case.method))
 
     def session(self, target: Target) -> LMSession:
+        check_provider(target.device)  # the first cause: before any source is resolved, downloaded or checked
         src = self.sources(target.case)
         tokens, blocks = self.blocks(target.case)
         key = ("session", src.model, target.device, target.precision)

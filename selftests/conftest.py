@@ -150,3 +150,30 @@ def model_server(tiny_model):
     server = ModelServer(tiny_model.read_bytes())
     yield server
     server.close()
+
+
+# The commit a stand-in hub repository is cached at.
+STAND_IN_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="session")
+def hub_stand_in(tmp_path_factory, shared_data: Path) -> Path:
+    """An HF_HOME whose cache holds Salesforce/wikitext and openai-community/gpt2 as the hub leaves them.
+
+    With HF_HUB_OFFLINE=1, huggingface_hub's own snapshot_download and
+    hf_hub_download serve these repositories from it, as they would serve a
+    connected machine's cache: the hub's code runs, no network is asked.
+    """
+    import shutil
+
+    home = tmp_path_factory.mktemp("hf")
+    repos = {
+        "datasets--Salesforce--wikitext": shared_data / "wikitext",
+        "models--openai-community--gpt2": shared_data / "gpt2",
+    }
+    for repo, source in repos.items():
+        snapshot = home / "hub" / repo / "snapshots" / STAND_IN_COMMIT
+        shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns("SHA256SUMS"))
+        (home / "hub" / repo / "refs").mkdir()
+        (home / "hub" / repo / "refs" / "main").write_text(STAND_IN_COMMIT)
+    return home

@@ -1,0 +1,124 @@
+"""``python -m pplgate fetch DIR``: a case's model, data and tokenizer in one folder.
+
+Run on a machine with network; copy DIR to the node; point ``--sources``
+(``pplgate_sources``, ``$PPLGATE_SOURCES``) at it there.  The layout is
+``pplgate.sourcefolder``'s.  Each folder is assembled beside its place and
+renamed into it only when whole, with its SHA256SUMS, so an interrupted
+fetch leaves the old folder or none; the model streams into ``DIR/model``
+as every download does (resumable ``.part``, renamed when complete).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from pplgate.data import DATASET_CONFIG, SPLIT, TOKENIZER_FILES, looks_local
+from pplgate.digest import file_digest
+from pplgate.errors import PplgateError, SourceUnavailable
+from pplgate.fileio import write_atomic
+from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, model_file_name, repo_folder_name, verify
+from pplgate.sources import BUILTIN_PREFIX, describe, download, hub_download
+
+DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
+TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]
+
+
+def fetch(root: Path, model: str, dataset: str, tokenizer: str, cache_dir: Path, progress: bool = True) -> list[str]:
+    """Writes the three sources into ``root``; returns a line per item written."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [
+        _fetch_repo(dataset, root, cache_dir, "dataset", DATASET_PATTERNS, repo_type="dataset"),
+        _fetch_repo(tokenizer, root, cache_dir, "tokenizer", TOKENIZER_PATTERNS, repo_type="model"),
+    ]
+    if model.startswith(BUILTIN_PREFIX):
+        lines.append(f"model {model}: built where it runs, nothing to fetch")
+    else:
+        lines.append(_fetch_model(model, root / MODEL_SUBDIR, cache_dir, progress))
+    return lines
+
+
+def _fetch_repo(spec: str, root: Path, cache_dir: Path, what: str, patterns: list[str], repo_type: str) -> str:
+    """A hub repository's wanted files (or a local folder's) into ``root/<its name>``."""
+    if looks_local(spec):
+        source = Path(spec).expanduser()
+        if not source.is_dir():
+            raise PplgateError(f"{what} folder {spec} does not exist: pass --{what} with a hub id or a folder laid out like one.")
+        name = source.resolve().name
+    else:
+        source = _snapshot(spec, patterns, repo_type, what)
+        name = repo_folder_name(spec)
+    files = {p.relative_to(source).as_posix(): p for pattern in patterns for p in sorted(source.glob(pattern)) if p.is_file()}
+    if what == "dataset" and not any(rel.startswith(f"{DATASET_CONFIG}/") for rel in files):
+        raise PplgateError(f"dataset {spec} has no {DATASET_CONFIG}/{SPLIT}-* files: pass --dataset with a copy of Salesforce/wikitext.")
+    if what == "tokenizer" and not ({"tokenizer.json"} <= files.keys() or {"vocab.json", "merges.txt"} <= files.keys()):
+        raise PplgateError(f"tokenizer {spec} has neither tokenizer.json nor vocab.json with merges.txt: pass --tokenizer with GPT-2's tokenizer.")
+    target = root / name
+    _replace_folder(files, target, cache_dir)
+    return f"{what} {spec}: {len(files)} files, {_megabytes(files.values())} into {target}"
+
+
+def _snapshot(spec: str, patterns: list[str], repo_type: str, what: str) -> Path:
+    import huggingface_hub
+    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
+
+    try:
+        return Path(huggingface_hub.snapshot_download(spec, repo_type=repo_type, allow_patterns=patterns))
+    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
+        raise SourceUnavailable(f"{what} {spec} cannot be reached ({type(err).__name__}): run fetch on a machine with network, or pass --{what} with a local copy.",
+                                option=f"--{what}") from err
+
+
+def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> None:
+    """Copies ``files`` (relative name -> source) into a staged folder with its SHA256SUMS, then swaps it in."""
+    stage = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        for rel, source in files.items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, stage / rel)
+        _write_sums(stage, list(files), cache_dir)
+        verify(stage, cache_dir)  # read back: what a run will check
+        if target.exists():
+            target.rename(old)
+        stage.rename(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old.exists() and not target.exists():
+            old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.startswith(("https://", "http://")):
+        path = download(spec, folder, progress=progress)  # resumable, hashed while it streams
+    else:
+        source = hub_download(spec) if spec.startswith("hf://") else Path(spec).expanduser()
+        if not source.is_file():
+            raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
+        path = folder / (model_file_name(spec) if spec.startswith("hf://") else source.name)
+        with open(source, "rb") as src:
+            write_atomic(path, lambda out: shutil.copyfileobj(src, out))
+    # Every model the folder holds: fetching a second case's model keeps the first's line.
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and _is_model_file(p.name))
+    _write_sums(folder, names, cache_dir)
+    verify(folder, cache_dir, only=path.name)
+    return f"model {describe(spec)}: {_megabytes([path])} into {path}"
+
+
+def _is_model_file(name: str) -> bool:
+    return not name.startswith(".") and name != SUMS and not name.endswith((".json", ".part"))
+
+
+def _write_sums(folder: Path, names: list[str], cache_dir: Path) -> None:
+    text = "".join(f"{file_digest(folder / name, cache_dir).sha256}  {name}\n" for name in sorted(names))
+    write_atomic(folder / SUMS, lambda f: f.write(text.encode()))
+
+
+def _megabytes(paths) -> str:
+    return f"{sum(Path(p).stat().st_size for p in paths) / 1e6:,.1f} MB"
