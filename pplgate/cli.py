@@ -29,14 +29,14 @@ def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
     p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
                    help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
     p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
-    p.add_argument("--sources", type=Path, default=None, metavar="DIR",
-                   help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR' (default: ${sourcefolder.ENV}, else none)")
+    p.add_argument("--sources", type=Path, default=sourcefolder.default_folder(), metavar="DIR",
+                   help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'; ${sourcefolder.ENV} when set")
 
 
 def _sources(args: argparse.Namespace):
     from pplgate.pipeline import Sources
 
-    return Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir, args.sources or sourcefolder.default_folder())
+    return Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir, args.sources)
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:

@@ -169,7 +169,7 @@ def test_progress_lines_when_output_is_not_a_terminal(base_args, tmp_path):
     result = cli(*args, "--max-blocks", "6", "--batchsize", "2")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("pplgate: cpu-fp32: ")]
-    assert [line.split(",")[0] for line in lines] == ["pplgate: cpu-fp32: 2/6 blocks", "pplgate: cpu-fp32: 4/6 blocks", "pplgate: cpu-fp32: 6/6 blocks"]
+    assert [line.split(", ")[0] for line in lines] == ["pplgate: cpu-fp32: 2/6 blocks", "pplgate: cpu-fp32: 4/6 blocks", "pplgate: cpu-fp32: 6/6 blocks"]
     assert all(" tokens/s, perplexity so far " in line for line in lines)
     assert "ETA " in lines[0] and "ETA" not in lines[-1]
     assert "\r" not in result.stderr  # no bar redrawn into the log
