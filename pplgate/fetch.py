@@ -18,7 +18,7 @@ from pplgate.data import DATASET_CONFIG, SPLIT, TOKENIZER_FILES, looks_local
 from pplgate.digest import file_digest
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
-from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, model_file_name, repo_folder_name, verify
+from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, repo_folder_name, verify
 from pplgate.sources import BUILTIN_PREFIX, describe, download, hub_download
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
@@ -101,7 +101,7 @@ def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> st
         source = hub_download(spec) if spec.startswith("hf://") else Path(spec).expanduser()
         if not source.is_file():
             raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
-        path = folder / (model_file_name(spec) if spec.startswith("hf://") else source.name)
+        path = folder / source.name  # a hub file keeps its name in the hub's cache too
         with open(source, "rb") as src:
             write_atomic(path, lambda out: shutil.copyfileobj(src, out))
     # Every model the folder holds: fetching a second case's model keeps the first's line.
