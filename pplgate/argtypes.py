@@ -35,6 +35,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def percent(text: str) -> float:
+    """'10', '10%' or '7.5' -> a fraction (0.1, 0.075), between 0 and 100 percent."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage such as 10 or 7.5%") from None
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"{value:g}% is not between 0 and 100")
+    return value / 100
+
+
 def key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, checked, key_value, non_negative_int, positive_int
+from pplgate.argtypes import block_size, checked, key_value, non_negative_int, percent, positive_int
 from pplgate.blocks import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
@@ -17,6 +17,7 @@ from pplgate import sourcefolder
 from pplgate.fileio import default_model_dir, user_cache_dir, write_json_atomic
 from pplgate.runtime import SCORINGS, RuntimeOptions
 from pplgate.sources import VENDOR_MODEL_URL, describe
+from pplgate.verdicts import DEFAULT_THRESHOLD
 
 
 def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
         "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
         "'python -m pplgate localize' finds the first node where a run departs from a reference; "
-        "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR).",
+        "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR); "
+        "'python -m pplgate history' judges each saved benchmark run against the ones before it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_sources(p, "one of")
@@ -93,6 +95,47 @@ def plot_main(argv: list[str]) -> int:
         print(f"pplgate: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def build_history_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pplgate history",
+        description="Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and verdicts "
+        "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity drift.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
+    # A string default goes through percent() as a typed value would: the help shows 10, the code gets 0.1.
+    p.add_argument("--threshold", type=percent, default=f"{DEFAULT_THRESHOLD * 100:g}", metavar="PCT", help="the slowdown, in percent, that counts when beyond the noise too")
+    p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the tables as markdown, e.g. $GITHUB_STEP_SUMMARY (appended to when it exists)")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw perplexity and tokens/s per saved run; the markdown links it")
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when the newest run of a test is slower beyond the threshold and the noise")
+    return p
+
+
+def history_main(argv: list[str]) -> int:
+    from pplgate.history import judged_rows, plot_history, render_markdown, render_table
+
+    args = build_history_parser().parse_args(argv)
+    regressions = []
+
+    def work() -> None:
+        rows = judged_rows(args.storage, args.threshold)
+        print(render_table(rows), end="")
+        if args.plot is not None:
+            plot_history(args.storage, args.plot)
+        if args.markdown is not None:
+            text = render_markdown(rows, args.plot.name if args.plot is not None else None)
+            with open(args.markdown, "a", encoding="utf-8") as out:  # GitHub's step summary is appended to
+                out.write(text)
+        regressions.extend(runs[-1].verdict.sentence for runs in rows.values() if runs[-1].verdict.regression)
+        for sentence in regressions:
+            print(f"regression: {sentence}")
+
+    status = _exit_status(work)
+    if status == 0 and regressions and args.fail_on_regression:
+        return 1
+    return status
 
 
 def build_diff_parser() -> argparse.ArgumentParser:
@@ -231,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return localize_main(argv[1:])
     if argv[:1] == ["fetch"]:
         return fetch_main(argv[1:])
+    if argv[:1] == ["history"]:
+        return history_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")

@@ -1,4 +1,4 @@
-"""A plot of perplexity and tokens/s across runs saved by pytest-benchmark.
+"""Runs saved by pytest-benchmark: a table with each run's verdicts, and a plot.
 
 Reads pytest-benchmark's file storage (``--benchmark-autosave`` writes
 ``.benchmarks/<machine>/<NNNN>_<commit>_<date>.json``): one line per
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
+from pplgate.verdicts import DEFAULT_THRESHOLD, Timing, Verdict, drift, throughput_verdict, timing_of
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,16 @@ def _commit(info: dict) -> str:
     return commit + ("+dirty" if info.get("dirty") else "")
 
 
-def read_history(storage: Path) -> History:
+def timings_of_run(name: str, data: dict) -> list[Timing]:
+    """pplgate's throughput benchmarks in one saved run (pytest-benchmark's JSON), as Timings."""
+    node = str((data.get("machine_info") or {}).get("node", ""))
+    commit = _commit(data.get("commit_info") or {})
+    found = (timing_of(b, name, data.get("datetime", ""), commit, node) for b in data.get("benchmarks", []))
+    return [t for t in found if t is not None]
+
+
+def saved_runs(storage: Path) -> list[tuple[str, dict]]:
+    """(name, data) of every run saved under ``storage``, oldest first."""
     files = sorted(Path(storage).rglob("*.json"))
     if not files:
         raise PplgateError(f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder.")
@@ -73,9 +83,72 @@ def read_history(storage: Path) -> History:
             saved.append((path.stem.split("_")[0], json.loads(path.read_text())))
         except json.JSONDecodeError as err:
             raise PplgateError(f"saved run {path} is not valid JSON ({err.msg}): remove it or restore it.") from err
+    return sorted(saved, key=lambda r: r[1].get("datetime", ""))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One test in one saved run, judged against the runs saved before it."""
+
+    timing: Timing
+    verdict: Verdict
+    drift: Verdict | None
+
+
+def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[Row]]:
+    """Per test, every saved run with its verdicts, as the gate would have given them then."""
+    earlier: list[Timing] = []
+    rows: dict[str, list[Row]] = {}
+    for name, data in saved_runs(storage):
+        timings = timings_of_run(name, data)
+        for t in timings:
+            rows.setdefault(t.test, []).append(Row(t, throughput_verdict(t, earlier, threshold), drift(t, earlier)))
+        earlier += timings
+    if not rows:
+        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks with their timings: save runs of tests/test_throughput.py.")
+    return rows
+
+
+def _cells(row: Row) -> list[str]:
+    t, v = row.timing, row.verdict
+    verdict = v.kind if v.change is None else f"{v.kind} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
+    if row.drift is not None:
+        verdict += f"; perplexity {row.drift.change:+.2g}"
+    return [t.run, t.datetime[:16].replace("T", " "), t.commit or "-", f"{t.tokens_per_second:,.0f} ± {t.tokens_per_second * t.spread:,.0f}",
+            f"{t.extra.get('perplexity', float('nan')):.10g}", verdict]
+
+
+HEADER = ["run", "date", "commit", "tokens/s", "perplexity", "verdict"]
+
+
+def render_table(rows: dict[str, list[Row]]) -> str:
+    out = []
+    for test, runs in rows.items():
+        table = [HEADER] + [_cells(r) for r in runs]
+        widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+        out.append(test)
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_markdown(rows: dict[str, list[Row]], plot_name: str | None = None) -> str:
+    out = ["## pplgate throughput history", ""]
+    for test, runs in rows.items():
+        out += [f"### {test}", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in runs]
+        newest = runs[-1]
+        out += ["", f"Newest: {newest.verdict.sentence}" + (f"  \n{newest.drift.sentence}" if newest.drift else ""), ""]
+    if plot_name:
+        out += [f"![perplexity and tokens/s per saved run]({plot_name})", ""]
+    return "\n".join(out)
+
+
+def read_history(storage: Path) -> History:
+    saved = saved_runs(storage)
     runs: list[SavedRun] = []
     series: dict[str, Series] = {}
-    for name, data in sorted(saved, key=lambda r: r[1].get("datetime", "")):
+    for name, data in saved:
         benches = [b for b in data.get("benchmarks", []) if {"tokens_per_second", "perplexity"} <= b.get("extra_info", {}).keys()]
         if not benches:
             continue  # not a run of pplgate's throughput tests

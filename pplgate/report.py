@@ -130,3 +130,50 @@ def final_report(
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def throughput_info(
+    *,
+    test: str,
+    case: str,
+    session: LMSession,
+    evaluation: Evaluation,
+    mean_seconds: float,
+    method: dict,
+    conditions: dict,
+    cache_dir: Path,
+) -> dict:
+    """A throughput test's pytest-benchmark ``extra_info``: what ran, how fast, on what, under which conditions.
+
+    ``pplgate.verdicts`` reads it back from the saved runs: the settings that
+    start a series, the runtime fields whose change a verdict names, and the
+    model, blocks and method on which the perplexity must not drift.
+    """
+    ev = evaluation
+    source = file_digest(session.source_path, cache_dir)
+    tokens = int(ev.layout.ids.size)
+    return {
+        "test": test,
+        "case": case,
+        "device": session.device.spec,
+        "precision": session.precision,
+        "blocks": ev.blocks,
+        "batch_size": ev.batch_size,
+        "tokens": tokens,  # fed per round
+        "tokens_per_second": tokens / mean_seconds,
+        "seconds_per_block": mean_seconds / ev.blocks,
+        "perplexity": ev.perplexity,  # of the timed blocks, in the last round
+        "model_sha256": source.sha256,
+        "blocks_sha256": ev.layout.fingerprint(),
+        "method": method,
+        "scoring": session.scoring,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_distribution": onnxruntime_distribution(),
+        "providers": session.providers,
+        # No provider reports a driver version through onnxruntime's API; kept
+        # so that a build that does can fill it in and the history names it.
+        "driver": None,
+        "provider_options": session.requested_provider_options,
+        "intra_op_threads": session.options.intra_op_threads,
+        "conditions": conditions,
+    }

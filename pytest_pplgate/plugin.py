@@ -8,7 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from pplgate.argtypes import device_list, key_value, non_negative_int, positive_int, precision_list
+from pplgate.argtypes import device_list, key_value, non_negative_int, percent, positive_int, precision_list
 from pplgate.devices import DEVICES, PRECISIONS
 from pplgate import sourcefolder
 from pplgate.fileio import default_model_dir, user_cache_dir
@@ -18,6 +18,7 @@ from pplgate.runtime import SCORINGS, RuntimeOptions
 from pytest_pplgate.check import PerplexityRegression, obtain
 from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
 from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
+from pytest_pplgate.throughput import ThroughputRegression
 
 gate_key = pytest.StashKey[GateSession]()
 golden_error_key = pytest.StashKey[GoldenError]()
@@ -57,6 +58,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="blocks each throughput test times per round (default: 4)")
     group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
+    group.addoption("--gate-throughput-fail", dest="pplgate_throughput_fail", default=None, type=percent, metavar="PCT",
+                    help="fail a throughput test whose tokens/s fell by more than PCT percent and beyond the noise of its saved runs "
+                    "(default: such slowdowns beyond 10% are only reported)")
+    group.addoption("--gate-drift-fail", dest="pplgate_drift_fail", action="store_true", default=False,
+                    help="fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method (default: a warning)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="auto", choices=SCORINGS,
                     help="graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; host: the vendor's numpy scoring; auto: graph, but host where the provider lowers precision itself, gcu fp16 (default: auto)")
     group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=key_value, metavar="KEY=VALUE",
@@ -132,6 +138,8 @@ def _settings(config: pytest.Config) -> GateSettings:
         options=RuntimeOptions(config.getoption("pplgate_threads"), dict(config.getoption("pplgate_provider_options"))),
         bench_blocks=config.getoption("pplgate_bench_blocks"),
         bench_rounds=config.getoption("pplgate_bench_rounds"),
+        throughput_fail=config.getoption("pplgate_throughput_fail"),
+        drift_fail=config.getoption("pplgate_drift_fail"),
         worker=worker,
         cards=cards,
     )
@@ -259,6 +267,24 @@ def gate_result(gate: GateSession, gate_target: Target, gate_session) -> dict:
 def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest) -> PerplexityRegression:
     """``perplexity_regression.check(report)`` compares with the golden file, or records with --update-golden."""
     return PerplexityRegression(gate, gate_target, request)
+
+
+@pytest.fixture(scope="session")
+def gate_history(pytestconfig: pytest.Config) -> list:
+    """The throughput Timings of the runs pytest-benchmark saved (file or Elasticsearch storage), oldest first."""
+    from pplgate.history import timings_of_run
+
+    bench = getattr(pytestconfig, "_benchmarksession", None)  # pytest-benchmark's session, as its own fixture finds it
+    if bench is None or getattr(bench, "disabled", False):
+        return []
+    runs = sorted(bench.storage.load(), key=lambda item: item[1].get("datetime", ""))
+    return [t for path, data in runs for t in timings_of_run(Path(str(path)).stem.split("_")[0], data)]
+
+
+@pytest.fixture
+def throughput_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest, gate_history: list) -> ThroughputRegression:
+    """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against the saved runs."""
+    return ThroughputRegression(gate, gate_target, request, gate_history)
 
 
 @pytest.hookimpl(optionalhook=True)

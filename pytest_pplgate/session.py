@@ -17,6 +17,7 @@ from pplgate.data import TokenStream
 from pplgate.compare import compare_with_reference
 from pplgate.devices import Device, assign_card, parse_device, parse_target
 from pplgate.evaluate import Evaluation, evaluate
+from pplgate.metric import perplexity
 from pplgate.golden import GoldenCase, GoldenError, Limits, load_case
 from pplgate.pipeline import Sources, build_session, load_blocks
 from pplgate.report import final_report
@@ -80,6 +81,8 @@ class GateSettings:
     options: RuntimeOptions
     bench_blocks: int  # blocks timed by each throughput test
     bench_rounds: int
+    throughput_fail: float | None = None  # --gate-throughput-fail: a slowdown beyond this fraction and the noise fails
+    drift_fail: bool = False  # --gate-drift-fail: a perplexity that moved on the same model and blocks fails
     worker: int | None = None  # the pytest-xdist worker's number (gw3 -> 3), None without xdist
     cards: int | None = None  # cards per device kind on this node, for spreading workers over them
 
@@ -157,6 +160,15 @@ class GateSession:
             return report, ev
 
         return self._once(("evaluation", target.case.name, target.device, target.precision), make)
+
+    def accuracy_perplexity(self, target: Target, n_blocks: int) -> float:
+        """The accuracy path's perplexity of the case's first ``n_blocks``: this session's evaluation
+        when it has run (the accuracy test runs first), else an untimed evaluation of those blocks."""
+        made = self._made.get(("evaluation", target.case.name, target.device, target.precision))
+        if made is not None and not isinstance(made, Exception):
+            return perplexity(made[1].block_losses[:n_blocks])
+        _, blocks = self.blocks(target.case)
+        return evaluate(self.session(target), blocks.head(n_blocks), self.settings.batch_size, progress=False).perplexity
 
     def reference_summary(self, target: Target, limits: Limits) -> dict:
         """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""

@@ -18,6 +18,7 @@ import pytest
 from pplgate.fileio import write_json_atomic
 from pplgate.report import commit_info, machine_info
 from pytest_pplgate.check import RESULT_PROPERTY, Outcome, source_args
+from pytest_pplgate.throughput import THROUGHPUT_PROPERTY
 
 TARGET_PROPERTY = "pplgate_target"
 
@@ -27,9 +28,12 @@ class GateSummary:
         self.config = config
         self.report_path = report_path
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
+        self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = {k: v for k, v in report.user_properties}
+        if THROUGHPUT_PROPERTY in props and report.when == "call":
+            self.throughput[report.nodeid] = json.loads(props[THROUGHPUT_PROPERTY])
         target = props.get(TARGET_PROPERTY)
         if target is None:
             return
@@ -47,9 +51,26 @@ class GateSummary:
         return Counter(o.verdict for o in self.outcomes.values())
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.outcomes:
-            return
-        tr = terminalreporter
+        if self.outcomes:
+            self._accuracy(terminalreporter)
+        if self.throughput:
+            self._throughput(terminalreporter)
+
+    def _throughput(self, tr) -> None:
+        """A line per throughput test: its verdict against the saved runs, and any perplexity drift."""
+        tr.write_sep("-", "pplgate throughput, against the saved runs")
+        kinds = Counter()
+        for record in self.throughput.values():
+            kinds[record["verdict"]["kind"]] += 1
+            tr.write_line(record["verdict"]["sentence"])
+            if record["drift"]:
+                kinds["perplexity drift"] += 1
+                tr.write_line(f"WARNING {record['drift']['sentence']}")
+        tr.write_line("pplgate throughput: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+        if kinds["slower"] and self.config.getoption("pplgate_throughput_fail") is None:
+            tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent); the history: python -m pplgate history --storage .benchmarks")
+
+    def _accuracy(self, tr) -> None:
         tr.write_sep("-", "pplgate")
         header = f"{'test':<28} {'perplexity':>12} {'±':>9} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
         tr.write_line(header)
@@ -95,6 +116,7 @@ class GateSummary:
             "commit": commit_info(str(self.config.rootpath)),
             "counts": dict(self.counts()),
             "results": records,
+            "throughput": list(self.throughput.values()),
         })
 
 

@@ -17,11 +17,15 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[1]
 # With PPLGATE_TEST_RUN_SECONDS set, every session.run of the scratch project
 # takes exactly that long (and scores every token 0), so a run made 20% slower
-# is 20% slower whatever else the machine is doing.
+# is 20% slower whatever else the machine is doing, and the machine is
+# reported idle (PPLGATE_TEST_LOADED=1: half its CPU taken by others).  The
+# first PPLGATE_TEST_PERTURB runs score 0.001 instead: a timed path that
+# computes something else than the accuracy path after it.
 FIXED_RUNTIME_CONFTEST = '''
 import os, time
 import numpy as np
 import pytest
+from pplgate.conditions import Conditions, Watch
 from pplgate.runtime import LMSession
 
 pytest_plugins = ["pytest_pplgate.plugin"]
@@ -29,11 +33,16 @@ pytest_plugins = ["pytest_pplgate.plugin"]
 @pytest.fixture(autouse=True)
 def fixed_runtime(monkeypatch):
     seconds = float(os.environ.get("PPLGATE_TEST_RUN_SECONDS", "0"))
+    perturbed = [int(os.environ.get("PPLGATE_TEST_PERTURB", "0"))]
     if seconds:
         def run(self, ids):
             time.sleep(seconds)
-            return np.zeros((ids.shape[0], ids.shape[1] - 1), dtype=np.float32)
+            loss = 0.001 if perturbed[0] > 0 else 0.0
+            perturbed[0] -= 1
+            return np.full((ids.shape[0], ids.shape[1] - 1), loss, dtype=np.float32)
         monkeypatch.setattr(LMSession, "token_losses", run)
+        share = 0.5 if os.environ.get("PPLGATE_TEST_LOADED") else 0.0
+        monkeypatch.setattr(Watch, "stop", lambda self: Conditions(0.1, 0.1, share, None, None, 2))
 '''
 
 
@@ -124,3 +133,52 @@ def test_cache_hit_needs_neither_datasets_nor_transformers(dataset_dir, tokenize
             "print(t.cache_hit, 'datasets' in sys.modules, 'transformers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.split() == ["True", "False", "False"]
+
+
+def summary_lines(result: pytest.RunResult) -> list[str]:
+    lines = result.outlines
+    start = next(i for i, line in enumerate(lines) if "pplgate throughput, against the saved runs" in line)
+    return lines[start + 1 : start + 3]
+
+
+def test_a_first_run_on_empty_storage_has_nothing_to_compare(bench_project, monkeypatch):
+    pytester, run = bench_project
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.02")
+    result = run("-k", "throughput", "--benchmark-storage=file://./bench", "--benchmark-autosave", f"--gate-report={pytester.path / 'r.json'}")
+    result.assert_outcomes(passed=1)
+    assert summary_lines(result) == ["mini-cpu-fp32: first run on this machine with these settings: nothing to compare",
+                                     "pplgate throughput: 1 first run"]
+    (record,) = json.loads((pytester.path / "r.json").read_text())["throughput"]
+    assert record["verdict"]["kind"] == "first run" and record["conditions"]["under_load"] is False
+
+
+def test_a_slowdown_beyond_the_noise_is_reported_and_fails_when_asked(bench_project, monkeypatch):
+    pytester, run = bench_project
+    args = ("-k", "throughput", "--benchmark-storage=file://./bench")
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.04")
+    for _ in range(3):
+        run(*args, "--benchmark-autosave").assert_outcomes(passed=1)
+    assert summary_lines(run(*args))[0].endswith("tokens/s against the median of 3 runs: within the 10% threshold or the noise")
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.08")  # tokens/s halved
+    reported = run(*args)
+    reported.assert_outcomes(passed=1)
+    assert summary_lines(reported)[0].startswith("mini-cpu-fp32: slower: -50% ± ")
+    reported.stdout.fnmatch_lines(["To fail on such slowdowns: --gate-throughput-fail=10*"])
+    failing = run(*args, "--gate-throughput-fail=10")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["*mini-cpu-fp32: slower: -50% ± *against the median of 3 runs*--gate-throughput-fail=10%"])
+    assert "Traceback" not in failing.stdout.str()
+    monkeypatch.setenv("PPLGATE_TEST_LOADED", "1")  # the same slowdown, with another process on the machine
+    loaded = run(*args, "--gate-throughput-fail=10")
+    loaded.assert_outcomes(passed=1)
+    assert summary_lines(loaded)[0].startswith("mini-cpu-fp32: taken under load (other processes took 50% of the CPU): not judged")
+
+
+def test_a_timed_path_that_computes_something_else_fails(bench_project, monkeypatch):
+    pytester, run = bench_project
+    monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.01")
+    monkeypatch.setenv("PPLGATE_TEST_PERTURB", "9")  # the session's probe, the warm-up and 3 timed rounds of 2 blocks; not the accuracy path after
+    result = run("-k", "throughput")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32: the timed run's perplexity of its 2 blocks is 1.0010005*, the accuracy path's on the same blocks 1.0 (+0.001 relative, tolerance 1e-06): "
+                                 "the timed path computes something else*"])

@@ -1,0 +1,176 @@
+"""Throughput and accuracy verdicts from the history pytest-benchmark keeps.
+
+A fixed percentage against one previous run of three rounds cannot tell a
+regression from a shared node's noise (three runs of the same settings here:
+4,700-5,600, 3,200-3,600 and 3,400-4,900 tokens/s).  So a run is judged
+against the saved runs of the same test on the same machine with the same
+settings, and the noise is estimated from them:
+
+- the baseline is the median seconds per round of the last ``BASELINE_RUNS``
+  such runs, runs taken under load left out (``pplgate.conditions``);
+- its noise is 1.4826 x the median absolute deviation of those medians
+  (a standard deviation that one wild run does not inflate), relative; while
+  fewer than ``MAD_MIN_RUNS`` runs exist, the largest spread of their rounds;
+- the run's own rounds add their spread: u = sqrt(noise^2 + spread^2);
+- a slowdown is reported when tokens/s fell by more than the threshold
+  **and** by more than ``SIGMAS`` x u.
+
+Settings are what a user chooses (batch size, threads, provider options,
+blocks timed, scoring): another value starts another series.  The
+onnxruntime version and build, the providers and the driver are not
+settings: a change there is what the history must catch, so the verdict
+names it.
+
+Accuracy drift: on the same model bytes, the same blocks and the same
+method, the perplexity of the timed blocks should not move at all; when it
+does, the runtime, the driver or the provider changed, and the verdict says
+by how much and what else differs from the last such run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+
+BASELINE_RUNS = 10
+MAD_MIN_RUNS = 3
+SIGMAS = 3.0
+DEFAULT_THRESHOLD = 0.10
+# What identifies a series (besides the test and the machine): the knobs a user sets.
+SETTINGS = ("batch_size", "intra_op_threads", "provider_options", "blocks", "scoring")
+# What may change under a series, and is named when it does.
+RUNTIME = ("onnxruntime", "onnxruntime_distribution", "providers", "driver")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One test's throughput in one run: pytest-benchmark's stats and pplgate's extra_info."""
+
+    test: str  # tiny-cpu-fp32
+    run: str  # the saved run's name (0007), or "this run"
+    datetime: str
+    commit: str
+    node: str  # the machine
+    median_seconds: float  # per round
+    spread: float  # the rounds' stddev / median
+    tokens_per_round: int
+    extra: dict  # extra_info: settings, runtime, perplexity, model and blocks sha256, conditions
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_per_round / self.median_seconds
+
+    @property
+    def settings(self) -> dict:
+        return {k: self.extra.get(k) for k in SETTINGS}
+
+    @property
+    def runtime(self) -> dict:
+        return {k: self.extra.get(k) for k in RUNTIME}
+
+    @property
+    def under_load(self) -> bool:
+        return bool((self.extra.get("conditions") or {}).get("under_load"))
+
+    @property
+    def accuracy_key(self) -> tuple:
+        return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
+
+
+def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> Timing | None:
+    """A Timing from one benchmark of a saved run (or of this run's JSON), None if it is not pplgate's."""
+    extra, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
+    median = stats.get("median")
+    if not median or "tokens" not in extra or "test" not in extra:
+        return None
+    return Timing(extra["test"], run, datetime, commit, node, float(median), float(stats.get("stddev") or 0.0) / float(median),
+                  int(extra["tokens"]), extra)
+
+
+@dataclass
+class Verdict:
+    test: str
+    kind: str  # "first run", "within noise", "slower", "faster", "under load"
+    sentence: str
+    change: float | None = None  # relative change in tokens/s; negative: slower
+    uncertainty: float | None = None
+    baseline_runs: int = 0
+    changed: dict = field(default_factory=dict)  # runtime field -> [before, now]
+
+    @property
+    def regression(self) -> bool:
+        return self.kind == "slower"
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def _percent(x: float) -> str:
+    return f"{x * 100:+.0f}%"
+
+
+def _changes(before: dict, now: dict) -> dict:
+    return {k: [before.get(k), now.get(k)] for k in now if before.get(k) != now.get(k)}
+
+
+def _describe(changed: dict) -> str:
+    return "; ".join(f"{k} {before} -> {now}" for k, (before, now) in changed.items())
+
+
+def comparable(current: Timing, history: list[Timing]) -> list[Timing]:
+    """The saved runs of the same test, machine and settings, oldest first."""
+    return [t for t in history if t.test == current.test and t.node == current.node and t.settings == current.settings]
+
+
+def throughput_verdict(current: Timing, history: list[Timing], threshold: float = DEFAULT_THRESHOLD) -> Verdict:
+    series = comparable(current, history)
+    baseline = [t for t in series if not t.under_load][-BASELINE_RUNS:]
+    conditions = current.extra.get("conditions") or {}
+    if current.under_load:
+        share = conditions.get("others_cpu_share")
+        return Verdict(current.test, "under load",
+                       f"{current.test}: taken under load (other processes took {share:.0%} of the CPU): not judged, and not a baseline for later runs")
+    if not baseline:
+        return Verdict(current.test, "first run", f"{current.test}: first run on this machine with these settings: nothing to compare")
+    medians = [t.median_seconds for t in baseline]
+    center = statistics.median(medians)
+    if len(baseline) >= MAD_MIN_RUNS:
+        noise = 1.4826 * statistics.median(abs(m - center) for m in medians) / center
+        # A MAD of 0 (identical runs) would call any wobble a change: the rounds' spread is the floor.
+        noise = max(noise, max(t.spread for t in baseline))
+    else:
+        noise = max(t.spread for t in baseline)
+    u = math.sqrt(noise**2 + current.spread**2)
+    change = center / current.median_seconds - 1.0
+    changed = _changes(baseline[-1].runtime, current.runtime)
+    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
+    since = f"; since the last of them: {_describe(changed)}" if changed else ""
+    if abs(change) > threshold and abs(change) > SIGMAS * u:
+        kind = "slower" if change < 0 else "faster"
+        sentence = f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
+    else:
+        kind = "within noise"
+        sentence = f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
+    return Verdict(current.test, kind, sentence, change, u, len(baseline), changed)
+
+
+def drift(current: Timing, history: list[Timing]) -> Verdict | None:
+    """None when the last run on the same model, blocks and method gave the same perplexity (or there is none)."""
+    same = [t for t in history if t.test == current.test and t.accuracy_key == current.accuracy_key and "perplexity" in t.extra]
+    if not same:
+        return None
+    last = same[-1]
+    before, now = last.extra["perplexity"], current.extra["perplexity"]
+    if before == now:
+        return None
+    changed = _changes(last.runtime, current.runtime)
+    if last.node != current.node:
+        changed["machine"] = [last.node, current.node]
+    if last.extra.get("provider_options") != current.extra.get("provider_options"):
+        changed["provider_options"] = [last.extra.get("provider_options"), current.extra.get("provider_options")]
+    relative = now / before - 1.0
+    what = _describe(changed) if changed else "nothing recorded differs (the same runtime, provider and machine)"
+    return Verdict(current.test, "drift",
+                   f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (run {last.run}) on the same model, blocks and method; "
+                   f"what differs: {what}", relative, None, 1, changed)

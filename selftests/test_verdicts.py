@@ -1,0 +1,135 @@
+"""Verdicts from saved runs with known values: a step beyond the noise is flagged, noise alone is not."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pplgate.history import judged_rows, render_markdown, timings_of_run
+from pplgate.verdicts import drift, throughput_verdict
+
+TOKENS = 4096
+
+
+def saved_run(seconds: float, spread: float = 0.01, perplexity: float = 1234.5, onnxruntime: str = "1.31.1", loaded: bool = False,
+              node: str = "node-a", threads: int = 0) -> dict:
+    """One run as pytest-benchmark saves it, with pplgate's extra_info."""
+    return {
+        "machine_info": {"node": node},
+        "commit_info": {"id": "abcdef0123456789", "dirty": False},
+        "benchmarks": [{
+            "name": "test_throughput[tiny-cpu-fp32]",
+            "stats": {"median": seconds, "mean": seconds, "stddev": seconds * spread, "rounds": 3},
+            "extra_info": {"test": "tiny-cpu-fp32", "tokens": TOKENS, "tokens_per_second": TOKENS / seconds, "perplexity": perplexity,
+                           "batch_size": 1, "intra_op_threads": threads, "provider_options": {}, "blocks": 4, "scoring": "graph",
+                           "onnxruntime": onnxruntime, "onnxruntime_distribution": "onnxruntime", "providers": ["CPUExecutionProvider"],
+                           "driver": None, "model_sha256": "m" * 64, "blocks_sha256": "b" * 64,
+                           "method": {"grouping": "vendor", "block_size": 1024},
+                           "conditions": {"under_load": loaded, "others_cpu_share": 0.5 if loaded else 0.01}},
+        }],
+    }
+
+
+def timings(runs: list[dict]):
+    return [t for i, data in enumerate(runs) for t in timings_of_run(f"{i + 1:04d}", data)]
+
+
+def noisy(n: int, noise: float, seed: int = 0, scale: float = 1.0) -> list[dict]:
+    rng = random.Random(seed)
+    return [saved_run(0.5 * scale * (1 + rng.gauss(0, noise))) for _ in range(n)]
+
+
+def test_a_20_percent_step_under_3_percent_noise_is_flagged():
+    history = timings(noisy(8, 0.03))
+    (current,) = timings([saved_run(0.5 / 0.8)])  # tokens/s 20% lower
+    verdict = throughput_verdict(current, history)
+    assert verdict.kind == "slower" and verdict.regression
+    assert verdict.change == pytest.approx(-0.2, abs=0.03) and 0.01 < verdict.uncertainty < 0.06
+    assert verdict.sentence.startswith("tiny-cpu-fp32: slower: -2") and "against the median of 8 runs" in verdict.sentence
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_5_percent_noise_without_a_step_is_not(seed):
+    runs = noisy(11, 0.05, seed)
+    verdict = throughput_verdict(timings(runs[-1:])[0], timings(runs[:-1]))
+    assert verdict.kind == "within noise", verdict.sentence
+
+
+def test_a_first_run_has_nothing_to_compare():
+    verdict = throughput_verdict(timings([saved_run(0.5)])[0], [])
+    assert (verdict.kind, verdict.sentence) == ("first run", "tiny-cpu-fp32: first run on this machine with these settings: nothing to compare")
+
+
+def test_other_machines_other_settings_and_loaded_runs_are_not_a_baseline():
+    history = timings([saved_run(0.25, node="node-b"), saved_run(0.25, threads=1), saved_run(0.25, loaded=True)])
+    assert throughput_verdict(timings([saved_run(0.5)])[0], history).kind == "first run"
+
+
+def test_a_run_under_load_is_not_judged():
+    verdict = throughput_verdict(timings([saved_run(5.0, loaded=True)])[0], timings(noisy(5, 0.01)))
+    assert verdict.kind == "under load" and not verdict.regression
+    assert "taken under load (other processes took 50% of the CPU): not judged, and not a baseline" in verdict.sentence
+
+
+def test_the_verdict_names_a_runtime_change():
+    history = timings([saved_run(0.5, onnxruntime="1.30.0") for _ in range(5)])
+    verdict = throughput_verdict(timings([saved_run(0.7)])[0], history)
+    assert verdict.kind == "slower" and verdict.changed == {"onnxruntime": ["1.30.0", "1.31.1"]}
+    assert verdict.sentence.endswith("since the last of them: onnxruntime 1.30.0 -> 1.31.1")
+
+
+def test_perplexity_drift_with_a_changed_runtime():
+    history = timings([saved_run(0.5, perplexity=1234.5, onnxruntime="1.30.0")])
+    moved = drift(timings([saved_run(0.5, perplexity=1234.5 * (1 + 2e-6))])[0], history)
+    assert moved.change == pytest.approx(2e-6)
+    assert moved.sentence == ("tiny-cpu-fp32: perplexity 1234.502469 moved +2e-06 relative from 1234.5 (run 0001) on the same model, blocks and method; "
+                              "what differs: onnxruntime 1.30.0 -> 1.31.1")
+
+
+def test_perplexity_drift_without_a_changed_runtime_says_so():
+    moved = drift(timings([saved_run(0.5, perplexity=1001.0)])[0], timings([saved_run(0.5, perplexity=1000.0)]))
+    assert moved.sentence.endswith("what differs: nothing recorded differs (the same runtime, provider and machine)")
+
+
+def test_an_identical_perplexity_says_nothing():
+    assert drift(timings([saved_run(0.5)])[0], timings([saved_run(0.6)])) is None
+
+
+def write_storage(folder: Path, runs: list[dict]) -> Path:
+    machine = folder / "Linux-CPython-3.11-64bit"
+    machine.mkdir(parents=True)
+    for i, data in enumerate(runs, 1):
+        data["datetime"] = f"2026-11-{i:02d}T02:00:00"
+        (machine / f"{i:04d}_abcdef01_20261127_000000.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_markdown_of_a_three_run_history(tmp_path):
+    storage = write_storage(tmp_path / "bench", [saved_run(0.50), saved_run(0.51, perplexity=1234.6, onnxruntime="1.31.2"), saved_run(0.70)])
+    text = render_markdown(judged_rows(storage), "history.png")
+    assert text.splitlines()[:8] == [
+        "## pplgate throughput history", "", "### tiny-cpu-fp32", "",
+        "| run | date | commit | tokens/s | perplexity | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| 0001 | 2026-11-01 02:00 | abcdef01 | 8,192 ± 82 | 1234.5 | first run |",
+        "| 0002 | 2026-11-02 02:00 | abcdef01 | 8,031 ± 80 | 1234.6 | within noise (-2% ± 1%); perplexity +8.1e-05 |",
+    ]
+    assert text.splitlines()[8].startswith("| 0003 | 2026-11-03 02:00 | abcdef01 | 5,851 ± 59 | 1234.5 | slower (-28% ± 1%); perplexity -8.1e-05 |")
+    assert "Newest: tiny-cpu-fp32: slower: -28% ± 1% tokens/s against the median of 2 runs" in text
+    assert "![perplexity and tokens/s per saved run](history.png)" in text
+
+
+def test_history_command_fails_on_a_regression_only_when_asked(tmp_path):
+    storage = write_storage(tmp_path / "bench", [saved_run(0.50), saved_run(0.51), saved_run(0.70)])
+    command = [sys.executable, "-m", "pplgate", "history", "--storage", str(storage)]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and "regression: tiny-cpu-fp32: slower: -28%" in plain.stdout
+    strict = subprocess.run(command + ["--fail-on-regression", "--markdown", str(tmp_path / "summary.md")], capture_output=True, text=True, timeout=120)
+    assert strict.returncode == 1 and (tmp_path / "summary.md").read_text().startswith("## pplgate throughput history")
+    calm = write_storage(tmp_path / "calm", [saved_run(0.50), saved_run(0.51), saved_run(0.50)])
+    assert subprocess.run(command[:-1] + [str(calm), "--fail-on-regression"], capture_output=True, text=True, timeout=120).returncode == 0
