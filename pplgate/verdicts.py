@@ -9,9 +9,12 @@ settings, and the noise is estimated from them:
 - the baseline is the median seconds per round of the last ``BASELINE_RUNS``
   such runs, runs taken under load left out (``pplgate.conditions``);
 - its noise is 1.4826 x the median absolute deviation of those medians
-  (a standard deviation that one wild run does not inflate), relative; while
-  fewer than ``MAD_MIN_RUNS`` runs exist, the largest spread of their rounds;
-- the run's own rounds add their spread: u = sqrt(noise^2 + spread^2);
+  (a standard deviation that one wild run does not inflate), relative, and
+  never below the typical (median) spread of their rounds, since runs cannot
+  agree better than rounds do; while fewer than ``MAD_MIN_RUNS`` runs exist,
+  that spread alone;
+- the run's own median is uncertain by its rounds' spread / sqrt(rounds):
+  u = sqrt(noise^2 + (spread / sqrt(rounds))^2);
 - a slowdown is reported when tokens/s fell by more than the threshold
   **and** by more than ``SIGMAS`` x u.
 
@@ -54,6 +57,7 @@ class Timing:
     node: str  # the machine
     median_seconds: float  # per round
     spread: float  # the rounds' stddev / median
+    rounds: int
     tokens_per_round: int
     extra: dict  # extra_info: settings, runtime, perplexity, model and blocks sha256, conditions
 
@@ -85,7 +89,7 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
     if not median or "tokens" not in extra or "test" not in extra:
         return None
     return Timing(extra["test"], run, datetime, commit, node, float(median), float(stats.get("stddev") or 0.0) / float(median),
-                  int(extra["tokens"]), extra)
+                  int(stats.get("rounds") or 1), int(extra["tokens"]), extra)
 
 
 @dataclass
@@ -135,13 +139,10 @@ def throughput_verdict(current: Timing, history: list[Timing], threshold: float 
         return Verdict(current.test, "first run", f"{current.test}: first run on this machine with these settings: nothing to compare")
     medians = [t.median_seconds for t in baseline]
     center = statistics.median(medians)
+    noise = statistics.median(t.spread for t in baseline)
     if len(baseline) >= MAD_MIN_RUNS:
-        noise = 1.4826 * statistics.median(abs(m - center) for m in medians) / center
-        # A MAD of 0 (identical runs) would call any wobble a change: the rounds' spread is the floor.
-        noise = max(noise, max(t.spread for t in baseline))
-    else:
-        noise = max(t.spread for t in baseline)
-    u = math.sqrt(noise**2 + current.spread**2)
+        noise = max(noise, 1.4826 * statistics.median(abs(m - center) for m in medians) / center)
+    u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
     change = center / current.median_seconds - 1.0
     changed = _changes(baseline[-1].runtime, current.runtime)
     where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"

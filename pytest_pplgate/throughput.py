@@ -48,7 +48,7 @@ class ThroughputRegression:
         benchmark.extra_info.update(throughput_info(test=self.target.id, case=self.target.case.name, session=session, evaluation=result,
                                                     mean_seconds=stats.mean, method=method, conditions=conditions.record(),
                                                     cache_dir=settings.cache_dir))
-        bench = {"stats": {"median": stats.median, "stddev": stats.stddev}, "extra_info": benchmark.extra_info}
+        bench = {"stats": {"median": stats.median, "stddev": stats.stddev, "rounds": stats.rounds}, "extra_info": benchmark.extra_info}
         # The machine as pytest-benchmark's machine_info names it in the saved runs.
         current = timing_of(bench, "this run", "", "", platform.node())
         threshold = DEFAULT_THRESHOLD if settings.throughput_fail is None else settings.throughput_fail
