@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="timed rounds of each throughput test, after one warm-up round (default: 3)")
     group.addoption("--gate-throughput-fail", dest="pplgate_throughput_fail", default=None, type=percent, metavar="PCT",
                     help="fail a throughput test whose tokens/s fell by more than PCT percent and beyond the noise of its saved runs "
-                    "(default: such slowdowns beyond 10% are only reported)")
+                    "(default: such slowdowns beyond 10%% are only reported)")
     group.addoption("--gate-drift-fail", dest="pplgate_drift_fail", action="store_true", default=False,
                     help="fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method (default: a warning)")
     group.addoption("--gate-scoring", dest="pplgate_scoring", default="auto", choices=SCORINGS,

@@ -182,3 +182,8 @@ def test_a_timed_path_that_computes_something_else_fails(bench_project, monkeypa
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*mini-cpu-fp32: the timed run's perplexity of its 2 blocks is 1.0010005*, the accuracy path's on the same blocks 1.0 (+0.001 relative, tolerance 1e-06): "
                                  "the timed path computes something else*"])
+
+
+def test_the_throughput_options_help_reads_as_written(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--gate-throughput-fail=PCT*", "*(default: such slowdowns beyond 10% are only reported)*", "*--gate-drift-fail*"])
