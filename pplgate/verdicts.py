@@ -145,7 +145,8 @@ def throughput_verdict(current: Timing, history: list[Timing], threshold: float 
     u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
     change = center / current.median_seconds - 1.0
     changed = _changes(baseline[-1].runtime, current.runtime)
-    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
+    runs = f"{len(baseline)} run" + ("s" if len(baseline) != 1 else "")
+    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {runs}"
     since = f"; since the last of them: {_describe(changed)}" if changed else ""
     if abs(change) > threshold and abs(change) > SIGMAS * u:
         kind = "slower" if change < 0 else "faster"
