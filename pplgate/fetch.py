@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+import urllib.parse
+from pathlib import Path, PurePosixPath
+
+from google.protobuf.message import DecodeError
 
 from pplgate.data import DATASET_CONFIG, SPLIT, TOKENIZER_FILES, looks_local
-from pplgate.digest import file_digest
+from pplgate.digest import file_digest, sidecar
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, repo_folder_name, verify
@@ -95,20 +98,63 @@ def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> No
 
 def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    if spec.startswith(("https://", "http://")):
-        path = download(spec, folder, progress=progress)  # resumable, hashed while it streams
-    else:
-        source = hub_download(spec) if spec.startswith("hf://") else Path(spec).expanduser()
-        if not source.is_file():
-            raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
-        path = folder / source.name  # a hub file keeps its name in the hub's cache too
-        with open(source, "rb") as src:
-            write_atomic(path, lambda out: shutil.copyfileobj(src, out))
-    # Every model the folder holds: fetching a second case's model keeps the first's line.
+    path = _fetch_file(spec, folder, progress)
+    # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source.
+    extra = [_fetch_file(_beside(spec, name), folder, progress) for name in external_files(path)]
+    # Every model the folder holds: fetching a second case's model keeps the first's lines.
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and _is_model_file(p.name))
     _write_sums(folder, names, cache_dir)
-    verify(folder, cache_dir, only=path.name)
-    return f"model {describe(spec)}: {_megabytes([path])} into {path}"
+    for written in [path, *extra]:
+        verify(folder, cache_dir, only=written.name)
+    weights = f" and its weights in {', '.join(p.name for p in extra)}" if extra else ""
+    return f"model {describe(spec)}: {_megabytes([path, *extra])} into {path}{weights}"
+
+
+def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
+    """One file of a model (a URL, hf://<repo>/<file> or a path) into ``folder``, whole or not at all."""
+    if spec.startswith(("https://", "http://")):
+        return download(spec, folder, progress=progress)  # resumable, hashed while it streams
+    source = hub_download(spec) if spec.startswith("hf://") else Path(spec).expanduser()
+    if not source.is_file():
+        raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
+    path = folder / source.name  # a hub file keeps its name in the hub's cache too
+    with open(source, "rb") as src:
+        write_atomic(path, lambda out: shutil.copyfileobj(src, out))
+    return path
+
+
+def _beside(spec: str, name: str) -> str:
+    """The source of file ``name`` next to the model ``spec``: the same folder, repository folder or URL folder."""
+    if spec.startswith(("https://", "http://", "hf://")):
+        parts = urllib.parse.urlsplit(spec)
+        return urllib.parse.urlunsplit(parts._replace(path=str(PurePosixPath(parts.path).parent / name), fragment=""))
+    return str(Path(spec).expanduser().parent / name)
+
+
+def external_files(model: Path) -> list[str]:
+    """The files an ONNX model keeps tensors in (external data), by their names beside it; the graph only is read."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except (DecodeError, ValueError, RuntimeError) as err:
+        # Not a model (an error page saved under the model's name, a truncated copy): not kept in the folder.
+        model.unlink()
+        sidecar(model).unlink(missing_ok=True)
+        raise PplgateError(f"{model.name} is not a readable ONNX model ({type(err).__name__}), so it was removed from {model.parent}: check the --model source and fetch again.") from err
+    return sorted({ExternalDataInfo(t).location for t in _tensors(graph) if uses_external_data(t)})
+
+
+def _tensors(graph):
+    """Every initializer and constant of ``graph`` and of its subgraphs (the branches of a merged decoder's If)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def _is_model_file(name: str) -> bool:

@@ -105,7 +105,10 @@ class SourceFolder:
         folder = self.root / MODEL_SUBDIR
         if not (folder / name).is_file():
             raise self._missing("model", spec, folder / name, "--model")
-        verify(folder, self.cache_dir, only=name)
+        # The file and those named after it: its weights, where they are kept beside it (x.onnx.data, x.onnx_data).
+        for listed in read_sums(folder / SUMS) if (folder / SUMS).is_file() else [name]:
+            if listed == name or listed.startswith(name):
+                verify(folder, self.cache_dir, only=listed)
         return str(folder / name)
 
     def _folder(self, spec: str, what: str, option: str) -> str:

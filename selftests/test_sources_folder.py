@@ -194,3 +194,54 @@ def test_the_gate_default_model_folder_is_the_cli_default(pytester):
     """)
     result = pytester.runpytest("-s", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines([f"*MODEL_DIR {default_model_dir()}"])
+
+
+@pytest.fixture(scope="module")
+def hub_model_with_external_data(hub_stand_in) -> str:
+    """builtin:tiny's weights saved beside its graph (model.onnx + model.onnx_data), in the stand-in hub's gpt2 repository."""
+    import onnx
+
+    from pplgate.testmodel import PRESETS, build_model
+    from selftests.conftest import STAND_IN_COMMIT
+
+    folder = hub_stand_in / "hub" / "models--openai-community--gpt2" / "snapshots" / STAND_IN_COMMIT / "onnx"
+    folder.mkdir(exist_ok=True)
+    onnx.save_model(build_model(PRESETS["tiny"]), str(folder / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx_data")
+    return "hf://openai-community/gpt2/onnx/model.onnx"
+
+
+def test_a_model_with_external_data_comes_with_its_weights(hub_stand_in, hub_model_with_external_data, tmp_path, dataset_dir, tokenizer_dir):
+    folder = tmp_path / "sources"
+    spec = hub_model_with_external_data
+    fetched = cli("fetch", str(folder), "--model", spec, "--no-progress", "--cache-dir", str(tmp_path / "c"), env=offline(hub_stand_in))
+    assert fetched.returncode == 0, fetched.stderr
+    assert "and its weights in model.onnx_data" in fetched.stdout
+    assert sorted(line.split()[1] for line in (folder / "model" / "SHA256SUMS").read_text().splitlines()) == ["model.onnx", "model.onnx_data"]
+    args = ["--model", spec, "--max-blocks", "2", "--no-progress", "--cache-dir", str(tmp_path / "c")]
+    offline_run = cli(*args, "--sources", str(folder), env=offline(tmp_path / "no-cache"))
+    assert offline_run.returncode == 0, offline_run.stderr
+    direct = cli("--model", "builtin:tiny", "--dataset", dataset_dir, "--tokenizer", tokenizer_dir, *args[2:], env=offline(tmp_path / "no-cache"))
+    assert final_report(offline_run.stdout)["perplexity"] == final_report(direct.stdout)["perplexity"]
+    weights = folder / "model" / "model.onnx_data"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    damaged = cli(*args, "--sources", str(folder), env=offline(tmp_path / "no-cache"))
+    assert damaged.returncode == 1
+    assert f"pplgate: error: {weights} does not match its checksum in {folder / 'model' / 'SHA256SUMS'}" in damaged.stderr
+
+
+def test_an_error_page_saved_as_the_model_is_not_kept(tmp_path, dataset_dir, tokenizer_dir):
+    from selftests.conftest import ModelServer
+
+    server = ModelServer(b"<html><body>Access denied</body></html>")
+    try:
+        result = cli("fetch", str(tmp_path / "s"), "--model", server.url("ok", "gpt2.onnx"), "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+                     "--no-progress", "--cache-dir", str(tmp_path / "c"))
+    finally:
+        server.close()
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"pplgate: error: gpt2.onnx is not a readable ONNX model (DecodeError), so it was removed from {tmp_path / 's' / 'model'}")
+    assert not (tmp_path / "s" / "model" / "gpt2.onnx").exists()
