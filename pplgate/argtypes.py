@@ -10,6 +10,7 @@ import argparse
 
 from pplgate.devices import parse_device, parse_precision
 from pplgate.errors import PplgateError
+from pplgate.method import Method
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -27,8 +28,12 @@ def positive_int(text: str) -> int:
 
 
 def block_size(text: str) -> int:
-    """Tokens per block: at least 2, one to predict from and one to score."""
-    return _int_at_least(text, 2)
+    """Tokens per block, as Method takes them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return checked(lambda v: Method(block_size=v).block_size)(value)
 
 
 def non_negative_int(text: str) -> int:
@@ -66,15 +71,10 @@ def checked(parse):
 
 
 def device_list(text: str) -> tuple[str, ...]:
-    """'cpu gcu:1' or 'cpu,gcu:1' -> ('cpu', 'gcu:1'), each checked."""
-    names = tuple(text.replace(",", " ").split())
-    for name in names:
-        checked(parse_device)(name)
-    return names
+    """'cpu GCU:1' or 'cpu,gcu:1' -> ('cpu', 'gcu:1'): each checked, and named as a label names it."""
+    return tuple(checked(parse_device)(name).spec for name in text.replace(",", " ").split())
 
 
 def precision_list(text: str) -> tuple[str, ...]:
-    names = tuple(text.replace(",", " ").split())
-    for name in names:
-        checked(parse_precision)(name)
-    return names
+    """'fp32 FP16' -> ('fp32', 'fp16'): each checked, and named as a label names it."""
+    return tuple(checked(parse_precision)(name) for name in text.replace(",", " ").split())

@@ -20,20 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pplgate.errors import PplgateError
+from pplgate.method import BLOCK_SIZE, ROWS_PER_BATCH, Method
 
-GROUPINGS = ("vendor", "contiguous")
-# datasets.Dataset.map(batched=True)'s default batch_size: the vendor never sets it.
-ROWS_PER_BATCH = 1000
-BLOCK_SIZE = 1024
-
-
-@dataclass(frozen=True)
-class Method:
-    """How the split becomes the blocks fed: the vendor's, unless a case or the CLI says otherwise."""
-
-    grouping: str = "vendor"
-    block_size: int = BLOCK_SIZE
-    max_blocks: int | None = None  # the first N blocks only (smoke runs); None: the whole split
 
 
 @dataclass(frozen=True)
@@ -126,10 +114,7 @@ def _cut(ids: np.ndarray, block_size: int, keep_short: bool) -> list[np.ndarray]
 def group(ids: np.ndarray, row_lengths: np.ndarray, grouping: str, block_size: int = BLOCK_SIZE,
           rows_per_batch: int = ROWS_PER_BATCH) -> Blocks:
     """The rows' ids (concatenated, ``row_lengths`` each) cut into blocks by ``grouping``."""
-    if grouping not in GROUPINGS:
-        raise PplgateError(f"unknown grouping {grouping!r}: use one of {', '.join(GROUPINGS)}.")
-    if block_size < 2:
-        raise PplgateError(f"block size {block_size} is below 2: a block needs a token to predict from and one to score.")
+    Method(grouping, block_size)  # refuses what cannot be cut
     if grouping == "contiguous":
         pieces = _cut(ids, block_size, keep_short=False)
     else:

@@ -8,78 +8,73 @@ import logging
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, checked, key_value, non_negative_int, percent, positive_int
-from pplgate.blocks import BLOCK_SIZE, GROUPINGS, Method
-from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER
+from pplgate.argtypes import block_size, checked, percent, positive_int
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
-from pplgate import sourcefolder
-from pplgate.fileio import default_model_dir, user_cache_dir, write_json_atomic
-from pplgate.runtime import SCORINGS, RuntimeOptions
-from pplgate.sources import VENDOR_MODEL_URL, describe
+from pplgate.fileio import user_cache_dir, write_json_atomic
+from pplgate.method import BLOCK_SIZE, GROUPINGS, Method
+from pplgate.options import RunSettings, RuntimeOptions, add_global_options
+from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
 from pplgate.verdicts import DEFAULT_THRESHOLD
 
 
-def _add_sources(p: argparse.ArgumentParser, which: str) -> None:
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends the default where the help does not say it already (the shared options write theirs)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
+
+
+def _add_target(p: argparse.ArgumentParser, which: str) -> None:
     """What is evaluated, on what, and how the split becomes blocks: the same for a run and for localize."""
-    p.add_argument("--model", default=VENDOR_MODEL_URL, help="ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset hub id or local folder laid out like it")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or local folder")
+    add_global_options(p.add_argument)
     p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N")
     p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"{which} {', '.join(PRECISIONS)}")
     p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
                    help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
     p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
-    p.add_argument("--sources", type=Path, default=sourcefolder.default_folder(), metavar="DIR",
-                   help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'; ${sourcefolder.ENV} when set")
 
 
 def _sources(args: argparse.Namespace):
-    from pplgate.pipeline import Sources
+    from pplgate.sourcefolder import Sources
 
-    return Sources(args.model, args.dataset, args.tokenizer, args.model_dir, args.cache_dir, args.sources)
+    return Sources(args.pplgate_model, args.pplgate_dataset, args.pplgate_tokenizer, args.pplgate_model_dir, args.pplgate_cache_dir, args.pplgate_sources)
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="onnxruntime intra-op threads; 0 is its default")
-    p.add_argument("--provider-option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="passed to the execution provider; repeatable")
-    p.add_argument("--model-dir", type=Path, default=default_model_dir(), help="where downloaded, built and converted models go (the gate's too)")
-    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where tokenized data is cached")
+def _settings(args: argparse.Namespace, progress: bool = True) -> RunSettings:
+    options = RuntimeOptions(args.pplgate_intra_op_threads, dict(args.pplgate_provider_option))
+    return RunSettings(args.pplgate_batch_size, args.pplgate_scoring, options, progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate",
-        description="Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
+    p = _parser(
+        "python -m pplgate",
+        "Perplexity of a GPT-2 ONNX model on wikitext-2-raw-v1 (test), the vendor's way. "
         "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
         "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
         "'python -m pplgate localize' finds the first node where a run departs from a reference; "
         "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR); "
         "'python -m pplgate history' judges each saved benchmark run against the ones before it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_sources(p, "one of")
-    p.add_argument("--batchsize", type=positive_int, default=1, help="blocks per session.run")
+    _add_target(p, "one of")
     p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
-    p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file")
-    p.add_argument("--scoring", choices=SCORINGS, default="auto",
-                   help="graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; host: the vendor's numpy scoring of fetched logits; "
-                   "auto: graph, but host where the provider lowers precision itself (gcu fp16)")
+    p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file, once it is printed")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
     p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
                    help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
     p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
-    _add_runtime(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def build_plot_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate plot",
-        description="Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _parser("python -m pplgate plot", "Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).")
     p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
     p.add_argument("-o", "--output", type=Path, default=Path("pplgate-history.png"), help="the PNG to write")
     return p
@@ -89,21 +84,13 @@ def plot_main(argv: list[str]) -> int:
     from pplgate.history import plot_history
 
     args = build_plot_parser().parse_args(argv)
-    try:
-        print(plot_history(args.storage, args.output))
-    except PplgateError as err:
-        print(f"pplgate: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(lambda: print(plot_history(args.storage, args.output)))
 
 
 def build_history_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate history",
-        description="Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and verdicts "
-        "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity drift.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _parser("python -m pplgate history",
+                "Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and verdicts "
+                "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity drift.")
     p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
     # A string default goes through percent() as a typed value would: the help shows 10, the code gets 0.1.
     p.add_argument("--threshold", type=percent, default=f"{DEFAULT_THRESHOLD * 100:g}", metavar="PCT", help="the slowdown, in percent, that counts when beyond the noise too")
@@ -139,11 +126,7 @@ def history_main(argv: list[str]) -> int:
 
 
 def build_diff_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate diff",
-        description="Compare two runs' per-token losses (written with --save-losses): the paired difference and the worst tokens.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _parser("python -m pplgate diff", "Compare two runs' per-token losses (written with --save-losses): the paired difference and the worst tokens.")
     p.add_argument("a", type=Path, help="losses of run A")
     p.add_argument("b", type=Path, help="losses of run B, on the same tokens")
     p.add_argument("--tokenizer", default=None, help="to show the tokens' text (default: the tokenizer A was run with)")
@@ -152,31 +135,24 @@ def build_diff_parser() -> argparse.ArgumentParser:
 
 
 def diff_main(argv: list[str]) -> int:
-    from pplgate.data import resolve_tokenizer_dir
+    from pplgate.data import load_tokenizer
     from pplgate.diff import render
     from pplgate.lossfile import load_losses
 
     args = build_diff_parser().parse_args(argv)
-    try:
-        a, b = load_losses(args.a), load_losses(args.b)
-        import transformers
 
-        tok = transformers.AutoTokenizer.from_pretrained(str(resolve_tokenizer_dir(args.tokenizer or a.meta["tokenizer"])))
-        print(render(a, b, tok.decode, count=args.top))
-    except PplgateError as err:
-        print(f"pplgate: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    def work() -> None:
+        a, b = load_losses(args.a), load_losses(args.b)
+        print(render(a, b, load_tokenizer(args.tokenizer or a.meta["tokenizer"]).decode, count=args.top))
+
+    return _exit_status(work)
 
 
 def build_localize_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate localize",
-        description="Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same blocks, "
-        "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    _add_sources(p, "the run's: one of")
+    p = _parser("python -m pplgate localize",
+                "Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same blocks, "
+                "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.")
+    _add_target(p, "the run's: one of")
     p.add_argument("--reference", type=checked(parse_target), default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
     p.add_argument("--reference-model", default=None, metavar="SOURCE",
                    help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
@@ -185,40 +161,30 @@ def build_localize_parser() -> argparse.ArgumentParser:
                    help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
     p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
-    _add_runtime(p)
     return p
 
 
 def localize_main(argv: list[str]) -> int:
-    from pplgate.localize import Side, localize, plot, render
-    from pplgate.pipeline import load_blocks
-    from pplgate.sources import resolve_model
+    from pplgate.localize import plot, render
+    from pplgate.pipeline import localize_run
 
     args = build_localize_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    sources = _sources(args)
-    options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
 
     def work() -> None:
-        resolved = sources.resolved()
-        _, blocks = load_blocks(resolved, Method(args.grouping, args.block_size, args.blocks))
-        model = resolve_model(resolved.model, args.model_dir)
-        reference_model = resolve_model(args.reference_model, args.model_dir) if args.reference_model else model
-        device, precision = args.reference
-        loc = localize(Side.of(model, args.device, args.precision), Side.of(reference_model, device, precision), blocks, args.threshold, options)
-        if args.report_json is not None:
-            write_json_atomic(args.report_json, loc.report())
-        if args.plot is not None:
-            plot(loc, args.plot)
+        loc = localize_run(_sources(args), (args.device, args.precision), args.reference, Method(args.grouping, args.block_size, args.blocks),
+                           args.reference_model, args.threshold, _settings(args).options)
         print(render(loc))
+        _write(args.report_json, "--report-json", lambda path: write_json_atomic(path, loc.report()))
+        _write(args.plot, "--plot", lambda path: plot(loc, path))
 
     return _exit_status(work)
 
 
 def build_fetch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pplgate fetch",
-        description="Write a case's model, dataset split and tokenizer into one folder, with SHA256SUMS, on a machine with network; "
+    p = _parser(
+        "python -m pplgate fetch",
+        "Write a case's model, dataset split and tokenizer into one folder, with SHA256SUMS, on a machine with network; "
         "copy it to a node without network and pass --sources DIR (or set pplgate_sources in pytest.ini, or $PPLGATE_SOURCES) there.",
     )
     p.add_argument("folder", type=Path, metavar="DIR", help="the folder to write (created if missing; what it holds already is replaced item by item)")
@@ -249,12 +215,29 @@ def fetch_main(argv: list[str]) -> int:
     return _exit_status(work)
 
 
+class _WriteFailed(Exception):
+    """An output file that could not be written, after the result was printed."""
+
+
+def _write(path: Path | None, option: str, write) -> None:
+    """``write(path)`` where an option asked for a file; a failure is one sentence, the printed result kept."""
+    if path is None:
+        return
+    try:
+        write(path)
+    except OSError as err:
+        raise PplgateError(f"cannot write {option} {path} ({err.strerror or err}); the result above is complete: "
+                           f"pass {option} a file path in a writable folder with room.") from None
+
+
 def _exit_status(work) -> int:
     """Runs ``work``: 0, or its fault as one sentence and 1, or 130 for Ctrl-C."""
+    from pplgate.sources import mask
+
     try:
         work()
     except PplgateError as err:
-        print(f"pplgate: error: {err}", file=sys.stderr)
+        print(f"pplgate: error: {mask(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pplgate: interrupted: no report was written.", file=sys.stderr)
@@ -263,8 +246,6 @@ def _exit_status(work) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pplgate.pipeline import run
-
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
         return plot_main(argv[1:])
@@ -279,26 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    sources = _sources(args)
-    options = RuntimeOptions(args.intra_op_threads, dict(args.provider_option))
 
     def work() -> None:
-        report, _ = run(
-            sources,
-            args.device,
-            args.precision,
-            batch_size=args.batchsize,
-            method=Method(args.grouping, args.block_size, args.max_blocks),
-            scoring=args.scoring,
-            options=options,
-            measure_forward=args.measure_forward,
-            progress=not args.no_progress,
-            reference=args.reference,
-            save_losses_to=args.save_losses,
-        )
-        if args.report_json is not None:
-            write_json_atomic(args.report_json, report)
+        from pplgate.lossfile import save_losses
+        from pplgate.pipeline import run
+
+        report, evaluation = run(_sources(args), args.device, args.precision, Method(args.grouping, args.block_size, args.max_blocks),
+                                 _settings(args, progress=not args.no_progress), args.measure_forward, args.reference)
+        # The result first: a file that cannot be written must not lose it.
         print("Final report:")
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), flush=True)
+        _write(args.report_json, "--report-json", lambda path: write_json_atomic(path, report))
+        _write(args.save_losses, "--save-losses", lambda path: save_losses(path, evaluation.token_losses, evaluation.layout, report))
 
     return _exit_status(work)

@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pplgate.blocks import BLOCK_SIZE, Blocks, group
+from pplgate.blocks import Blocks, group
+from pplgate.method import BLOCK_SIZE
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
 from pplgate.metric import count_words
+from pplgate.sources import DATASET_CONFIG, DEFAULT_DATASET, SPLIT, looks_local
 
-DEFAULT_DATASET = "Salesforce/wikitext"
-DATASET_CONFIG = "wikitext-2-raw-v1"
-SPLIT = "test"
-DEFAULT_TOKENIZER = "openai-community/gpt2"
 # What AutoTokenizer may read from a tokenizer folder; hashed as the cache key.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -74,11 +72,6 @@ class TokenStream:
             n_bytes += len(raw)
             n_words += count_words(raw.decode("utf-8", errors="replace"))
         return n_bytes, n_words
-
-
-def looks_local(source: str) -> bool:
-    """A path is local when it exists or is spelled as a path (./x, ../x, /x, ~/x)."""
-    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
 
 
 def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
@@ -189,14 +182,20 @@ def vocabulary_bytes(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(pieces), dtype=np.uint8), offsets
 
 
-def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
-    """rows -> (ids, row lengths, vocabulary size, vocabulary bytes, their offsets)."""
+def load_tokenizer(source: str):
+    """The transformers tokenizer of a hub id or local folder; one that cannot be loaded is one sentence."""
     import transformers
 
+    folder = resolve_tokenizer_dir(source) if not isinstance(source, Path) else source
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        return transformers.AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as err:
         raise PplgateError(f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass --tokenizer with a complete copy of GPT-2's tokenizer files.") from err
+
+
+def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """rows -> (ids, row lengths, vocabulary size, vocabulary bytes, their offsets)."""
+    tok = load_tokenizer(Path(folder))
     # One call over all rows tokenizes each row on its own, like the vendor's
     # per-row map; special tokens would add ids the vendor never fed.
     per_row = tok(texts, add_special_tokens=False)["input_ids"] if texts else []

@@ -95,3 +95,13 @@ def parse_target(text: str) -> tuple[Device, str]:
     if not sep:
         raise PplgateError(f"{text!r} is not of the form DEVICE-PRECISION: write e.g. cpu-fp32 or gpu:1-fp16.")
     return parse_device(device), parse_precision(precision)
+
+
+def converts_to_fp16(device: Device, precision: str) -> bool:
+    """Whether ``precision`` on ``device`` runs an fp16 conversion of the model.
+
+    The one rule for fp16: a converted model, unless the provider has its own
+    fp16 switch (the vendor's GCU build), which then lowers the precision of
+    the fp32 model itself.
+    """
+    return precision == "fp16" and device.kind.fp16_env is None

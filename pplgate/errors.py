@@ -29,3 +29,7 @@ class ProviderUnavailable(PplgateError):
     def __init__(self, message: str, provider: str):
         super().__init__(message)
         self.provider = provider
+
+
+class GoldenError(PplgateError):
+    """A golden file that cannot be used as it is: its own tests fail with the sentence."""

@@ -17,12 +17,12 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf.message import DecodeError
 
-from pplgate.data import DATASET_CONFIG, SPLIT, TOKENIZER_FILES, looks_local
+from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import write_atomic
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, repo_folder_name, verify
-from pplgate.sources import BUILTIN_PREFIX, describe, download, hub_download
+from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, describe, download, hub_download, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
 TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]

@@ -1,13 +1,20 @@
-"""Writing files so that no reader ever sees half of one."""
+"""Files shared by processes: written so that no reader sees half of one, made under a lock."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+log = logging.getLogger("pplgate")
+
+# How long a lock is waited for in silence; then the wait is said, with the holder.
+QUIET_WAIT_S = 5.0
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -55,3 +62,38 @@ def default_model_dir() -> Path:
     """
     checkout = Path(__file__).resolve().parents[1] / "model"
     return checkout if (checkout / "README.md").is_file() else user_cache_dir() / "models"
+
+
+def lock_path(path: Path) -> str:
+    """A hidden lock file beside ``path``: held while ``path`` is being made."""
+    return str(path.with_name(f".{path.name}.lock"))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Holds the lock of ``path`` (another process making it waits); a long wait names the holder.
+
+    The holder's pid is kept in a file of its own beside the lock: filelock
+    truncates the lock file itself on every attempt to take it.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(lock_path(path))
+    holder = Path(lock_path(path) + ".pid")
+    try:
+        lock.acquire(timeout=QUIET_WAIT_S)
+    except Timeout:
+        try:
+            pid = holder.read_text().strip() or "unknown"
+        except OSError:
+            pid = "unknown"
+        log.info("waiting for %s, which process %s is making (lock %s)", path, pid, lock.lock_file)
+        lock.acquire()
+    try:
+        with contextlib.suppress(OSError):
+            holder.write_text(str(os.getpid()))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            holder.unlink()
+        lock.release()

@@ -26,28 +26,26 @@ from __future__ import annotations
 
 import json
 import math
+import datetime
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
 
-from pplgate.blocks import BLOCK_SIZE, GROUPINGS, ROWS_PER_BATCH, Method
-from pplgate.errors import PplgateError
-from pplgate.fileio import write_json_atomic
-from pplgate.sources import lock_path
+from pplgate.method import BLOCK_SIZE, ROWS_PER_BATCH, Method
+from pplgate.sources import DATASET_CONFIG, SPLIT
+from pplgate.devices import DEVICES, PRECISIONS, parse_target
+from pplgate.errors import GoldenError, PplgateError
+from pplgate.fileio import locked, write_json_atomic
 
 # What a case may bound about a run against a reference session on the same
-# blocks (pplgate.compare): each as <name>_max or <name>_min in "limits".
+# blocks (pplgate.reference): each as <name>_max or <name>_min in "limits".
 LIMITED = ("kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement", "perplexity_ratio")
 
 # Tolerances given to a value recorded by --update-golden where the entry had
 # none.  fp32 results differ across devices by accumulation order only; fp16
 # by rounding of every activation.
 DEFAULT_REL_TOL = {"fp32": 2e-4, "fp16": 2e-3}
-
-
-class GoldenError(PplgateError):
-    """A golden file that cannot be used as it is."""
 
 
 COMPUTED = ("numpy-reference",)
@@ -135,7 +133,8 @@ class GoldenCase:
     method: Method  # how the split becomes blocks: grouping, block size, max blocks
     expected: dict[str, Expected]
 
-    def resolve(self, key: str) -> Resolved | None:
+    def resolve(self, key: str, record_command: Callable[[str], str] = lambda key: "--update-golden") -> Resolved | None:
+        """The value and tolerance ``key`` is checked against; ``record_command(k)`` says how entry k is recorded."""
         entry = self.expected.get(key)
         if entry is None:
             return None
@@ -143,12 +142,15 @@ class GoldenCase:
             return Resolved(entry.perplexity, entry.rel_tol, key, None, entry.computed, entry.blocks, entry.model)
         target = self.expected.get(entry.relative_to)
         if target is None or target.relative_to is not None:
-            raise GoldenError(f"golden file {self.path}: expected.{key}.relative_to names {entry.relative_to!r}, which has no perplexity value: point it at a measured entry.")
+            raise GoldenError(f"golden file {self.path}: expected.{key} is a rule relative to {entry.relative_to}, which holds no value yet: "
+                              f"record {entry.relative_to} first, on a node that has its device, with\n  {record_command(entry.relative_to)}")
         return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to, target.computed, target.blocks, target.model)
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Tolerance:
+    """An obtained perplexity against the expected one, within a relative tolerance."""
+
     obtained: float
     expected: float
     rel_tol: float
@@ -194,30 +196,63 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
         if metric not in LIMITED or side not in ("max", "min"):
             known = ", ".join(f"{m}_max/_min" for m in LIMITED)
             raise GoldenError(f"golden file {path}: key {where}{name} is not a known limit: use {known}.")
-        bounds[metric] = (side, float(_require(raw, name, float, where, path)))
+        bound = float(_require(raw, name, float, where, path))
+        if not math.isfinite(bound):
+            raise GoldenError(f"golden file {path}: key {where}{name} is {bound}, not a finite number: write the bound, or remove the key for none.")
+        bounds[metric] = (side, bound)
+    try:
+        parse_target(reference)
+    except PplgateError as err:
+        raise GoldenError(f"golden file {path}: key {where}reference: {err}") from None
     return Limits(reference, blocks, bounds)
+
+
+# What each object of a golden file may hold; any other key is refused, so a
+# misspelt one is named instead of silently meaning its default.
+TOP_KEYS = ("case", "description", "sources", "method", "notes", "expected")
+SOURCE_KEYS = ("model", "dataset", "tokenizer")
+# config and split are the only ones pplgate reads; prose about the method goes in "notes".
+METHOD_KEYS = ("config", "split", "grouping", "rows_per_batch", "block_size", "max_blocks")
+ENTRY_KEYS = ("perplexity", "relative_to", "computed", "rel_tol", "why", "provenance", "limits", "blocks", "model")
+VALUE_KEYS = ("perplexity", "relative_to", "computed")  # exactly one: a value, a rule, or how it is computed
+
+
+def _only(data: dict, allowed: tuple[str, ...], where: str, path: Path) -> None:
+    for key in data:
+        if key not in allowed:
+            raise GoldenError(f"golden file {path}: key {where}{key} is not one pplgate reads: use {', '.join(allowed)}"
+                              + (", and put explanations under notes." if where == "method." else "."))
 
 
 def _entry(data: dict, key: str, path: Path) -> Expected:
     where = f"expected.{key}."
     if not isinstance(data, dict):
         raise GoldenError(f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with --update-golden.")
+    _only(data, ENTRY_KEYS, where, path)
+    given = [k for k in VALUE_KEYS if k in data]
+    if len(given) != 1:
+        said = " and ".join(given) if given else "none of them"
+        raise GoldenError(f"golden file {path}: key expected.{key} holds {said}: give exactly one of perplexity (a measured value), "
+                          "relative_to (a rule tied to another entry) or computed.")
+    if given[0] != "perplexity" and ("blocks" in data or "model" in data):
+        raise GoldenError(f"golden file {path}: key expected.{key} pins blocks or a model beside {given[0]}: pins belong to a measured perplexity; remove them.")
     rel_tol = float(_require(data, "rel_tol", float, where, path))
     if not 0 <= rel_tol < 1:
         raise GoldenError(f"golden file {path}: key {where}rel_tol is {rel_tol}, not a fraction in [0, 1): write e.g. 0.0002 for 0.02%.")
     limits = _limits(data, where, path)
+    why = _require(data, "why", str, where, path) if "why" in data else ""
     if "relative_to" in data:
-        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), data.get("why", ""), limits=limits)
+        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), why, limits=limits)
     if "computed" in data:
         how = _require(data, "computed", str, where, path)
         if how not in COMPUTED:
             raise GoldenError(f"golden file {path}: key {where}computed is {how!r}: use {', '.join(COMPUTED)}, or record a measured perplexity.")
-        return Expected(None, rel_tol, None, data.get("why", ""), limits=limits, computed=how)
+        return Expected(None, rel_tol, None, why, limits=limits, computed=how)
     value = float(_require(data, "perplexity", float, where, path))
     if not math.isfinite(value) or value < 1:
         raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --update-golden.")
     provenance = data.get("provenance", {})
-    return Expected(value, rel_tol, None, data.get("why", ""), provenance if isinstance(provenance, dict) else {}, limits,
+    return Expected(value, rel_tol, None, why, provenance if isinstance(provenance, dict) else {}, limits,
                     blocks=_blocks_pin(data, where, path), model=_model_pin(data, where, path))
 
 
@@ -245,35 +280,84 @@ def _whole(data: dict, key: str, where: str, path: Path) -> int:
     return value
 
 
-def load_case(path: Path) -> GoldenCase:
-    path = Path(path)
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            # json keeps the last silently: the visible first value would never be checked.
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _read(path: Path) -> dict:
+    """The file's JSON object; anything else is one sentence naming the file."""
     try:
-        data = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise GoldenError(f"golden file {path} is not UTF-8 text (byte {err.start}): restore it with git checkout, or save it as UTF-8.") from None
+    except OSError as err:
+        raise GoldenError(f"golden file {path} cannot be read ({err.strerror or err}): make it a readable JSON file, or move it out of the golden folder.") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as err:
-        raise GoldenError(f"golden file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): fix it, or restore it with git checkout.") from err
+        raise GoldenError(f"golden file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): fix it, or restore it with git checkout.") from None
+    except _Duplicate as dup:
+        raise GoldenError(f"golden file {path} holds key {dup.args[0]!r} twice in one object, and only the last would count: keep one.") from None
+    except RecursionError:
+        raise GoldenError(f"golden file {path} nests too deeply to be a case: restore it with git checkout.") from None
     if not isinstance(data, dict):
         raise GoldenError(f"golden file {path} must hold a JSON object: restore it with git checkout.")
+    return data
+
+
+def _method(raw: dict, path: Path) -> Method:
+    _only(raw, METHOD_KEYS, "method.", path)
+    for key, fixed in (("config", DATASET_CONFIG), ("split", SPLIT)):
+        if key in raw and raw[key] != fixed:
+            raise GoldenError(f"golden file {path}: key method.{key} is {json.dumps(raw[key])}, but pplgate evaluates {DATASET_CONFIG} {SPLIT}: write {json.dumps(fixed)} or leave it out.")
+    grouping = raw.get("grouping", "vendor")
+    if grouping == "vendor" and raw.get("rows_per_batch", ROWS_PER_BATCH) != ROWS_PER_BATCH:
+        raise GoldenError(f"golden file {path}: key method.rows_per_batch is {json.dumps(raw['rows_per_batch'])}, but the vendor's batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}.")
+    try:
+        return Method(grouping, raw.get("block_size", BLOCK_SIZE), raw.get("max_blocks"))
+    except PplgateError as err:
+        raise GoldenError(f"golden file {path}: key method: {err}") from None
+
+
+def _key(key: str, path: Path, where: str) -> str:
+    """An expected entry's key, ``<device>-<precision>`` of known names, as written."""
+    device, sep, precision = key.rpartition("-")
+    if not sep or device not in DEVICES or precision not in PRECISIONS:
+        raise GoldenError(f"golden file {path}: key {where} is not <device>-<precision> of known names: "
+                          f"devices {', '.join(DEVICES)}; precisions {', '.join(PRECISIONS)} (lower case, no card index).")
+    return key
+
+
+def load_case(path: Path) -> GoldenCase:
+    path = Path(path)
+    data = _read(path)
+    _only(data, TOP_KEYS, "", path)
     name = _require(data, "case", str, "", path)
     if name != path.stem:
         # Test ids come from the file name whether or not the file loads.
         raise GoldenError(f"golden file {path}: key case is {name!r}, but the file is named {path.name}: name the file {name}.json or the case {path.stem!r}.")
     sources = _require(data, "sources", dict, "", path)
-    for key in ("model", "dataset", "tokenizer"):
+    _only(sources, SOURCE_KEYS, "sources.", path)
+    for key in SOURCE_KEYS:
         _require(sources, key, str, "sources.", path)
-    method = _require(data, "method", dict, "", path) if "method" in data else {}
-    max_blocks = method.get("max_blocks")
-    if max_blocks is not None and (not isinstance(max_blocks, int) or isinstance(max_blocks, bool) or max_blocks < 1):
-        raise GoldenError(f"golden file {path}: key method.max_blocks must be a whole number of 1 or more, or null for the whole split.")
-    size = method.get("block_size", BLOCK_SIZE)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 2:
-        raise GoldenError(f"golden file {path}: key method.block_size must be a whole number of 2 or more (the vendor's is {BLOCK_SIZE}).")
-    grouping = _require(method, "grouping", str, "method.", path) if "grouping" in method else "vendor"
-    if grouping not in GROUPINGS:
-        raise GoldenError(f"golden file {path}: key method.grouping is {grouping!r}: use one of {', '.join(GROUPINGS)}.")
-    if grouping == "vendor" and method.get("rows_per_batch", ROWS_PER_BATCH) != ROWS_PER_BATCH:
-        raise GoldenError(f"golden file {path}: key method.rows_per_batch is {json.dumps(method['rows_per_batch'])}, but the vendor's batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}.")
+    method = _method(_require(data, "method", dict, "", path) if "method" in data else {}, path)
     expected = _require(data, "expected", dict, "", path)
-    return GoldenCase(name, path, sources, Method(grouping, size, max_blocks), {k: _entry(v, k, path) for k, v in expected.items()})
+    entries = {_key(k, path, f"expected.{k}"): _entry(v, k, path) for k, v in expected.items()}
+    for key, entry in entries.items():
+        if entry.relative_to is not None:
+            # It may name an entry not recorded yet: the test says to record that one first.
+            _key(entry.relative_to, path, f"expected.{key}.relative_to = {entry.relative_to!r}")
+    return GoldenCase(name, path, sources, method, entries)
 
 
 def golden_record(path: Path, key: str, report: dict, precision: str, provenance: dict) -> None:
@@ -283,7 +367,7 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
     atomically: an interruption leaves the old file whole.
     """
     path = Path(path)
-    with FileLock(lock_path(path)):
+    with locked(path):
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
         model = ModelPin.of(report)
@@ -302,3 +386,9 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
             entry["limits"] = old["limits"]
         data["expected"][key] = entry
         write_json_atomic(path, data)
+
+
+def provenance(report: dict) -> dict:
+    """Where a value recorded by --update-golden came from."""
+    keys = ("device", "providers", "onnxruntime", "onnxruntime_distribution", "model", "dataset", "tokenizer", "grouping", "rows", "batch_size", "scoring")
+    return {"source": "pplgate --update-golden", "hardware": report["machine"], **{k: report[k] for k in keys}, "date": datetime.date.today().isoformat()}

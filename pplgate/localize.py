@@ -31,9 +31,9 @@ from pplgate.blocks import Blocks
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
-from pplgate.graph import feeds, inspect
-from pplgate.precision import convert_fp16
-from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, check_provider, create_session
+from pplgate.interface import feeds, inspect
+from pplgate.precision import session_model
+from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, create_session
 
 # Tensors fetched per run of a side, for one block: about 400 MB of a GPT-2-small layer.
 GROUP = 32
@@ -131,10 +131,7 @@ class Side:
     @classmethod
     def of(cls, model: Path, device: Device, precision: str) -> Side:
         """``model`` as a session on ``device`` at ``precision`` loads it: converted to fp16 where the provider has no mode of its own."""
-        check_provider(device)
-        if precision == "fp16" and device.kind.fp16_env is None:
-            return cls(convert_fp16(model), device, precision)
-        return cls(Path(model), device, precision)
+        return cls(session_model(Path(model), device, precision), device, precision)
 
 
 class TapModel:

@@ -1,52 +1,43 @@
-"""From sources to a report: the steps the CLI and the pytest gate share."""
+"""From options to a report: the steps the CLI, the pytest gate and localize share.
+
+    check_providers  every device named, before any source is touched
+    Sources.resolved remote sources from the --sources folder (pplgate.sourcefolder)
+    load_blocks      the tokenized split cut by the Method (pplgate.data, pplgate.blocks)
+    build_session    the model resolved, converted where fp16 needs it, its session checked to take the blocks
+    evaluate_report  the blocks scored (pplgate.evaluate) and the Final report (pplgate.report)
+    compare          the same blocks against a reference session (pplgate.reference)
+
+``run`` strings them together for one evaluation; the gate calls each step
+itself and keeps what it made, so that tests share it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-
 import numpy as np
 
-from pplgate.compare import compare_with_reference
-from pplgate.blocks import Blocks, Method
-from pplgate.data import DEFAULT_DATASET, DEFAULT_TOKENIZER, TokenStream, load_tokens
+from pplgate.blocks import Blocks
+from pplgate.data import TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.fileio import default_model_dir, user_cache_dir
-from pplgate.graph import check_fits
-from pplgate.lossfile import save_losses
+from pplgate.interface import check_fits
+from pplgate.method import Method
+from pplgate.options import RunSettings, RuntimeOptions
+from pplgate.reference import compare_with_reference
 from pplgate.report import final_report
-from pplgate.runtime import ORT_RUN_ERRORS, LMSession, RuntimeOptions, check_provider, open_session
-from pplgate.sourcefolder import SourceFolder
-from pplgate.sources import VENDOR_MODEL_URL, resolve_model
+from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, open_session
+from pplgate.sourcefolder import Sources
+from pplgate.sources import resolve_model
 
 
-@dataclass(frozen=True)
-class Sources:
-    model: str = VENDOR_MODEL_URL
-    dataset: str = DEFAULT_DATASET
-    tokenizer: str = DEFAULT_TOKENIZER
-    # Downloaded, built and converted models: one folder for the CLI and the
-    # gate, whatever the working directory.
-    model_dir: Path = field(default_factory=default_model_dir)
-    # Tokenized data; read from the environment when a Sources is made, not at import.
-    cache_dir: Path = field(default_factory=user_cache_dir)
-    # A folder written by 'python -m pplgate fetch' (--sources): remote sources are read from it.
-    folder: Path | None = None
-
-    def resolved(self) -> Sources:
-        """Each remote source replaced by its checked copy in ``folder``; as it is without one."""
-        if self.folder is None:
-            return self
-        f = SourceFolder(Path(self.folder), self.cache_dir)
-        return replace(self, model=f.model(self.model), dataset=f.dataset(self.dataset), tokenizer=f.tokenizer(self.tokenizer), folder=None)
+def check_providers(*devices: Device) -> None:
+    """The first cause to name: a provider this onnxruntime lacks, before any source is resolved or downloaded."""
+    for device in devices:
+        check_provider(device)
 
 
 def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStream, Blocks]:
     """The token stream and its blocks, the first ``method.max_blocks`` only if given."""
-    if method.max_blocks is not None and method.max_blocks < 1:
-        raise PplgateError(f"--max-blocks {method.max_blocks} is below 1: pass 1 or more, or leave it out for the whole split.")
     tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir)
     blocks = tokens.blocks(method.grouping, method.block_size)
     if len(blocks) == 0:
@@ -54,22 +45,12 @@ def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStrea
     return tokens, blocks.head(method.max_blocks)
 
 
-def build_session(
-    sources: Sources,
-    device: Device,
-    precision: str,
-    blocks: Blocks,
-    vocab_size: int,
-    scoring: str = "auto",
-    options: RuntimeOptions | None = None,
-    progress: bool = True,
-) -> LMSession:
+def build_session(sources: Sources, device: Device, precision: str, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
     """The session of the model on ``device``, checked to take ``blocks`` before any of them is scored."""
-    check_provider(device)  # before any download: a missing provider is known at once
-    path = resolve_model(sources.model, sources.model_dir, progress=progress)
-    session = open_session(path, device, precision, scoring, options)
+    path = resolve_model(sources.model, sources.model_dir, progress=settings.progress)
+    session = open_session(path, device, precision, settings.scoring, settings.options)
     longest = int(blocks.lengths.max())
-    check_fits(session.iface, path.name, longest, vocab_size, int(blocks.ids.max()))
+    check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()))
     if session.iface.sequence_length is None:
         _probe(session, path.name, longest)
     return session
@@ -84,43 +65,43 @@ def _probe(session: LMSession, name: str, length: int) -> None:
                            "pass --block-size (a case's method.block_size) no larger than its context.") from err
 
 
-def run(
-    sources: Sources,
-    device: Device,
-    precision: str,
-    batch_size: int = 1,
-    method: Method = Method(),
-    scoring: str = "auto",
-    options: RuntimeOptions | None = None,
-    measure_forward: bool = False,
-    progress: bool = True,
-    reference: tuple[Device, str] | None = None,
-    save_losses_to: Path | None = None,
-) -> tuple[dict, Evaluation]:
-    """One evaluation, as the vendor's script does it; returns the Final report and the losses."""
-    check_provider(device)  # before any source: a missing provider is the first cause to name
-    if reference is not None:
-        check_provider(reference[0])
+def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,
+                    settings: RunSettings = RunSettings(), measure_forward: bool = False) -> tuple[dict, Evaluation]:
+    """The blocks scored, and the Final report of it."""
+    baseline = open_session(session.source_path, session.device, session.precision, "host", settings.options) if measure_forward else None
+    evaluation = evaluate(session, blocks, settings.batch_size, progress=settings.progress, baseline=baseline)
+    return final_report(sources, session, evaluation, tokens, method), evaluation
+
+
+def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, settings: RunSettings = RunSettings()) -> dict:
+    """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
+    device, precision = reference
+    # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
+    ref = open_session(session.source_path, device, precision, "host", settings.options)
+    return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
+
+
+def run(sources: Sources, device: Device, precision: str, method: Method = Method(), settings: RunSettings = RunSettings(),
+        measure_forward: bool = False, reference: tuple[Device, str] | None = None) -> tuple[dict, Evaluation]:
+    """One evaluation, as the vendor's script does it: the Final report, and the losses (of ``evaluation.layout``)."""
+    check_providers(device, *([reference[0]] if reference else []))
     sources = sources.resolved()
     tokens, blocks = load_blocks(sources, method)
-    session = build_session(sources, device, precision, blocks, tokens.vocab_size, scoring, options, progress)
-    baseline = open_session(session.source_path, device, precision, "host", options) if measure_forward else None
-    evaluation = evaluate(session, blocks, batch_size, progress=progress, baseline=baseline)
-    report = final_report(
-        model=sources.model,
-        dataset=sources.dataset,
-        tokenizer=sources.tokenizer,
-        session=session,
-        evaluation=evaluation,
-        tokens=tokens,
-        grouping=method.grouping,
-        cache_dir=sources.cache_dir,
-    )
+    session = build_session(sources, device, precision, tokens, blocks, settings)
+    report, evaluation = evaluate_report(sources, session, tokens, blocks, method, settings, measure_forward)
     if reference is not None:
-        # KL needs both distributions on the host: logits-fetching sessions of the run and the reference.
-        run_host = session if session.scoring == "host" else open_session(session.source_path, device, precision, "host", options)
-        reference_host = open_session(session.source_path, reference[0], reference[1], "host", options)
-        report.update(compare_with_reference(run_host, reference_host, blocks, batch_size).summary())
-    if save_losses_to is not None:
-        save_losses(save_losses_to, evaluation.token_losses, blocks, report)
+        report.update(compare(session, reference, blocks, settings))
     return report, evaluation
+
+
+def localize_run(sources: Sources, run_side: tuple[Device, str], reference: tuple[Device, str], method: Method,
+                 reference_model: str | None = None, threshold: float | None = None, options: RuntimeOptions = RuntimeOptions()):
+    """Where a run departs from a reference, node by node (pplgate.localize), on the first ``method.max_blocks`` blocks."""
+    from pplgate.localize import Side, localize
+
+    check_providers(run_side[0], reference[0])
+    sources = sources.resolved()
+    _, blocks = load_blocks(sources, method)
+    model = resolve_model(sources.model, sources.model_dir)
+    other = resolve_model(reference_model, sources.model_dir) if reference_model else model
+    return localize(Side.of(model, *run_side), Side.of(other, *reference), blocks, threshold, options)

@@ -17,13 +17,12 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from filelock import FileLock
 from google.protobuf.message import DecodeError
 
+from pplgate.devices import Device, converts_to_fp16
 from pplgate.digest import sha256_of, sidecar, stamp
 from pplgate.errors import PplgateError
-from pplgate.fileio import write_atomic, write_json_atomic
-from pplgate.sources import lock_path, log
+from pplgate.fileio import locked, log, write_atomic, write_json_atomic
 
 
 def load(path: Path) -> onnx.ModelProto:
@@ -71,7 +70,7 @@ def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
     stat = source.stat()
     key = {"source": source.name, "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
     try:
-        with FileLock(lock_path(target)):
+        with locked(target):
             if target.is_file() and meta.is_file() and _made_from(json.loads(meta.read_text()), key):
                 return target
             log.info("converting %s to fp16 into %s", source.name, target)
@@ -81,3 +80,8 @@ def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
     except PermissionError as err:
         raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: copy the model to a writable folder and pass that path to --model.") from err
     return target
+
+
+def session_model(source: Path, device: Device, precision: str) -> Path:
+    """The file a session of ``source`` on ``device`` at ``precision`` loads: the source, or its fp16 conversion."""
+    return convert_fp16(source) if converts_to_fp16(device, precision) else source

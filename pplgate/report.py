@@ -13,12 +13,13 @@ import numpy as np
 import onnxruntime as ort
 
 from pplgate import __version__
-from pplgate.blocks import ROWS_PER_BATCH
+from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.data import TokenStream
 from pplgate.digest import file_digest
 from pplgate.evaluate import Evaluation
 from pplgate.metric import CrossToolMetrics
 from pplgate.runtime import LMSession
+from pplgate.sourcefolder import Sources
 from pplgate.sources import describe
 
 
@@ -63,32 +64,23 @@ def commit_info(cwd: str | None = None) -> dict:
         return {"id": None, "dirty": None, "branch": None}
 
 
-def final_report(
-    *,
-    model: str,
-    dataset: str,
-    tokenizer: str,
-    session: LMSession,
-    evaluation: Evaluation,
-    tokens: TokenStream,
-    grouping: str,
-    cache_dir: Path,
-) -> dict:
-    ev = evaluation
-    source = file_digest(session.source_path, cache_dir)
-    converted = file_digest(session.model_path, cache_dir) if session.model_path != session.source_path else None
+def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, tokens: TokenStream, method: Method) -> dict:
+    """The vendor's summary of ``evaluation``, with what ran, on what, and how the blocks were cut."""
+    ev, grouping = evaluation, method.grouping
+    source = file_digest(session.source_path, sources.cache_dir)
+    converted = file_digest(session.model_path, sources.cache_dir) if session.model_path != session.source_path else None
     n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
     cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {
-        "model": describe(model),
+        "model": describe(sources.model),
         "model_file": session.model_path.name,
         # The bytes that ran, which golden files pin: the file as given, and
         # the fp16 conversion made of it where there is one.
         "model_sha256": source.sha256,
         "model_bytes": source.bytes,
         "converted_model_sha256": converted.sha256 if converted else None,
-        "dataset": dataset,
-        "tokenizer": tokenizer,
+        "dataset": sources.dataset,
+        "tokenizer": sources.tokenizer,
         "device": session.device.spec,
         "precision": session.precision,
         "batch_size": ev.batch_size,
@@ -139,7 +131,7 @@ def throughput_info(
     session: LMSession,
     evaluation: Evaluation,
     mean_seconds: float,
-    method: dict,
+    method: Method,
     conditions: dict,
     cache_dir: Path,
 ) -> dict:
@@ -165,7 +157,7 @@ def throughput_info(
         "perplexity": ev.perplexity,  # of the timed blocks, in the last round
         "model_sha256": source.sha256,
         "blocks_sha256": ev.layout.fingerprint(),
-        "method": method,
+        "method": {"grouping": method.grouping, "block_size": method.block_size},
         "scoring": session.scoring,
         "onnxruntime": ort.__version__,
         "onnxruntime_distribution": onnxruntime_distribution(),

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pplgate.devices import Device
+from pplgate.devices import Device, converts_to_fp16
 from pplgate.errors import PplgateError, ProviderUnavailable
-from pplgate.graph import GraphInterface, feeds, inspect
+from pplgate.interface import GraphInterface, feeds, inspect
 from pplgate.metric import host_token_losses
-from pplgate.precision import convert_fp16
+from pplgate.options import SCORINGS, RuntimeOptions
+from pplgate.precision import session_model
 from pplgate.scoring import LABELS, LOGITS, TOKEN_LOSSES, labels_of, scoring_model
 
 # What onnxruntime raises when it cannot build or run a session.
@@ -25,12 +26,6 @@ ORT_ERRORS = (_state.Fail, _state.NotImplemented, _state.InvalidGraph, _state.In
 # run_with_iobinding reports a failed run as a plain RuntimeError.
 ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
 
-# "graph": cross-entropy in a scoring session fed the logits where they are; only losses leave the runtime.
-# "host": the vendor's way, logits fetched and scored in float32 numpy.
-# "auto": graph, except where the provider lowers the graph's precision itself
-# (GCU fp16 mixed precision): there the appended scoring could run in fp16,
-# and the vendor's figures were scored in float32 on the host.
-SCORINGS = ("auto", "graph", "host")
 # Positions the CPU scorer takes per run: its LogSoftmax buffer is this many
 # rows of the vocabulary (26 MB for GPT-2), against 206 MB for a whole block.
 SCORED_ROWS = 128
@@ -39,15 +34,8 @@ SCORED_ROWS = 128
 def resolve_scoring(scoring: str, device: Device, precision: str) -> str:
     if scoring != "auto":
         return scoring
-    return "host" if precision == "fp16" and device.kind.fp16_env is not None else "graph"
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Settings that change speed but not the result; recorded in every report."""
-
-    intra_op_threads: int = 0  # 0: onnxruntime's default, one per physical core
-    provider_options: dict[str, str] = field(default_factory=dict)
+    lowered_by_provider = precision == "fp16" and not converts_to_fp16(device, precision)
+    return "host" if lowered_by_provider else "graph"
 
 
 @contextlib.contextmanager
@@ -174,6 +162,7 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
     ``spin`` False: the session's threads sleep as soon as a run ends, rather
     than spinning for the next one on cores another session needs.
     """
+    check_provider(device)  # every session is made here: none on a provider this build lacks
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
     if not spin:
@@ -213,12 +202,10 @@ def open_session(
     if scoring not in SCORINGS:
         raise PplgateError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}.")
     scoring = resolve_scoring(scoring, device, precision)
-    check_provider(device)
     source_path = model_path = Path(model_path)
     if source_path.stat().st_size == 0:
         raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
-    if precision == "fp16" and device.kind.fp16_env is None:
-        model_path = convert_fp16(source_path)
+    model_path = session_model(source_path, device, precision)
     session = create_session(str(model_path), device, precision, options, model_path.name)
     iface = inspect(session, model_path.name)
     if scoring == "graph" and iface.vocab_size is None:

@@ -19,24 +19,16 @@ wrong on its way to the node is named, never evaluated.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from pplgate.data import looks_local
 from pplgate.digest import file_digest
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.sources import BUILTIN_PREFIX, describe, file_name
+from pplgate.fileio import default_model_dir, user_cache_dir
+from pplgate.sources import BUILTIN_PREFIX, DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, file_name, looks_local
 
-ENV = "PPLGATE_SOURCES"
 SUMS = "SHA256SUMS"
 MODEL_SUBDIR = "model"
-
-
-def default_folder() -> Path | None:
-    """``$PPLGATE_SOURCES``, read when a run starts, not at import."""
-    value = os.environ.get(ENV)
-    return Path(value).expanduser() if value else None
 
 
 def model_file_name(spec: str) -> str:
@@ -126,3 +118,26 @@ class SourceFolder:
             f"'python -m pplgate fetch {self.root}' on a machine with network, or pass {option} with a local copy.",
             option=option,
         )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a run evaluates, on what, and where made and downloaded files go."""
+
+    model: str = VENDOR_MODEL_URL
+    dataset: str = DEFAULT_DATASET
+    tokenizer: str = DEFAULT_TOKENIZER
+    # Downloaded, built and converted models: one folder for the CLI and the
+    # gate, whatever the working directory.
+    model_dir: Path = field(default_factory=default_model_dir)
+    # Tokenized data and file hashes; read from the environment when a Sources is made, not at import.
+    cache_dir: Path = field(default_factory=user_cache_dir)
+    # A folder written by 'python -m pplgate fetch' (--sources): remote sources are read from it.
+    folder: Path | None = None
+
+    def resolved(self) -> Sources:
+        """Each remote source replaced by its checked copy in ``folder``; as it is without one."""
+        if self.folder is None:
+            return self
+        f = SourceFolder(Path(self.folder), self.cache_dir)
+        return replace(self, model=f.model(self.model), dataset=f.dataset(self.dataset), tokenizer=f.tokenizer(self.tokenizer), folder=None)

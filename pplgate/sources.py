@@ -14,17 +14,17 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from filelock import FileLock
 
 from pplgate.digest import CHUNK, file_digest, sidecar, stamp
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import write_json_atomic
+from pplgate.fileio import locked, write_json_atomic
 from pplgate.progress import Progress
 
 # The vendor's file, linked from its model zoo's README.  The signed query
@@ -38,6 +38,11 @@ VENDOR_MODEL_URL = (
 )
 HF_ALTERNATIVE = "hf://openai-community/gpt2/onnx/decoder_model.onnx"
 BUILTIN_PREFIX = "builtin:"
+# The split every case reads, the vendor's, and where the data and the tokenizer come from unless told.
+DEFAULT_DATASET = "Salesforce/wikitext"
+DATASET_CONFIG = "wikitext-2-raw-v1"
+SPLIT = "test"
+DEFAULT_TOKENIZER = "openai-community/gpt2"
 # Part of the built models' file names: a builder change must not reuse old files.
 BUILDER_VERSION = "2"
 # Seconds without a byte, while connecting or reading, before a download is
@@ -47,6 +52,11 @@ TIMEOUT_S = 60.0
 NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 log = logging.getLogger("pplgate")
+
+
+def looks_local(source: str) -> bool:
+    """A path is local when it exists or is spelled as a path (./x, ../x, /x, ~/x)."""
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
 
 
 def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
@@ -74,16 +84,11 @@ def build_builtin(name: str, model_dir: Path) -> Path:
     key = hashlib.sha256(f"{BUILDER_VERSION}|{dataclasses.asdict(cfg)}".encode()).hexdigest()[:10]
     path = model_dir / f"builtin-{name}-{key}.onnx"
     model_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(path)):
+    with locked(path):
         if not path.is_file():
             log.info("building %s into %s", BUILTIN_PREFIX + name, path)
             write_model(cfg, path)
     return path
-
-
-def lock_path(path: Path) -> str:
-    """A hidden lock file beside ``path``: held while ``path`` is being made."""
-    return str(path.with_name(f".{path.name}.lock"))
 
 
 def declared_sha256(url: str) -> str | None:
@@ -106,7 +111,7 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
     final = model_dir / file_name(url)
     meta = sidecar(final)  # where the file came from, and its hash, computed while it streamed
     model_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(final)):
+    with locked(final):
         if final.is_file():
             if want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
                 return final
@@ -204,7 +209,35 @@ def hub_download(spec: str) -> Path:
 
 
 def describe(spec: str) -> str:
-    """The spec as shown in reports: a URL without its signed query string."""
+    """The spec as shown in reports: a URL without its user info and its signed query string."""
     if spec.startswith(("https://", "http://")):
-        return urllib.parse.urlsplit(spec)._replace(query="", fragment="").geturl()
+        parts = urllib.parse.urlsplit(spec)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
     return spec
+
+
+# Query parameters that carry a credential: their values are never shown.
+SECRET_PARAMS = re.compile(r"(token|key|secret|signature|sig|password|passwd|credential|auth|q-ak|q-signature|x-amz-[a-z-]*)$", re.IGNORECASE)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
+
+
+def _mask_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{k}=***" if SECRET_PARAMS.search(k) else (f"{k}={v}" if sep else k)
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def mask(text: str) -> str:
+    """``text`` with every URL's user info and secret-looking query values replaced by ***."""
+    return _URL.sub(lambda m: _mask_url(m.group(0)), text)
+
+
+def describe_words(words: list[str]) -> list[str]:
+    """A command's words with their secrets masked (a suggested command is printed and kept in logs)."""
+    return [mask(w) for w in words]

@@ -1,24 +1,25 @@
-"""Options, fixtures and hooks of the pplgate gate.  The work is done in pplgate/."""
+"""Options, fixtures and hooks of the pplgate gate.  The work is done in pplgate/.
+
+Loaded in every pytest run of the environment it is installed in (a pytest11
+entry point), so it imports only what declaring options needs; onnxruntime,
+onnx and the pipeline are imported by the fixtures and hooks that use them.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import onnxruntime as ort
 import pytest
 
-from pplgate.argtypes import device_list, key_value, non_negative_int, percent, positive_int, precision_list
+from pplgate.argtypes import device_list, percent, positive_int, precision_list
 from pplgate.devices import DEVICES, PRECISIONS
-from pplgate import sourcefolder
-from pplgate.fileio import default_model_dir, user_cache_dir
-from pplgate.golden import GoldenError
-from pplgate.report import onnxruntime_distribution
-from pplgate.runtime import SCORINGS, RuntimeOptions
-from pytest_pplgate.check import PerplexityRegression, obtain
+from pplgate.errors import GoldenError
+from pplgate.fileio import default_model_dir
+from pplgate.options import RunSettings, RuntimeOptions, add_global_options, default_sources_folder
+from pytest_pplgate.outcome import TARGET_PROPERTY, obtain
 from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
-from pytest_pplgate.summary import TARGET_PROPERTY, GateSummary
-from pytest_pplgate.throughput import ThroughputRegression
+from pytest_pplgate.summary import GateSummary
 
 gate_key = pytest.StashKey[GateSession]()
 golden_error_key = pytest.StashKey[GoldenError]()
@@ -34,14 +35,7 @@ def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pplgate", "pplgate: perplexity and throughput gate")
-    group.addoption("--model", dest="pplgate_model", default=None, metavar="SOURCE",
-                    help="model for every case that is not a built model: path, https URL, hf://<repo>/<file> (default: each golden file's sources.model; ini: pplgate_model)")
-    group.addoption("--dataset", dest="pplgate_dataset", default=None, metavar="SOURCE",
-                    help="wikitext hub id or local folder (default: each golden file's sources.dataset, Salesforce/wikitext; ini: pplgate_dataset)")
-    group.addoption("--tokenizer", dest="pplgate_tokenizer", default=None, metavar="SOURCE",
-                    help="tokenizer hub id or local folder (default: each golden file's sources.tokenizer, openai-community/gpt2; ini: pplgate_tokenizer)")
-    group.addoption("--sources", dest="pplgate_sources", default=None, metavar="DIR",
-                    help=f"read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR' (default: none; ini: pplgate_sources; env: {sourcefolder.ENV})")
+    add_global_options(group.addoption, prefix="gate-")
     group.addoption("--strict-gate", dest="pplgate_strict", action="store_true", default=None,
                     help="fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing (default: skip; ini: pplgate_strict)")
     group.addoption("--update-golden", dest="pplgate_update", action="store_true", default=False,
@@ -52,8 +46,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"devices to parametrize over, e.g. 'cpu gcu:1' (default: cpu gpu gcu; ini: pplgate_devices; known: {', '.join(DEVICES)})")
     group.addoption("--gate-precisions", dest="pplgate_precisions", default=None, type=precision_list, metavar="LIST",
                     help=f"precisions to parametrize over (default: {' '.join(PRECISIONS)}; ini: pplgate_precisions)")
-    group.addoption("--gate-batch-size", dest="pplgate_batch_size", default=1, type=positive_int, metavar="N",
-                    help="blocks per session.run (default: 1)")
     group.addoption("--gate-bench-blocks", dest="pplgate_bench_blocks", default=4, type=positive_int, metavar="N",
                     help="blocks each throughput test times per round (default: 4)")
     group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
@@ -63,20 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "(default: such slowdowns beyond 10%% are only reported)")
     group.addoption("--gate-drift-fail", dest="pplgate_drift_fail", action="store_true", default=False,
                     help="fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method (default: a warning)")
-    group.addoption("--gate-scoring", dest="pplgate_scoring", default="auto", choices=SCORINGS,
-                    help="graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; host: the vendor's numpy scoring; auto: graph, but host where the provider lowers precision itself, gcu fp16 (default: auto)")
-    group.addoption("--provider-option", dest="pplgate_provider_options", action="append", default=[], type=key_value, metavar="KEY=VALUE",
-                    help="passed to every session's execution provider; repeatable (default: none)")
-    group.addoption("--intra-op-threads", dest="pplgate_threads", default=0, type=non_negative_int, metavar="N",
-                    help="onnxruntime intra-op threads per session (default: 0, onnxruntime's choice)")
     group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=positive_int, metavar="N",
                     help="cards per device on this node: pytest-xdist worker n uses card n mod N (default: the number of workers; ini: pplgate_cards)")
     group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
                     help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
-    group.addoption("--model-dir", dest="pplgate_model_dir", default=None, type=Path, metavar="DIR",
-                    help=f"where downloaded, built and converted models go, the CLI's too (default: {default_model_dir()}; ini: pplgate_model_dir)")
-    group.addoption("--token-cache-dir", dest="pplgate_cache_dir", default=None, type=Path, metavar="DIR",
-                    help=f"where tokenized data is cached (default: {user_cache_dir()})")
     parser.addini("pplgate_model", "default for --model", default="")
     parser.addini("pplgate_dataset", "default for --dataset (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_tokenizer", "default for --tokenizer (relative paths: from the rootdir)", default="")
@@ -104,7 +86,7 @@ def _source(config: pytest.Config, name: str) -> str | None:
 def _sources_folder(config: pytest.Config) -> Path | None:
     """--sources, else pplgate_sources in pytest.ini, else $PPLGATE_SOURCES."""
     value = _source(config, "sources")
-    return Path(value) if value else sourcefolder.default_folder()
+    return Path(value) if value else default_sources_folder()
 
 
 def _ini(config: pytest.Config, name: str, parse):
@@ -123,7 +105,7 @@ def _settings(config: pytest.Config) -> GateSettings:
     return GateSettings(
         golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
         model_dir=config.getoption("pplgate_model_dir") or (root / config.getini("pplgate_model_dir") if config.getini("pplgate_model_dir") else default_model_dir()),
-        cache_dir=config.getoption("pplgate_cache_dir") or user_cache_dir(),
+        cache_dir=config.getoption("pplgate_cache_dir"),
         devices=config.getoption("pplgate_devices") or _ini(config, "pplgate_devices", device_list),
         precisions=config.getoption("pplgate_precisions") or _ini(config, "pplgate_precisions", precision_list),
         model=_source(config, "model"),
@@ -133,9 +115,11 @@ def _settings(config: pytest.Config) -> GateSettings:
         strict=bool(strict if strict is not None else config.getini("pplgate_strict")),
         update=config.getoption("pplgate_update"),
         report_path=config.getoption("pplgate_report"),
-        batch_size=config.getoption("pplgate_batch_size"),
-        scoring=config.getoption("pplgate_scoring"),
-        options=RuntimeOptions(config.getoption("pplgate_threads"), dict(config.getoption("pplgate_provider_options"))),
+        run=RunSettings(
+            batch_size=config.getoption("pplgate_batch_size"),
+            scoring=config.getoption("pplgate_scoring"),
+            options=RuntimeOptions(config.getoption("pplgate_intra_op_threads"), dict(config.getoption("pplgate_provider_option"))),
+        ),
         bench_blocks=config.getoption("pplgate_bench_blocks"),
         bench_rounds=config.getoption("pplgate_bench_rounds"),
         throughput_fail=config.getoption("pplgate_throughput_fail"),
@@ -145,7 +129,8 @@ def _settings(config: pytest.Config) -> GateSettings:
     )
 
 
-PATH_OPTIONS = ("model", "dataset", "tokenizer", "sources", "golden_dir", "model_dir", "cache_dir")
+# The options whose value is a path: written with a space, pytest takes that path for a test path.
+PATH_OPTIONS = ("--model", "--dataset", "--tokenizer", "--sources", "--golden-dir", "--model-dir", "--gate-cache-dir", "--gate-report")
 
 
 # The files pytest reads its settings from, and what marks one as pytest's.
@@ -171,7 +156,8 @@ def _refuse_missed_ini(config: pytest.Config) -> None:
     """
     if config.inipath is not None:
         return
-    given = [f"--{name.replace('_', '-')}" for name in PATH_OPTIONS if config.getoption(f"pplgate_{name}") is not None]
+    args = [str(a) for a in config.invocation_params.args]
+    given = [a for a in args[:-1] if a in PATH_OPTIONS]  # written with a space, not with '='
     folder = config.invocation_params.dir
     missed = next((ini for d in (folder, *folder.parents) for ini in _ini_files(d)), None)
     if given and missed is not None:
@@ -187,6 +173,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for precision in PRECISIONS:
         config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
     _refuse_missed_ini(config)
+    if config.getoption("pplgate_update") and config.getoption("pplgate_strict"):
+        raise pytest.UsageError("--update-golden records what this node obtains and --strict-gate gates on it: run one, not both "
+                                "(record with --update-golden, then check with --strict-gate).")
     gate = GateSession(_settings(config))
     config.stash[gate_key] = gate
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path), "pplgate-summary")
@@ -194,6 +183,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[gate_key].settings
+    if not s.golden_dir.is_dir():
+        return []  # not a gate project: a run that never uses the plugin does not pay for onnxruntime's import
+    import onnxruntime as ort
+
+    from pplgate.report import onnxruntime_distribution
+
     return [
         f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
         f"pplgate: model {s.model or 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}"
@@ -231,7 +226,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def gate(pytestconfig: pytest.Config) -> GateSession:
-    """The gate's shared state: settings, token blocks, sessions and evaluations."""
+    """The gate's shared state: settings, and the token blocks, sessions and evaluations made so far."""
     return pytestconfig.stash[gate_key]
 
 
@@ -245,27 +240,29 @@ def gate_target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
-def gate_session(gate: GateSession, gate_target: Target):
-    """The onnxruntime session of this test's case, device and precision, built once per pytest session."""
-    return obtain(gate, lambda: gate.session(gate_target))
+def gate_model(gate: GateSession, gate_target: Target):
+    """The model of this test's case as an onnxruntime session on its device and precision (pplgate.runtime.LMSession), built once per pytest session."""
+    return obtain(gate.settings.strict, lambda: gate.session(gate_target))
 
 
 @pytest.fixture
 def gate_blocks(gate: GateSession, gate_target: Target):
     """The case's token blocks (pplgate.blocks.Blocks)."""
-    return obtain(gate, lambda: gate.blocks(gate_target.case)[1])
+    return obtain(gate.settings.strict, lambda: gate.blocks(gate_target.case)[1])
 
 
 @pytest.fixture
-def gate_result(gate: GateSession, gate_target: Target, gate_session) -> dict:
+def gate_result(gate: GateSession, gate_target: Target, gate_model) -> dict:
     """The Final report of this test's evaluation, computed once per pytest session."""
-    report, _ = obtain(gate, lambda: gate.evaluation(gate_target))
+    report, _ = obtain(gate.settings.strict, lambda: gate.evaluation(gate_target))
     return report
 
 
 @pytest.fixture
-def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest) -> PerplexityRegression:
+def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest):
     """``perplexity_regression.check(report)`` compares with the golden file, or records with --update-golden."""
+    from pytest_pplgate.perplexity import PerplexityRegression
+
     return PerplexityRegression(gate, gate_target, request)
 
 
@@ -282,8 +279,10 @@ def gate_history(pytestconfig: pytest.Config) -> list:
 
 
 @pytest.fixture
-def throughput_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest, gate_history: list) -> ThroughputRegression:
+def throughput_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest, gate_history: list):
     """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against the saved runs."""
+    from pytest_pplgate.throughput import ThroughputRegression
+
     return ThroughputRegression(gate, gate_target, request, gate_history)
 
 
@@ -295,13 +294,17 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     under another onnxruntime build, thread count or provider options are not
     compared as if they were the same.
     """
+    import onnxruntime as ort
+
+    from pplgate.report import onnxruntime_distribution
+
     s = config.stash[gate_key].settings
     machine_info["pplgate"] = {
         "onnxruntime": ort.__version__,
         "onnxruntime_distribution": onnxruntime_distribution(),
         "available_providers": ort.get_available_providers(),
-        "intra_op_threads": s.options.intra_op_threads,
-        "provider_options": s.options.provider_options,
-        "batch_size": s.batch_size,
-        "scoring": s.scoring,
+        "intra_op_threads": s.run.options.intra_op_threads,
+        "provider_options": s.run.options.provider_options,
+        "batch_size": s.run.batch_size,
+        "scoring": s.run.scoring,
     }

@@ -1,29 +1,33 @@
-"""The gate's state for one pytest session: settings, and what was built once to share.
+"""The gate's state for one pytest session: settings, and what was made once to share.
 
-Built in ``pytest_configure`` and kept in ``config.stash``.  Token blocks,
-resolved models, onnxruntime sessions and evaluations are made on first use
-and shared by every test that needs them; a failure to make one is kept too,
-so that the next test that needs it skips at once instead of retrying a
-download that cannot succeed.
+Built in ``pytest_configure`` and kept in ``config.stash``.  The work is
+``pplgate.pipeline``'s steps; this only keeps what each made (token blocks,
+onnxruntime sessions, evaluations), so that every test needing it shares it.
+A failure to make one is kept too, so that the next test that needs it skips
+or fails at once instead of retrying a download that cannot succeed.
+
+Light at import, as the whole plugin: the pipeline is imported when a test
+first needs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pplgate.blocks import Blocks
-from pplgate.data import TokenStream
-from pplgate.compare import compare_with_reference
-from pplgate.devices import Device, assign_card, parse_device, parse_target
-from pplgate.evaluate import Evaluation, evaluate
-from pplgate.metric import perplexity
-from pplgate.golden import GoldenCase, GoldenError, Limits, load_case
-from pplgate.pipeline import Sources, build_session, load_blocks
-from pplgate.report import final_report
-from pplgate.runtime import LMSession, RuntimeOptions, check_provider, open_session
+from pplgate.devices import Device, assign_card, parse_device
+from pplgate.errors import GoldenError
+from pplgate.options import RunSettings
 from pplgate.sources import BUILTIN_PREFIX
-from pplgate.testmodel import cached_reference_perplexity
+
+if TYPE_CHECKING:
+    from pplgate.blocks import Blocks
+    from pplgate.data import TokenStream
+    from pplgate.evaluate import Evaluation
+    from pplgate.golden import GoldenCase, Limits
+    from pplgate.runtime import LMSession
+    from pplgate.sourcefolder import Sources
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,7 @@ class GateSettings:
     strict: bool
     update: bool
     report_path: Path | None
-    batch_size: int
-    scoring: str
-    options: RuntimeOptions
+    run: RunSettings  # batch size, scoring and onnxruntime options of every session
     bench_blocks: int  # blocks timed by each throughput test
     bench_rounds: int
     throughput_fail: float | None = None  # --gate-throughput-fail: a slowdown beyond this fraction and the noise fails
@@ -115,6 +117,8 @@ class GateSession:
 
     def targets(self) -> list[Target | BrokenCase]:
         """Every (case, device, precision) the golden folder and the settings call for."""
+        from pplgate.golden import load_case
+
         s = self.settings
         out: list[Target | BrokenCase] = []
         for path in self.golden_files():
@@ -129,6 +133,8 @@ class GateSession:
 
     def sources(self, case: GoldenCase) -> Sources:
         """The case's sources after the options, each remote one read from --sources where given (checked once)."""
+        from pplgate.sourcefolder import Sources
+
         s = self.settings
         model = case.sources["model"]
         # A built model is part of the case's definition; real models follow --model.
@@ -138,54 +144,58 @@ class GateSession:
         return self._once(("sources", given), given.resolved)
 
     def blocks(self, case: GoldenCase) -> tuple[TokenStream, Blocks]:
+        from pplgate.pipeline import load_blocks
+
         src = self.sources(case)
         return self._once(("blocks", src.dataset, src.tokenizer, case.method), lambda: load_blocks(src, case.method))
 
     def session(self, target: Target) -> LMSession:
-        check_provider(target.device)  # the first cause: before any source is resolved, downloaded or checked
+        from pplgate.pipeline import build_session, check_providers
+
+        check_providers(target.device)  # the first cause: before any source is resolved, downloaded or checked
         src = self.sources(target.case)
         tokens, blocks = self.blocks(target.case)
         key = ("session", src.model, target.device, target.precision)
-        s = self.settings
-        return self._once(key, lambda: build_session(src, target.device, target.precision, blocks, tokens.vocab_size, s.scoring, s.options))
+        return self._once(key, lambda: build_session(src, target.device, target.precision, tokens, blocks, self.settings.run))
 
     def evaluation(self, target: Target) -> tuple[dict, Evaluation]:
+        from pplgate.pipeline import evaluate_report
+
         def make() -> tuple[dict, Evaluation]:
-            session = self.session(target)
             tokens, blocks = self.blocks(target.case)
-            ev = evaluate(session, blocks, self.settings.batch_size)
-            src = self.sources(target.case)
-            report = final_report(model=src.model, dataset=src.dataset, tokenizer=src.tokenizer, session=session, evaluation=ev,
-                                  tokens=tokens, grouping=target.case.method.grouping, cache_dir=self.settings.cache_dir)
-            return report, ev
+            return evaluate_report(self.sources(target.case), self.session(target), tokens, blocks, target.case.method, self.settings.run)
 
         return self._once(("evaluation", target.case.name, target.device, target.precision), make)
 
     def accuracy_perplexity(self, target: Target, n_blocks: int) -> float:
         """The accuracy path's perplexity of the case's first ``n_blocks``: this session's evaluation
         when it has run (the accuracy test runs first), else an untimed evaluation of those blocks."""
+        from pplgate.evaluate import evaluate
+        from pplgate.metric import perplexity
+
         made = self._made.get(("evaluation", target.case.name, target.device, target.precision))
         if made is not None and not isinstance(made, Exception):
             return perplexity(made[1].block_losses[:n_blocks])
         _, blocks = self.blocks(target.case)
-        return evaluate(self.session(target), blocks.head(n_blocks), self.settings.batch_size, progress=False).perplexity
+        return evaluate(self.session(target), blocks.head(n_blocks), self.settings.run.batch_size, progress=False).perplexity
 
     def reference_summary(self, target: Target, limits: Limits) -> dict:
         """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""
+        from pplgate.devices import parse_target
+        from pplgate.pipeline import check_providers, compare
+
         def make() -> dict:
-            reference, precision = parse_target(limits.reference)
-            check_provider(reference)
-            session = self.session(target)
-            options = self.settings.options
-            run = session if session.scoring == "host" else open_session(session.source_path, target.device, target.precision, "host", options)
-            ref = open_session(session.source_path, reference, precision, "host", options)
+            reference = parse_target(limits.reference)
+            check_providers(reference[0])
             _, blocks = self.blocks(target.case)
-            return compare_with_reference(run, ref, blocks.head(limits.blocks), self.settings.batch_size).summary()
+            return compare(self.session(target), reference, blocks.head(limits.blocks), self.settings.run)
 
         return self._once(("reference", target.case.name, target.device, target.precision, limits.reference, limits.blocks), make)
 
     def computed_perplexity(self, target: Target) -> float:
         """A built model's perplexity by its float64 numpy forward pass, on this run's blocks."""
+        from pplgate.testmodel import cached_reference_perplexity
+
         def make() -> float:
             session = self.session(target)
             _, blocks = self.blocks(target.case)

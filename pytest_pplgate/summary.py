@@ -9,50 +9,86 @@ from __future__ import annotations
 
 import datetime
 import json
-import shlex
+import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from pplgate.fileio import write_json_atomic
-from pplgate.report import commit_info, machine_info
-from pytest_pplgate.check import RESULT_PROPERTY, Outcome, source_args
-from pytest_pplgate.throughput import THROUGHPUT_PROPERTY
+from pytest_pplgate.outcome import RESULT_PROPERTY, TARGET_PROPERTY, THROUGHPUT_PROPERTY, Outcome
 
-TARGET_PROPERTY = "pplgate_target"
+ORDER = ("pass", "FAIL", "no golden", "skip", "error", "crashed", "not run", "updated")
+REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never cut
 
 
 class GateSummary:
     def __init__(self, config: pytest.Config, report_path: Path | None):
         self.config = config
         self.report_path = report_path
+        self.selected: dict[str, str] = {}  # nodeid -> target id of every gate accuracy test selected
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
         self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # In the process that collected: without xdist, this one.
+        for item in session.items:
+            target = dict(item.user_properties).get(TARGET_PROPERTY)
+            if target is not None:
+                self.selected[item.nodeid] = target
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """Under pytest-xdist the controller collects nothing: a worker's ids say what was selected."""
+        targets = self._target_ids()
+        for nodeid in ids:
+            target = _target_of(nodeid, targets)
+            if target is not None:
+                self.selected.setdefault(nodeid, target)
+
+    def _target_ids(self) -> set[str]:
+        from pytest_pplgate.plugin import gate_key
+
+        try:
+            return {t.id for t in self.config.stash[gate_key].targets()}
+        except Exception:  # a broken golden folder: its tests report themselves
+            return set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = {k: v for k, v in report.user_properties}
         if THROUGHPUT_PROPERTY in props and report.when == "call":
             self.throughput[report.nodeid] = json.loads(props[THROUGHPUT_PROPERTY])
-        target = props.get(TARGET_PROPERTY)
+        target = props.get(TARGET_PROPERTY) or self.selected.get(report.nodeid)
         if target is None:
             return
         if RESULT_PROPERTY in props and report.when == "call":
             self.outcomes[report.nodeid] = Outcome(**json.loads(props[RESULT_PROPERTY]))
         elif report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.outcomes[report.nodeid] = Outcome(target, "skip", report={"reason": _without(reason, "Skipped: ")})
+            self.outcomes[report.nodeid] = Outcome(target, "skip", reason=_without(reason, "Skipped: "))
         elif report.failed and report.nodeid not in self.outcomes:
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = _without(crash.message if crash is not None else report.longreprtext.strip(), "Failed: ")
-            self.outcomes[report.nodeid] = Outcome(target, "error", report={"reason": reason})
+            # pytest-xdist reports a test whose worker died with the phase "???".
+            verdict = "crashed" if report.when not in ("setup", "call", "teardown") else "error"
+            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=reason.strip().splitlines()[0] if reason.strip() else verdict)
+
+    def _not_run(self) -> dict[str, Outcome]:
+        return {n: Outcome(t, "not run", reason="the session ended before it ran") for n, t in self.selected.items() if n not in self.outcomes}
+
+    def _all(self) -> dict[str, Outcome]:
+        return {**self.outcomes, **self._not_run()}
 
     def counts(self) -> Counter:
-        return Counter(o.verdict for o in self.outcomes.values())
+        return Counter(o.verdict for o in self._all().values())
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.outcomes:
-            self._accuracy(terminalreporter)
+    def _complete(self, exitstatus: int) -> bool:
+        """Whether every selected gate test ran to a verdict: no interruption, no dead worker, none left out."""
+        counts = self.counts()
+        return exitstatus != pytest.ExitCode.INTERRUPTED and not counts["crashed"] and not counts["not run"]
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
+        if self.outcomes or self.selected:
+            self._accuracy(terminalreporter, exitstatus)
         if self.throughput:
             self._throughput(terminalreporter)
 
@@ -70,15 +106,19 @@ class GateSummary:
         if kinds["slower"] and self.config.getoption("pplgate_throughput_fail") is None:
             tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent); the history: python -m pplgate history --storage .benchmarks")
 
-    def _accuracy(self, tr) -> None:
+    def _accuracy(self, tr, exitstatus: int) -> None:
+        from pytest_pplgate.commands import pytest_command
+
         tr.write_sep("-", "pplgate")
         header = f"{'test':<28} {'perplexity':>12} {'±':>9} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
         tr.write_line(header)
-        for o in self.outcomes.values():
+        outcomes = self._all()
+        for o in outcomes.values():
             if o.perplexity is None:
-                # What is wrong, without what to do: -rs and the failure show the whole sentence.
-                reason = (o.report or {}).get("reason", "").split(": ")[0]
-                tr.write_line(f"{o.id:<28} {'':>12} {'':>9} {'':>12} {'':>11} {'':>10} {o.verdict:<9} {'':>9}  {reason[:90]}")
+                tr.write_line(f"{o.id:<28} {'':>12} {'':>9} {'':>12} {'':>11} {'':>10} {o.verdict:<9}")
+                # Whole, wrapped under the line: the reason is the point, and a log keeps every word.
+                for line in textwrap.wrap(o.reason or "", REASON_WIDTH):
+                    tr.write_line(f"    {line}")
                 continue
             exp = f"{o.expected:.6g}" if o.expected is not None else "-"
             diff = f"{(o.perplexity - o.expected) / o.expected:+.4%}" if o.expected else "-"
@@ -89,37 +129,58 @@ class GateSummary:
         for o in unpinned:
             tr.write_line(f"{o.id}: ran model sha256 {o.model_sha256}, which its golden entry does not pin yet")
         counts = self.counts()
-        order = ("pass", "FAIL", "no golden", "skip", "error", "updated")
-        tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in order if counts[v]))
-        to_fix = [nodeid for nodeid, o in self.outcomes.items() if o.verdict in ("FAIL", "no golden")]
+        tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in ORDER if counts[v]))
+        if not self._complete(exitstatus):
+            tr.write_line(f"pplgate: INCOMPLETE: {counts['crashed']} crashed, {counts['not run']} not run (exit status {int(exitstatus)}); "
+                          "no verdict on those, so this run proves nothing about them.")
+        to_fix = [o.id for o in outcomes.values() if o.verdict in ("FAIL", "no golden")]
         if to_fix:
-            ids = " or ".join(self.outcomes[n].id for n in to_fix)
-            command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
+            command = pytest_command(self.config, "--update-golden", "-k", " or ".join(to_fix))
             tr.write_line(f"To record the obtained values, if they are right: {command}")
         elif unpinned:
-            ids = " or ".join(o.id for o in unpinned)
-            command = shlex.join(["pytest", *source_args(self.config), "--update-golden", "-k", ids])
+            command = pytest_command(self.config, "--update-golden", "-k", " or ".join(o.id for o in unpinned))
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
-        if counts["skip"] and not (counts["pass"] or counts["FAIL"] or counts["error"]):
+        if counts["skip"] and not (counts["pass"] or counts["FAIL"] or counts["error"] or counts["crashed"]):
             tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.report_path is None or hasattr(self.config, "workerinput"):
             return
+        from pplgate.fileio import write_json_atomic
+        from pplgate.report import commit_info, machine_info
+
         records = []
-        for nodeid, o in self.outcomes.items():
+        for nodeid, o in self._all().items():
             record = {"test": nodeid, "id": o.id, "verdict": o.verdict, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
+            if o.reason is not None:
+                record["reason"] = o.reason
             records.append({**record, **(o.report or {})})
-        write_json_atomic(self.report_path, {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "commit": commit_info(str(self.config.rootpath)),
-            "counts": dict(self.counts()),
-            "results": records,
-            "throughput": list(self.throughput.values()),
-        })
+        try:
+            write_json_atomic(self.report_path, {
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "complete": self._complete(exitstatus),
+                "exit_status": int(exitstatus),
+                "machine": machine_info(),
+                "commit": commit_info(str(self.config.rootpath)),
+                "counts": dict(self.counts()),
+                "results": records,
+                "throughput": list(self.throughput.values()),
+            })
+        except OSError as err:
+            session.config.get_terminal_writer().line(
+                f"pplgate: error: cannot write --gate-report {self.report_path} ({err.strerror or err}): pass a writable file path.", red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _without(reason: str, prefix: str) -> str:
     """pytest's reason without the prefix it adds ("Skipped: ", "Failed: ")."""
     return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def _target_of(nodeid: str, targets: set[str]) -> str | None:
+    """The gate target id in a test's nodeid (``...::test_perplexity[gpt2-small-cpu-fp32]``), if it is an accuracy test."""
+    if "::test_perplexity[" not in nodeid or not nodeid.endswith("]"):
+        return None
+    param = nodeid[nodeid.index("[") + 1 : -1]
+    return param if param in targets else None

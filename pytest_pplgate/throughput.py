@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from pytest_pplgate.outcome import THROUGHPUT_PROPERTY
 from pytest_pplgate.session import GateSession, Target
 
-THROUGHPUT_PROPERTY = "pplgate_throughput"
 # The timed blocks' perplexity against the accuracy path's on the same blocks
 # (MLPerf's TEST01): the same session and settings compute the same float32
 # losses, so anything past rounding is a fast path computing something else.
@@ -44,9 +44,8 @@ class ThroughputRegression:
         stats = benchmark.stats.stats if benchmark.stats else None
         if stats is None:
             return  # --benchmark-disable: nothing was timed, nothing to judge
-        method = {"grouping": self.target.case.method.grouping, "block_size": self.target.case.method.block_size}
         benchmark.extra_info.update(throughput_info(test=self.target.id, case=self.target.case.name, session=session, evaluation=result,
-                                                    mean_seconds=stats.mean, method=method, conditions=conditions.record(),
+                                                    mean_seconds=stats.mean, method=self.target.case.method, conditions=conditions.record(),
                                                     cache_dir=settings.cache_dir))
         bench = {"stats": {"median": stats.median, "stddev": stats.stddev, "rounds": stats.rounds}, "extra_info": benchmark.extra_info}
         # The machine as pytest-benchmark's machine_info names it in the saved runs.

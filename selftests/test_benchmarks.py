@@ -67,7 +67,7 @@ def bench_project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, 
         # an in-process run reports as an internal error.
         runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
         return runner(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-                                  f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", "--gate-bench-blocks=2", *args)
+                                  f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", "--gate-bench-blocks=2", *args)
 
     return pytester, run
 

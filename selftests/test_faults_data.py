@@ -17,7 +17,7 @@ import pytest
 
 from pplgate.cli import main
 from pplgate.fileio import write_atomic
-from pplgate.golden import Comparison, golden_record
+from pplgate.golden import Tolerance, golden_record
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -83,7 +83,7 @@ def test_token_ids_outside_a_symbolic_vocabulary(tmp_path, dataset_dir, tokenize
 
 @pytest.mark.parametrize("obtained", [math.inf, math.nan])
 def test_infinite_or_nan_perplexity_never_passes(obtained):
-    assert not Comparison(obtained, 29.372, 0.5).passed
+    assert not Tolerance(obtained, 29.372, 0.5).passed
 
 
 def test_interrupted_write_leaves_the_old_file(tmp_path):

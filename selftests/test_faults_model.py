@@ -104,7 +104,7 @@ def test_gate_fails_bad_models_with_the_sentence(pytester, tiny_model, tmp_path,
             "method": {"max_blocks": 1}, "expected": {"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1}},
         }))
     result = pytester.runpytest(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-                                f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", "-k", "truncated-cpu-fp32 or no_logits-cpu-fp32 or impossible-cpu-fp16")
+                                f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", "-k", "truncated-cpu-fp32 or no_logits-cpu-fp32 or impossible-cpu-fp16")
     result.assert_outcomes(errors=3)
     for _, _, fragment in (models["truncated"], models["no logits"], models["fp16 impossible"]):
         result.stdout.fnmatch_lines([f"*{fragment}*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def project(pytester: pytest.Pytester, dataset_dir, tokenizer_dir, model_dir, to
     def run(*args: str) -> pytest.RunResult:
         return pytester.runpytest(
             f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-            f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", *args,
+            f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", *args,
         )
 
     return golden, run
@@ -147,9 +148,9 @@ def test_drift_fails_with_a_table_and_the_command(recorded):
         "*obtained*expected*difference*tolerance*",
         "perplexity *-0.99*%*",
         f"*device cpu, precision fp32, golden {path} [[]expected.cpu-fp32[]]*",
-        "*pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --update-golden --dataset=*",
+        f"  {sys.executable} -m pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --update-golden --dataset=*",
     ])
-    result.stdout.fnmatch_lines(["*mini-cpu-fp32*FAIL*", "pplgate: 1 FAIL", "To record the obtained values*--dataset=*--update-golden -k mini-cpu-fp32"])
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32*FAIL*", "pplgate: 1 FAIL", f"To record the obtained values, if they are right: {sys.executable} -m pytest --update-golden -k mini-cpu-fp32 --dataset=*"])
 
 
 def test_rule_entries_compare_against_the_entry_they_name(recorded, pytester):
@@ -244,7 +245,7 @@ def test_sources_from_pytest_ini_relative_to_it(pytester, shared_data, model_dir
     sub = pytester.mkdir("sub")  # run from elsewhere: ./ paths are the ini file's, not the cwd's
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sub)
-        result = pytester.runpytest(str(pytester.path), f"--model-dir={model_dir}", f"--token-cache-dir={token_cache}",
+        result = pytester.runpytest(str(pytester.path), f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}",
                                     "-p", "no:cacheprovider", "--update-golden")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"pplgate: model per golden file, dataset {pytester.path}/data/wikitext, tokenizer {pytester.path}/data/gpt2"])
@@ -316,7 +317,7 @@ def test_unpinned_model_shows_the_hash_that_ran(recorded, tiny_model):
     result.assert_outcomes(passed=1)
     sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     result.stdout.fnmatch_lines([f"mini-cpu-fp32: ran model sha256 {sha}, which its golden entry does not pin yet",
-                                 "To pin the models that ran*--update-golden -k mini-cpu-fp32"])
+                                 "To pin the models that ran*-m pytest --update-golden -k mini-cpu-fp32 --dataset=*"])
 
 
 def test_tiny_case_holds_on_any_faithful_copy(project, dataset_dir, wikitext_with_empty_rows, tmp_path):
@@ -387,7 +388,7 @@ def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, to
     result.stdout.no_fnmatch_line("*unrecognized arguments*")
     # Inside it: the same run as the = form.
     inside = {"--dataset": "data", "--tokenizer": "tok", "--model": "m.onnx", "--golden-dir": "golden"}[option]
-    common = ["-k", "gcu", "-rs", f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider"]
+    common = ["-k", "gcu", "-rs", f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider"]
     spaced = pytester.runpytest(*common, option, inside)
     joined = pytester.runpytest(*common, f"{option}={inside}")
     assert spaced.ret == joined.ret == 0
@@ -436,8 +437,8 @@ def test_a_failure_ends_with_a_runnable_localize_command(recorded, pytester, cap
     result = run("-k", "fp16")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*To find the first node where mini-cpu-fp16 departs from cpu-fp32:",
-                                 "  python -m pplgate localize --model=builtin:tiny --dataset=* --device=cpu --precision=fp16 --reference=cpu-fp32 *"])
-    command = next(line.strip() for line in result.outlines if line.startswith("  python -m pplgate localize"))
+                                 f"  {sys.executable} -m pplgate localize --model=builtin:tiny --dataset=* --device=cpu --precision=fp16 --reference=cpu-fp32 *"])
+    command = next(line.strip() for line in result.outlines if line.startswith(f"  {sys.executable} -m pplgate localize"))
     words = shlex.split(command)
     assert main(words[3:]) == 0
     assert "no divergence" in capsys.readouterr().out  # fp16 rounding only: the limit, not the model, is what is tight

@@ -128,7 +128,7 @@ def gate(pytester: pytest.Pytester, token_cache, model_dir, tokens):
     }))
 
     def run(*args: str) -> pytest.RunResult:
-        return pytester.runpytest(f"--model-dir={model_dir}", f"--token-cache-dir={token_cache}", "-p", "no:cacheprovider", *args)
+        return pytester.runpytest(f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", *args)
 
     return run
 
@@ -158,7 +158,7 @@ def test_a_missing_provider_is_named_before_any_source(gate, pytester, tmp_path,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     pytester.makeini("[pytest]\npplgate_devices = gcu\npplgate_precisions = fp32\n")
-    result = gate("-rs", "--token-cache-dir", str(tmp_path / "cold"))
+    result = gate("-rs", "--gate-cache-dir", str(tmp_path / "cold"))
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*TopsInferenceExecutionProvider (device gcu) is not in this onnxruntime*"])
     result.stdout.no_fnmatch_line("*cannot be reached*")

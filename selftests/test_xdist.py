@@ -24,7 +24,7 @@ def project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens
             "case": name, "sources": {"model": "builtin:tiny", "dataset": "d", "tokenizer": "t"},
             "method": {"max_blocks": 1}, "expected": {},
         }))
-    args = (f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--token-cache-dir={token_cache}",
+    args = (f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}",
             "-p", "no:cacheprovider")
     return pytester, args
 

@@ -4,7 +4,7 @@ from pplgate.conditions import Watch
 from pplgate.evaluate import evaluate
 
 
-def test_throughput(benchmark, gate, gate_target, gate_session, gate_blocks, throughput_regression):
+def test_throughput(benchmark, gate, gate_target, gate_model, gate_blocks, throughput_regression):
     settings = gate.settings
     blocks = gate_blocks.head(settings.bench_blocks)
     benchmark.group = gate_target.case.name
@@ -13,7 +13,7 @@ def test_throughput(benchmark, gate, gate_target, gate_session, gate_blocks, thr
     # evaluation of the same blocks, timed whole.
     result = benchmark.pedantic(
         evaluate,
-        args=(gate_session, blocks, settings.batch_size),
+        args=(gate_model, blocks, settings.run.batch_size),
         kwargs={"warmup": 0, "progress": False},
         rounds=settings.bench_rounds,
         warmup_rounds=1,

@@ -1,70 +1,15 @@
-"""The perplexity check: obtained against expected, with a table when they part."""
+"""The ``perplexity_regression`` fixture: obtained against expected, with a table when they part."""
 
 from __future__ import annotations
 
-import datetime
 import json
-import shlex
 from dataclasses import dataclass
 
 import pytest
 
-from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
-from pplgate.golden import BlocksPin, Comparison, Limits, ModelPin, Resolved, golden_record
+from pytest_pplgate.commands import localize_command, regenerate_command
+from pytest_pplgate.outcome import RESULT_PROPERTY, Outcome, obtain
 from pytest_pplgate.session import GateSession, Target
-
-RESULT_PROPERTY = "pplgate_result"
-
-
-def obtain(gate: GateSession, make):
-    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail."""
-    __tracebackhide__ = True
-    missing = broken = None
-    try:
-        return make()
-    except (ProviderUnavailable, SourceUnavailable) as err:
-        missing = str(err)
-    except PplgateError as err:
-        broken = str(err)
-    # Outside the except blocks, so the report shows the sentence without a chained traceback.
-    if broken is not None:
-        pytest.fail(broken, pytrace=False)
-    if gate.settings.strict:
-        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
-    pytest.skip(missing)
-
-
-@dataclass
-class Outcome:
-    """One line of the gate's summary and one record of its JSON report."""
-
-    id: str
-    verdict: str  # pass, FAIL, no golden, updated
-    perplexity: float | None = None
-    perplexity_stderr: float | None = None
-    expected: float | None = None
-    rel_tol: float | None = None
-    tokens_per_second: float | None = None
-    model_sha256: str | None = None  # the model that ran
-    model_pinned: bool | None = None  # whether the golden entry pins it
-    report: dict | None = None
-
-
-def source_args(config: pytest.Config) -> list[str]:
-    """The options of this run that a suggested command must repeat: sources and the golden folder.
-
-    Written --option=value: pytest takes a separate path-like word for a test
-    path when it looks for its rootdir, and would then miss pytest.ini.
-    """
-    words = [f"--{o}={config.getoption(f'pplgate_{o}')}" for o in ("model", "dataset", "tokenizer") if config.getoption(f"pplgate_{o}")]
-    if config.getoption("pplgate_golden_dir"):
-        words.append(f"--golden-dir={config.getoption('pplgate_golden_dir')}")
-    return words
-
-
-def regenerate_command(config: pytest.Config, nodeid: str) -> str:
-    """The command that records the obtained value for this test only."""
-    return shlex.join(["pytest", nodeid, "--update-golden", *source_args(config)])
 
 
 def _columns(rows: list[tuple[str, ...]]) -> str:
@@ -73,7 +18,8 @@ def _columns(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _table(target: Target, c: Comparison, where: str) -> str:
+def _table(target: Target, c, where: str) -> str:
+    """obtained, expected, difference and tolerance of ``c`` (pplgate.golden.Tolerance)."""
     rows = [
         ("", "obtained", "expected", "difference", "tolerance"),
         ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})", f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
@@ -91,6 +37,8 @@ class PerplexityRegression:
 
     def check(self, report: dict) -> None:
         __tracebackhide__ = True
+        from pplgate.golden import Tolerance, golden_record, provenance
+
         case, key = self.target.case, self.target.key
         obtained = report["perplexity"]
         node = self.request.node
@@ -102,11 +50,11 @@ class PerplexityRegression:
         entry = case.expected.get(key)
         # A computed entry has no recorded value to update: it is checked as usual.
         if self.gate.settings.update and (entry is None or entry.computed is None):
-            golden_record(case.path, key, report, self.target.precision, provenance(report))
+            obtain(False, lambda: golden_record(case.path, key, report, self.target.precision, provenance(report)))
             outcome.verdict = "updated"
             self._keep(outcome)
             return
-        expected = case.resolve(key)
+        expected = obtain(False, lambda: case.resolve(key, command))
         if expected is None:
             outcome.verdict = "no golden"
             self._keep(outcome)
@@ -122,8 +70,8 @@ class PerplexityRegression:
             outcome.verdict = "FAIL"
             self._keep(outcome)
             pytest.fail(mismatch, pytrace=False)
-        value = expected.perplexity if expected.computed is None else obtain(self.gate, lambda: self.gate.computed_perplexity(self.target))
-        c = Comparison(obtained, value, expected.rel_tol)
+        value = expected.perplexity if expected.computed is None else obtain(self.gate.settings.strict, lambda: self.gate.computed_perplexity(self.target))
+        c = Tolerance(obtained, value, expected.rel_tol)
         outcome.expected, outcome.rel_tol = value, expected.rel_tol
         node.user_properties.append(("perplexity_expected", value))
         if expected.computed is not None:
@@ -143,8 +91,10 @@ class PerplexityRegression:
             self._check_limits(limits, outcome, f"{case.path} [expected.{key}.limits]")
         self._keep(outcome)
 
-    def _inputs_changed(self, expected: Resolved, report: dict, where: str, command: str) -> str | None:
-        """The sentence for a run whose blocks or model are not those the value was measured on, else None."""
+    def _inputs_changed(self, expected, report: dict, where: str, command: str) -> str | None:
+        """The sentence for a run whose blocks or model are not those ``expected`` (pplgate.golden.Resolved) was measured on, else None."""
+        from pplgate.golden import BlocksPin, ModelPin
+
         obtained = BlocksPin.of(report)
         if expected.blocks is not None and expected.blocks != obtained:
             return (f"the blocks of {self.target.id} differ from those the value in {where} was recorded on "
@@ -163,9 +113,9 @@ class PerplexityRegression:
                     f"onnxruntime's float16 converter changed; re-record with\n  {command}")
         return None
 
-    def _check_limits(self, limits: Limits, outcome: Outcome, where: str) -> None:
+    def _check_limits(self, limits, outcome: Outcome, where: str) -> None:
         __tracebackhide__ = True
-        summary = obtain(self.gate, lambda: self.gate.reference_summary(self.target, limits))
+        summary = obtain(self.gate.settings.strict, lambda: self.gate.reference_summary(self.target, limits))
         outcome.report = {**(outcome.report or {}), **summary}
         for metric in limits.bounds:
             self.request.node.user_properties.append((metric, summary[metric]))
@@ -181,46 +131,18 @@ class PerplexityRegression:
                 pytrace=False,
             )
 
-    def _localize_hint(self, limits: Limits | None) -> str:
+    def _localize_hint(self, limits) -> str:
         """The next step after a failure: the localize command for this case, sources and devices filled in."""
         target = self.target
         reference = limits.reference if limits is not None else "cpu-fp32"
-        words = localize_command(self.gate, target, reference)
+        command = localize_command(self.gate, target, reference)
         if reference == target.key:
             # Against itself there is nothing to find: an earlier export of the model is the reference.
-            return f"To find the first node that departs from an earlier export of the model:\n  {shlex.join(words)} --reference-model=EARLIER.onnx"
-        return f"To find the first node where {target.id} departs from {reference}:\n  {shlex.join(words)}"
+            return f"To find the first node that departs from an earlier export of the model:\n  {command} --reference-model=EARLIER.onnx"
+        return f"To find the first node where {target.id} departs from {reference}:\n  {command}"
 
     def _keep(self, outcome: Outcome) -> None:
         # Through user_properties the outcome reaches the controller under
         # pytest-xdist, and --junitxml, as well as the terminal summary.
         self.request.node.user_properties.append((RESULT_PROPERTY, json.dumps(outcome.__dict__)))
 
-
-def localize_command(gate: GateSession, target: Target, reference: str) -> list[str]:
-    """``python -m pplgate localize`` for one gate target, as its test ran it."""
-    src = gate.sources(target.case)
-    method = target.case.method
-    return ["python", "-m", "pplgate", "localize", f"--model={src.model}", f"--dataset={src.dataset}", f"--tokenizer={src.tokenizer}",
-            f"--device={target.device.spec}", f"--precision={target.precision}", f"--reference={reference}",
-            f"--grouping={method.grouping}", f"--block-size={method.block_size}", f"--model-dir={src.model_dir}", f"--cache-dir={src.cache_dir}"]
-
-
-def provenance(report: dict) -> dict:
-    """Where a value recorded by --update-golden came from."""
-    return {
-        "source": "pplgate --update-golden",
-        "hardware": report["machine"],
-        "device": report["device"],
-        "providers": report["providers"],
-        "onnxruntime": report["onnxruntime"],
-        "onnxruntime_distribution": report["onnxruntime_distribution"],
-        "model": report["model"],
-        "dataset": report["dataset"],
-        "tokenizer": report["tokenizer"],
-        "grouping": report["grouping"],
-        "rows": report["rows"],
-        "batch_size": report["batch_size"],
-        "scoring": report["scoring"],
-        "date": datetime.date.today().isoformat(),
-    }

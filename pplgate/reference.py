@@ -2,7 +2,9 @@
 
 Per token, the KL divergence of the next-token distributions, KL(reference ||
 run), and whether both put the same token first; as llama.cpp's perplexity
-tool does with --kl-divergence.  Both sessions hand their logits to the host.
+tool does with --kl-divergence.  Each side's model hands its logits to the
+host; they are compared ROWS positions at a time, as the scorer does, so the
+memory beyond the two logits arrays is a few rows of the vocabulary.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import numpy as np
 
 from pplgate.blocks import Blocks
 from pplgate.metric import perplexity
-from pplgate.runtime import LMSession
+from pplgate.runtime import SCORED_ROWS, LMSession
+
+# Positions compared at a time: each temporary is this many rows of the vocabulary.
+ROWS = SCORED_ROWS
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """[..., V] float32 -> log-probabilities, float32."""
+    """[rows, V] float32 -> log-probabilities, float32."""
     shifted = z - z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -44,7 +49,7 @@ class ReferenceComparison:
 
 
 def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks, batch_size: int) -> ReferenceComparison:
-    """Both sessions must fetch logits (host scoring)."""
+    """Both sessions' bare models on the same batches; any scoring of ``run`` will do, its logits are fetched."""
     n = blocks.scored_tokens
     kl = np.empty(n, dtype=np.float64)
     agree = np.empty(n, dtype=bool)
@@ -53,14 +58,22 @@ def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks,
     offsets = blocks.scored_starts
     for batch in blocks.batches(batch_size):
         ids = blocks.matrix(batch.start, batch.stop)  # [b, T]
-        at = slice(int(offsets[batch.start]), int(offsets[batch.start]) + ids.shape[0] * (ids.shape[1] - 1))
-        z = run.forward(ids)[:, :-1].astype(np.float32)  # [b, T-1, V]: the scored positions
-        z_ref = reference.forward(ids)[:, :-1].astype(np.float32)
-        lp, lp_ref = _log_softmax(z), _log_softmax(z_ref)
-        kl[at] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1, dtype=np.float64).ravel()
-        agree[at] = (z.argmax(axis=-1) == z_ref.argmax(axis=-1)).ravel()
-        losses[at] = -np.take_along_axis(lp, ids[:, 1:, None], axis=-1).ravel()
-        losses_ref[at] = -np.take_along_axis(lp_ref, ids[:, 1:, None], axis=-1).ravel()
+        z_all = run.forward(ids)  # [b, T, V]
+        z_ref_all = reference.forward(ids)
+        scored = ids.shape[1] - 1  # positions 0..T-2 predict 1..T-1
+        for i in range(ids.shape[0]):
+            first = int(offsets[batch.start + i])
+            for r in range(0, scored, ROWS):
+                at = slice(r, min(r + ROWS, scored))
+                z = z_all[i, at].astype(np.float32, copy=False)  # [rows, V]
+                z_ref = z_ref_all[i, at].astype(np.float32, copy=False)
+                lp, lp_ref = _log_softmax(z), _log_softmax(z_ref)
+                out = slice(first + at.start, first + at.stop)
+                kl[out] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1, dtype=np.float64)
+                agree[out] = z.argmax(axis=-1) == z_ref.argmax(axis=-1)
+                picked = ids[i, at.start + 1 : at.stop + 1, None]  # [rows, 1]: the next ids
+                losses[out] = -np.take_along_axis(lp, picked, axis=-1)[:, 0]
+                losses_ref[out] = -np.take_along_axis(lp_ref, picked, axis=-1)[:, 0]
     return ReferenceComparison(
         reference=f"{reference.device.spec}-{reference.precision}",
         kl=kl,
@@ -68,3 +81,4 @@ def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks,
         perplexity=perplexity(blocks.block_means(losses)),
         perplexity_reference=perplexity(blocks.block_means(losses_ref)),
     )
+

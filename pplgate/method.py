@@ -1,0 +1,38 @@
+"""How the split becomes the blocks fed (pplgate.blocks cuts them): the settings and their rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pplgate.errors import PplgateError
+
+GROUPINGS = ("vendor", "contiguous")
+# datasets.Dataset.map(batched=True)'s default batch_size: the vendor never sets it.
+ROWS_PER_BATCH = 1000
+BLOCK_SIZE = 1024
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the split becomes the blocks fed: the vendor's, unless a case or the CLI says otherwise.
+
+    Checked when made, the one place its rules are written: a bad value from
+    an option or a golden file is refused with the same sentence.
+    """
+
+    grouping: str = "vendor"
+    block_size: int = BLOCK_SIZE
+    max_blocks: int | None = None  # the first N blocks only (smoke runs); None: the whole split
+
+    def __post_init__(self) -> None:
+        if self.grouping not in GROUPINGS:
+            raise PplgateError(f"grouping {self.grouping!r} is unknown: use one of {', '.join(GROUPINGS)}.")
+        if not _whole(self.block_size) or self.block_size < 2:
+            # Two at least: one token to predict from, one to score.
+            raise PplgateError(f"block size {self.block_size!r} is not a whole number of 2 or more: the vendor's is {BLOCK_SIZE}.")
+        if self.max_blocks is not None and (not _whole(self.max_blocks) or self.max_blocks < 1):
+            raise PplgateError(f"max blocks {self.max_blocks!r} is not a whole number of 1 or more: give 1 or more, or none for the whole split.")

@@ -1,0 +1,127 @@
+"""The options a run and the gate share, declared once.
+
+``add_global_options(addoption, prefix)`` serves both, as pytest-benchmark's
+does: the CLI passes ``argparse.ArgumentParser.add_argument`` and no prefix,
+the pytest plugin its group's ``addoption`` and ``"gate-"``.  One name per
+concept: an option whose bare name pytest would read as its own (the cache)
+or as too general (batch size, scoring) takes the prefix in pytest; the
+sources and onnxruntime's own terms are named alike in both.  Every value
+goes through the small parsers of ``pplgate.argtypes``, and every help text
+ends with the default it was declared with.
+
+Light on purpose: the plugin imports this in every pytest run of its
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pplgate.argtypes import key_value, non_negative_int, positive_int
+from pplgate.fileio import default_model_dir, user_cache_dir
+from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
+
+SOURCES_ENV = "PPLGATE_SOURCES"
+# "graph": cross-entropy in a scoring session fed the logits where they are; only losses leave the runtime.
+# "host": the vendor's way, logits fetched and scored in float32 numpy.
+# "auto": graph, except where the provider lowers the graph's precision itself
+# (GCU fp16 mixed precision): there the appended scoring could run in fp16,
+# and the vendor's figures were scored in float32 on the host.
+SCORINGS = ("auto", "graph", "host")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the CLI's flag without dashes
+    help: str
+    default: Callable[[], object] = lambda: None  # called when declared: read from the environment then, not at import
+    type: Callable[[str], object] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    action: str | None = None
+    prefixed: bool = False  # takes the plugin's prefix: --gate-<name> in pytest
+    aliases: tuple[str, ...] = ()  # other flags the CLI accepts: the vendor's run_onnx.py spelling
+    # In the gate: what an absent option means (the pytest.ini key and the
+    # golden file are read first); None: the declared default, as in the CLI.
+    gate_default: str | None = None
+    shown: Callable[[object], str] = str  # how the help writes the default
+
+    @property
+    def dest(self) -> str:
+        return "pplgate_" + self.name.replace("-", "_")
+
+
+def default_sources_folder() -> Path | None:
+    """``$PPLGATE_SOURCES``, read when a run starts, not at import."""
+    value = os.environ.get(SOURCES_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def _ini(key: str, default: str) -> str:
+    return f"pytest.ini's {key}, else {default}"
+
+
+SHARED = (
+    Option("model", "ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small",
+           default=lambda: VENDOR_MODEL_URL, metavar="SOURCE", shown=describe,
+           gate_default=_ini("pplgate_model", "each golden file's sources.model")),
+    Option("dataset", "the wikitext dataset: a hub id or a local folder laid out like it", default=lambda: DEFAULT_DATASET, metavar="SOURCE",
+           gate_default=_ini("pplgate_dataset", f"each golden file's sources.dataset ({DEFAULT_DATASET})")),
+    Option("tokenizer", "the tokenizer: a hub id or a local folder", default=lambda: DEFAULT_TOKENIZER, metavar="SOURCE",
+           gate_default=_ini("pplgate_tokenizer", f"each golden file's sources.tokenizer ({DEFAULT_TOKENIZER})")),
+    Option("sources", "read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'", type=Path, metavar="DIR",
+           default=lambda: default_sources_folder(), shown=lambda v: f"${SOURCES_ENV} when set, else none",
+           gate_default=_ini("pplgate_sources", f"${SOURCES_ENV} when set, else none")),
+    Option("model-dir", "where downloaded, built and converted models go, for the CLI and the gate alike", type=Path, metavar="DIR",
+           default=default_model_dir, gate_default=_ini("pplgate_model_dir", str(default_model_dir()))),
+    Option("cache-dir", "where tokenized data, file hashes and computed references are cached", type=Path, metavar="DIR",
+           default=user_cache_dir, prefixed=True),
+    Option("batch-size", "blocks per session.run", type=positive_int, default=lambda: 1, metavar="N", prefixed=True, aliases=("batchsize",)),
+    Option("scoring", "graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; "
+           "host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers precision itself (gcu fp16)",
+           default=lambda: "auto", choices=SCORINGS, prefixed=True),
+    Option("intra-op-threads", "onnxruntime intra-op threads per session; 0 is onnxruntime's choice, one per physical core",
+           type=non_negative_int, default=lambda: 0, metavar="N"),
+    Option("provider-option", "passed to every session's execution provider; repeatable", type=key_value, action="append",
+           default=lambda: [], metavar="KEY=VALUE", shown=lambda v: "none"),
+)
+
+
+def add_global_options(addoption: Callable, prefix: str = "") -> None:
+    """Declares the shared options through ``addoption``: argparse's ``add_argument`` (prefix "") or pytest's (prefix "gate-")."""
+    in_gate = bool(prefix)
+    for o in SHARED:
+        flags = [f"--{prefix if o.prefixed else ''}{o.name}"]
+        if not in_gate:
+            flags += [f"--{a}" for a in o.aliases]
+        value = o.default()
+        default = None if in_gate and o.gate_default is not None else value
+        said = o.gate_default if in_gate and o.gate_default is not None else o.shown(value)
+        kwargs = {"dest": o.dest, "default": default, "help": f"{o.help} (default: {said})".replace("%", "%%")}
+        if o.action is not None:
+            kwargs["action"] = o.action
+        for key in ("type", "choices", "metavar"):
+            if getattr(o, key) is not None:
+                kwargs[key] = getattr(o, key)
+        addoption(*flags, **kwargs)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Settings that change speed but not the result; recorded in every report."""
+
+    intra_op_threads: int = 0  # 0: onnxruntime's default, one per physical core
+    provider_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How sessions are built and fed: the same for every block of a run, and for every case of the gate."""
+
+    batch_size: int = 1
+    scoring: str = "auto"
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    progress: bool = True  # bars on a terminal, lines in a log

@@ -1,0 +1,53 @@
+"""What a gate test hands the summary, and how a fault becomes a skip or a failure.
+
+Light: the summary imports this in every pytest run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+# user_properties keys: they carry a test's outcome to the controller under
+# pytest-xdist, and into --junitxml, as well as to the terminal summary.
+RESULT_PROPERTY = "pplgate_result"
+TARGET_PROPERTY = "pplgate_target"
+THROUGHPUT_PROPERTY = "pplgate_throughput"
+
+
+@dataclass
+class Outcome:
+    """One line of the gate's summary and one record of its JSON report."""
+
+    id: str
+    verdict: str  # pass, FAIL, no golden, updated, skip, error, crashed, not run
+    perplexity: float | None = None
+    perplexity_stderr: float | None = None
+    expected: float | None = None
+    rel_tol: float | None = None
+    tokens_per_second: float | None = None
+    model_sha256: str | None = None  # the model that ran
+    model_pinned: bool | None = None  # whether the golden entry pins it
+    reason: str | None = None  # why it was skipped or could not run: the sentence
+    report: dict | None = None  # the Final report, where there is one
+
+
+def obtain(strict: bool, make):
+    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail with their sentence."""
+    __tracebackhide__ = True
+    from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+
+    missing = broken = None
+    try:
+        return make()
+    except (ProviderUnavailable, SourceUnavailable) as err:
+        missing = str(err)
+    except PplgateError as err:
+        broken = str(err)
+    # Outside the except blocks, so the report shows the sentence without a chained traceback.
+    if broken is not None:
+        pytest.fail(broken, pytrace=False)
+    if strict:
+        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
+    pytest.skip(missing)
