@@ -77,7 +77,7 @@ def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, s
     """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
     device, precision = reference
     # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
-    ref = open_session(session.source_path, device, precision, "host", settings.options)
+    ref = open_session(session.source_path, device, precision, "host", settings.options, lean=True)
     return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
 
 

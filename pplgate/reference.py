@@ -74,6 +74,8 @@ def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks,
                 picked = ids[i, at.start + 1 : at.stop + 1, None]  # [rows, 1]: the next ids
                 losses[out] = -np.take_along_axis(lp, picked, axis=-1)[:, 0]
                 losses_ref[out] = -np.take_along_axis(lp_ref, picked, axis=-1)[:, 0]
+        # Let this batch's logits go before the next batch's are made.
+        del z_all, z_ref_all
     return ReferenceComparison(
         reference=f"{reference.device.spec}-{reference.precision}",
         kl=kl,

@@ -98,8 +98,23 @@ class LMSession:
         return feeds(self.iface, ids)
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
-        """The bare model: ids [B, T] -> logits [B, T, V] on the host, only the logits fetched."""
-        return self.session.run([self.iface.logits], self.feeds(ids))[0]
+        """The bare model: ids [B, T] -> logits [B, T, V] on the host, only the logits fetched.
+
+        Where the CPU scorer keeps a logits buffer, they are written into it:
+        the array returned is that buffer, valid until the next run.
+        """
+        if self.scorer is None or self.device.kind.memory != "cpu":
+            return self.session.run([self.iface.logits], self.feeds(ids))[0]
+        b, t = ids.shape
+        logits = self._logits_buffer(b, t)
+        binding = self.session.io_binding()
+        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in self.feeds(ids).items()}  # held: see _run_bound
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        bound = ort.OrtValue.ortvalue_from_numpy(logits)
+        binding.bind_ortvalue_output(self.iface.logits, bound)
+        self.session.run_with_iobinding(binding)
+        return logits
 
     def token_losses(self, ids: np.ndarray) -> np.ndarray:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
@@ -156,7 +171,7 @@ class LMSession:
 
 
 def create_session(what: str | bytes, device: Device, precision: str, options: RuntimeOptions, name: str,
-                   spin: bool = True) -> ort.InferenceSession:
+                   spin: bool = True, lean: bool = False) -> ort.InferenceSession:
     """An InferenceSession on ``device`` alone, refusing a silent fallback to another provider.
 
     ``spin`` False: the session's threads sleep as soon as a run ends, rather
@@ -167,6 +182,10 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
     so.intra_op_num_threads = options.intra_op_threads
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if lean:
+        # A session beside another (a reference): no memory arena kept between
+        # runs: its activations are freed as soon as each run ends.
+        so.enable_cpu_mem_arena = False
     provider_options = {**device.provider_options(), **options.provider_options}  # the user's win over the card index
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
@@ -196,6 +215,7 @@ def open_session(
     precision: str,
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
+    lean: bool = False,
 ) -> LMSession:
     """Builds the model's session from its file, untouched, and its scoring session."""
     options = options or RuntimeOptions()
@@ -206,7 +226,7 @@ def open_session(
     if source_path.stat().st_size == 0:
         raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
     model_path = session_model(source_path, device, precision)
-    session = create_session(str(model_path), device, precision, options, model_path.name)
+    session = create_session(str(model_path), device, precision, options, model_path.name, lean=lean)
     iface = inspect(session, model_path.name)
     if scoring == "graph" and iface.vocab_size is None:
         # Where the vocabulary stays symbolic, the logits cannot be given a buffer beforehand.

@@ -9,6 +9,7 @@ import pytest
 
 from pplgate.data import load_tokens
 from pplgate.sources import resolve_model
+from scratch import write_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -177,3 +178,45 @@ def hub_stand_in(tmp_path_factory, shared_data: Path) -> Path:
         (home / "hub" / repo / "refs").mkdir()
         (home / "hub" / repo / "refs" / "main").write_text(STAND_IN_COMMIT)
     return home
+
+
+class ScratchGate:
+    """A scratch gate project in pytester's folder: golden/, pytest.ini, the gate's test modules, and how to run it."""
+
+    def __init__(self, pytester: pytest.Pytester, source_args: list[str]):
+        self.pytester = pytester
+        self.path = pytester.path
+        self.golden = pytester.path / "golden"
+        self.golden.mkdir()
+        self.source_args = source_args  # --dataset, --tokenizer, --model-dir, --gate-cache-dir of the suite's offline copies
+        self.ini()
+        self.tests("test_perplexity.py")
+
+    def ini(self, devices: str = "cpu gcu", precisions: str = "fp32", extra: str = "") -> None:
+        self.pytester.makeini(f"[pytest]\npplgate_devices = {devices}\npplgate_precisions = {precisions}\n{extra}")
+
+    def tests(self, *modules: str, conftest: str = 'pytest_plugins = ["pytest_pplgate.plugin"]') -> None:
+        """The gate's own test modules of tests/, as test_gate.py (accuracy) and test_bench.py (throughput)."""
+        names = {"test_perplexity.py": "test_gate", "test_throughput.py": "test_bench"}
+        self.pytester.makeconftest(conftest)
+        self.pytester.makepyfile(**{names[m]: (ROOT / "tests" / m).read_text() for m in modules})
+
+    def case(self, expected: dict, model: str = "builtin:tiny", name: str = "mini", max_blocks: int = 2, **top) -> Path:
+        return write_case(self.golden, expected, model, name, max_blocks, **top)
+
+    def run(self, *args: str, subprocess: bool = False, sources: bool = True) -> pytest.RunResult:
+        # In a subprocess where the outcome is an exit status pytester's in-process run would report as an internal error.
+        runner = self.pytester.runpytest_subprocess if subprocess else self.pytester.runpytest
+        return runner(*(self.source_args if sources else self.source_args[2:]), "-p", "no:cacheprovider", *args)
+
+
+@pytest.fixture
+def scratch_gate(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
+    """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
+    # In-process pytester drops the modules a run imports; datasets cannot be
+    # imported twice (pyarrow refuses to register its types again), so it is
+    # imported here, before the first run, and kept.
+    import datasets  # noqa: F401
+    import transformers  # noqa: F401
+
+    return ScratchGate(pytester, [f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}"])

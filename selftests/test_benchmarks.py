@@ -47,29 +47,15 @@ def fixed_runtime(monkeypatch):
 
 
 @pytest.fixture
-def bench_project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
-    import datasets  # noqa: F401  (see selftests/test_plugin.py: imported once, before pytester runs)
-    import transformers  # noqa: F401
-
-    pytester.makeconftest(FIXED_RUNTIME_CONFTEST)
-    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32\n")
-    pytester.makepyfile(test_gate=(ROOT / "tests" / "test_perplexity.py").read_text(),
-                        test_bench=(ROOT / "tests" / "test_throughput.py").read_text())
-    golden = pytester.path / "golden"
-    golden.mkdir()
-    (golden / "mini.json").write_text(json.dumps({
-        "case": "mini", "sources": {"model": "builtin:tiny", "dataset": "d", "tokenizer": "t"},
-        "method": {"max_blocks": 2}, "expected": {},
-    }))
+def bench_project(scratch_gate):
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py", conftest=FIXED_RUNTIME_CONFTEST)
+    scratch_gate.case({})
 
     def run(*args: str, subprocess: bool = False) -> pytest.RunResult:
-        # In a subprocess where the outcome is pytest-benchmark's own exit, which
-        # an in-process run reports as an internal error.
-        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
-        return runner(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-                                  f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", "--gate-bench-blocks=2", *args)
+        return scratch_gate.run("--gate-bench-blocks=2", *args, subprocess=subprocess)
 
-    return pytester, run
+    return scratch_gate.pytester, run
 
 
 def test_benchmark_json_carries_tokens_per_second_and_perplexity(bench_project):

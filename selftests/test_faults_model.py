@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import onnx
 import pytest
@@ -87,24 +86,13 @@ def test_cli_refuses_with_one_sentence(case, tiny_model, tmp_path, dataset_dir, 
     assert not report.exists()
 
 
-def test_gate_fails_bad_models_with_the_sentence(pytester, tiny_model, tmp_path, dataset_dir, tokenizer_dir, token_cache, model_dir, tokens):
-    import datasets  # noqa: F401  (see selftests/test_plugin.py)
-
+def test_gate_fails_bad_models_with_the_sentence(scratch_gate, tiny_model, tmp_path):
     models = bad_models(tiny_model, tmp_path)
-    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
-    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32 fp16\n")
-    pytester.makepyfile(test_gate="def test_perplexity(gate_result, perplexity_regression):\n    perplexity_regression.check(gate_result)\n")
-    golden = pytester.path / "golden"
-    golden.mkdir()
+    scratch_gate.ini(devices="cpu", precisions="fp32 fp16")
     for case in ("truncated", "no logits", "fp16 impossible"):
         path, precision, _ = models[case]
-        name = case.replace(" ", "_")
-        (golden / f"{name}.json").write_text(json.dumps({
-            "case": name, "sources": {"model": str(path), "dataset": "d", "tokenizer": "t"},
-            "method": {"max_blocks": 1}, "expected": {"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1}},
-        }))
-    result = pytester.runpytest(f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-                                f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", "-k", "truncated-cpu-fp32 or no_logits-cpu-fp32 or impossible-cpu-fp16")
+        scratch_gate.case({"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1}}, model=str(path), name=case.replace(" ", "_"), max_blocks=1)
+    result = scratch_gate.run("-k", "truncated-cpu-fp32 or no_logits-cpu-fp32 or impossible-cpu-fp16")
     result.assert_outcomes(errors=3)
     for _, _, fragment in (models["truncated"], models["no logits"], models["fp16 impossible"]):
         result.stdout.fnmatch_lines([f"*{fragment}*"])

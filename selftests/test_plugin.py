@@ -9,46 +9,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from scratch import write_case
 
 pytest_plugins = ["pytester"]
 
-GATE_TEST = (Path(__file__).resolve().parents[1] / "tests" / "test_perplexity.py").read_text()
-
-
-def write_case(folder: Path, expected: dict, model: str = "builtin:tiny", name: str = "mini") -> Path:
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps({
-        "case": name,
-        "sources": {"model": model, "dataset": "Salesforce/wikitext", "tokenizer": "openai-community/gpt2"},
-        "method": {"max_blocks": 2},
-        "expected": expected,
-    }, indent=2))
-    return path
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
-    """A scratch gate with one 2-block case on the tiny model, and how to run it."""
-    # In-process pytester drops the modules a run imports; datasets cannot be
-    # imported twice (pyarrow refuses to register its types again), so it is
-    # imported here, before the first run, and kept.
-    import datasets  # noqa: F401
-    import transformers  # noqa: F401
-
-    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
-    pytester.makeini("[pytest]\npplgate_devices = cpu gcu\npplgate_precisions = fp32\n")
-    pytester.makepyfile(test_gate=GATE_TEST)
-    golden = pytester.path / "golden"
-    golden.mkdir()
-
-    def run(*args: str) -> pytest.RunResult:
-        return pytester.runpytest(
-            f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}",
-            f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", *args,
-        )
-
-    return golden, run
+def project(scratch_gate):
+    """The scratch gate's golden folder and how to run it."""
+    return scratch_gate.golden, scratch_gate.run
 
 
 @pytest.fixture
@@ -233,20 +203,15 @@ def test_unknown_limit_names_the_key(project):
     result.stdout.fnmatch_lines(["*mini.json: key expected.cpu-fp32.limits.kl_average_max is not a known limit*"])
 
 
-def test_sources_from_pytest_ini_relative_to_it(pytester, shared_data, model_dir, token_cache, tokens):
-    import datasets  # noqa: F401  (see the project fixture)
-
+def test_sources_from_pytest_ini_relative_to_it(scratch_gate, shared_data):
+    pytester = scratch_gate.pytester
     (pytester.path / "data").symlink_to(shared_data)
-    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
-    pytester.makeini("[pytest]\npplgate_devices = cpu\npplgate_precisions = fp32\n"
-                     "pplgate_dataset = ./data/wikitext\npplgate_tokenizer = ./data/gpt2\n")
-    pytester.makepyfile(test_gate=GATE_TEST)
-    write_case(pytester.path / "golden", {})
+    scratch_gate.ini(devices="cpu", extra="pplgate_dataset = ./data/wikitext\npplgate_tokenizer = ./data/gpt2\n")
+    scratch_gate.case({})
     sub = pytester.mkdir("sub")  # run from elsewhere: ./ paths are the ini file's, not the cwd's
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sub)
-        result = pytester.runpytest(str(pytester.path), f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}",
-                                    "-p", "no:cacheprovider", "--update-golden")
+        result = scratch_gate.run(str(pytester.path), "--update-golden", sources=False)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"pplgate: model per golden file, dataset {pytester.path}/data/wikitext, tokenizer {pytester.path}/data/gpt2"])
 

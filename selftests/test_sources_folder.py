@@ -15,7 +15,6 @@ from pplgate.fileio import default_model_dir
 
 pytest_plugins = ["pytester"]
 
-GATE_TEST = (Path(__file__).resolve().parents[1] / "tests" / "test_perplexity.py").read_text()
 
 
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -112,25 +111,10 @@ def test_fetch_without_network_says_so(tmp_path):
 
 
 @pytest.fixture
-def gate(pytester: pytest.Pytester, token_cache, model_dir, tokens):
-    import datasets  # noqa: F401  (see test_plugin.project: imported once, before pytester's runs)
-    import transformers  # noqa: F401
-
-    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
-    pytester.makepyfile(test_gate=GATE_TEST)
-    golden = pytester.path / "golden"
-    golden.mkdir()
-    (golden / "mini.json").write_text(json.dumps({
-        "case": "mini",
-        "sources": {"model": "builtin:tiny", "dataset": "Salesforce/wikitext", "tokenizer": "openai-community/gpt2"},
-        "method": {"max_blocks": 2},
-        "expected": {"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}},
-    }))
-
-    def run(*args: str) -> pytest.RunResult:
-        return pytester.runpytest(f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider", *args)
-
-    return run
+def gate(scratch_gate):
+    scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}})
+    # Without --dataset and --tokenizer: the case's hub ids, read from the sources folder.
+    return lambda *args: scratch_gate.run(*args, sources=False)
 
 
 def test_the_gate_reads_the_folder_from_pytest_ini(gate, pytester, shared_data, monkeypatch):

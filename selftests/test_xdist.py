@@ -13,20 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def project(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens):
-    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
-    pytester.makeini("[pytest]\npplgate_devices = cpu gcu\npplgate_precisions = fp32\n")
-    pytester.makepyfile(test_gate=(ROOT / "tests" / "test_perplexity.py").read_text())
-    golden = pytester.path / "golden"
-    golden.mkdir()
+def project(scratch_gate):
     for name in ("one", "two"):
-        (golden / f"{name}.json").write_text(json.dumps({
-            "case": name, "sources": {"model": "builtin:tiny", "dataset": "d", "tokenizer": "t"},
-            "method": {"max_blocks": 1}, "expected": {},
-        }))
-    args = (f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}",
-            "-p", "no:cacheprovider")
-    return pytester, args
+        scratch_gate.case({}, name=name, max_blocks=1)
+    return scratch_gate.pytester, (*scratch_gate.source_args, "-p", "no:cacheprovider")
 
 
 def test_two_workers_one_summary_and_options_recorded(project):
