@@ -11,7 +11,7 @@ from pathlib import Path
 from pplgate.argtypes import block_size, checked, percent, positive_int
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
-from pplgate.fileio import user_cache_dir, write_json_atomic
+from pplgate.fileio import WriteFailed, user_cache_dir, write_json_atomic
 from pplgate.method import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.options import RunSettings, RuntimeOptions, add_global_options
 from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
@@ -175,8 +175,8 @@ def localize_main(argv: list[str]) -> int:
         loc = localize_run(_sources(args), (args.device, args.precision), args.reference, Method(args.grouping, args.block_size, args.blocks),
                            args.reference_model, args.threshold, _settings(args).options)
         print(render(loc))
-        _write(args.report_json, "--report-json", lambda path: write_json_atomic(path, loc.report()))
-        _write(args.plot, "--plot", lambda path: plot(loc, path))
+        _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, loc.report(), fix))
+        _write(args.plot, "--plot", lambda path, fix: plot(loc, path))
 
     return _exit_status(work)
 
@@ -215,19 +215,14 @@ def fetch_main(argv: list[str]) -> int:
     return _exit_status(work)
 
 
-class _WriteFailed(Exception):
-    """An output file that could not be written, after the result was printed."""
-
-
 def _write(path: Path | None, option: str, write) -> None:
-    """``write(path)`` where an option asked for a file; a failure is one sentence, the printed result kept."""
+    """``write(path, fix)`` where an option asked for a file; a failure is one sentence, the printed result kept."""
     if path is None:
         return
     try:
-        write(path)
-    except OSError as err:
-        raise PplgateError(f"cannot write {option} {path} ({err.strerror or err}); the result above is complete: "
-                           f"pass {option} a file path in a writable folder with room.") from None
+        write(path, f"the result printed above is complete; pass {option} a file path in a writable folder with room")
+    except WriteFailed as err:
+        raise PplgateError(f"{option}: {err}") from None
 
 
 def _exit_status(work) -> int:
@@ -238,6 +233,12 @@ def _exit_status(work) -> int:
         work()
     except PplgateError as err:
         print(f"pplgate: error: {mask(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # A file fault no step foresaw: still one sentence, with the file.
+        where = f" {err.filename}" if err.filename else ""
+        print(f"pplgate: error: cannot use{mask(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
+              "is the kind of file or folder asked for, and is readable (writable for outputs and caches).", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pplgate: interrupted: no report was written.", file=sys.stderr)
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         # The result first: a file that cannot be written must not lose it.
         print("Final report:")
         print(json.dumps(report, indent=2), flush=True)
-        _write(args.report_json, "--report-json", lambda path: write_json_atomic(path, report))
-        _write(args.save_losses, "--save-losses", lambda path: save_losses(path, evaluation.token_losses, evaluation.layout, report))
+        _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, report, fix))
+        _write(args.save_losses, "--save-losses", lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix))
 
     return _exit_status(work)

@@ -11,17 +11,21 @@ either grouping, skips tokenizing, and skips importing ``datasets`` and
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pplgate.blocks import Blocks, group
-from pplgate.method import BLOCK_SIZE
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import write_atomic
+from pplgate.fileio import CACHE_FIX, write_atomic
+from pplgate.method import BLOCK_SIZE
 from pplgate.metric import count_words
 from pplgate.sources import DATASET_CONFIG, DEFAULT_DATASET, SPLIT, looks_local
+
+log = logging.getLogger("pplgate")
 
 # What AutoTokenizer may read from a tokenizer folder; hashed as the cache key.
 TOKENIZER_FILES = (
@@ -90,9 +94,21 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
         raise _unreachable(source) from err
     except (ValueError, FileNotFoundError) as err:
         raise PplgateError(f"dataset {source} has no {DATASET_CONFIG} {SPLIT} split ({err}): pass --dataset with a copy of {DEFAULT_DATASET}.") from err
+    except PermissionError as err:
+        raise PplgateError(f"dataset {source} cannot be prepared: {err.filename or 'a folder it needs'} is not writable ({err.strerror}): "
+                           "point --cache-dir (in the gate --gate-cache-dir, or $PPLGATE_CACHE) and $HF_HOME at writable folders.") from err
+    except OSError as err:
+        raise PplgateError(f"dataset {source} cannot be prepared ({err.strerror or err}{', ' + str(err.filename) if err.filename else ''}): "
+                           "check that the cache folders (--cache-dir, $HF_HOME) are writable folders with room.") from err
     if "text" not in ds.column_names:
         raise PplgateError(f"dataset {source} has no 'text' column (it has {ds.column_names}): pass --dataset with a copy of {DEFAULT_DATASET}.")
-    return list(ds["text"])
+    texts = list(ds["text"])
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        count = sum(not isinstance(t, str) for t in texts)
+        raise PplgateError(f"dataset {source}'s text column holds {count} values that are not text (the first, row {bad}, is {texts[bad]!r}): "
+                           f"pass --dataset with a copy of {DEFAULT_DATASET}, whose rows are all strings (empty rows are \"\").")
+    return texts
 
 
 def _unreachable(source: str) -> SourceUnavailable:
@@ -212,11 +228,17 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
     path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
     fields = ("ids", "row_lengths", "vocab_size", "vocab_bytes", "vocab_offsets")
     if path.is_file():
-        with np.load(path) as cached:
-            ids, rows, vocab, vb, vo = (cached[f] for f in fields)
-        return TokenStream(ids, rows, int(vocab), vb, vo, dataset, tokenizer, cache_hit=True)
+        try:
+            with np.load(path) as cached:
+                ids, rows, vocab, vb, vo = (cached[f] for f in fields)
+            if int(rows.sum()) == len(ids):
+                return TokenStream(ids, rows, int(vocab), vb, vo, dataset, tokenizer, cache_hit=True)
+            why = "its rows do not add up to its ids"
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
+        log.info("token cache %s cannot be used (%s): tokenizing again", path, why)
     arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
     made = tokenize(load_texts(dataset, arrow_cache), folder)
-    write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))))
+    write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))), fix=CACHE_FIX)
     ids, rows, vocab, vb, vo = made
     return TokenStream(ids, rows, vocab, vb, vo, dataset, tokenizer, cache_hit=False)

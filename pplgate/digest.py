@@ -4,12 +4,14 @@ A golden value pins the model it was measured on, so every run needs the hash
 of a file that may be gigabytes.  It is computed once and kept:
 
 - beside a file pplgate made itself (a download hashed while it streamed, an
-  fp16 conversion hashed from the bytes it wrote): ``<file>.json`` holds
-  ``sha256``, ``bytes`` and ``mtime_ns``;
+  fp16 conversion hashed from the bytes it wrote): ``<file>.json``;
 - for any other file, in ``<cache>/hashes``, keyed by its path.
 
-Either is trusted only while the file's size and modification time are those
-recorded, so a file replaced by hand is hashed again.
+Either is trusted only while the file is the very one recorded: its inode,
+size, modification time and change time, as git's index tells a changed file.
+A copy that keeps the old size and modification time (``cp -p``, ``rsync
+-t``, an unpacked archive) is a new inode or a new change time, which no user
+can set back, so it is hashed again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pplgate.fileio import write_json_atomic
+from pplgate.fileio import CACHE_FIX, write_json_atomic
 
 CHUNK = 1 << 20
 
@@ -43,15 +45,25 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def identity(path: Path) -> dict:
+    """What tells this file from any other, short of reading it: inode, size, modification and change time."""
+    stat = path.stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino, "device": stat.st_dev}
+
+
 def stamp(path: Path, sha256: str) -> dict:
     """The fields that let a later run trust ``sha256`` for the file as it is now."""
-    stat = path.stat()
-    return {"sha256": sha256, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"sha256": sha256, **identity(path)}
+
+
+def unchanged(record: dict, path: Path) -> bool:
+    """Whether ``path`` is still the very file ``record`` was stamped from."""
+    now = identity(path)
+    return all(record.get(k) == v for k, v in now.items())
 
 
 def _trusted(record: dict, path: Path) -> str | None:
-    stat = path.stat()
-    if record.get("bytes") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns and isinstance(record.get("sha256"), str):
+    if unchanged(record, path) and isinstance(record.get("sha256"), str):
         return record["sha256"]
     return None
 
@@ -74,5 +86,5 @@ def file_digest(path: Path, cache_dir: Path) -> FileDigest:
     known = _trusted(_read(cached), path)
     if known is None:
         known = sha256_of(path)
-        write_json_atomic(cached, {"path": str(path), **stamp(path, known)})
+        write_json_atomic(cached, {"path": str(path), **stamp(path, known)}, fix=CACHE_FIX)
     return FileDigest(known, size)

@@ -88,7 +88,7 @@ def evaluate(
     one after the other.
     """
     if batch_size < 1:
-        raise PplgateError(f"batch size {batch_size} is below 1: pass --batchsize 1 or more.")
+        raise PplgateError(f"batch size {batch_size} is below 1: pass --batch-size 1 or more.")
     plan = [(batch, blocks.matrix(batch.start, batch.stop)) for batch in blocks.batches(batch_size)]
     losses = np.empty(blocks.scored_tokens, dtype=np.float32)
     offsets = blocks.scored_starts

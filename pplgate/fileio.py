@@ -11,38 +11,100 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from pplgate.errors import PplgateError
+
 log = logging.getLogger("pplgate")
 
 # How long a lock is waited for in silence; then the wait is said, with the holder.
 QUIET_WAIT_S = 5.0
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+# What to do when a cache cannot be written: the sentence's second half.
+CACHE_FIX = "point --cache-dir (in the gate --gate-cache-dir, or $PPLGATE_CACHE) at a writable folder with room"
+DEFAULT_FIX = "choose a path in a writable folder with room"
+
+
+class WriteFailed(PplgateError):
+    """A file that could not be written (a folder that is a file or read-only, a full disk); nothing half-written is left."""
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFAULT_FIX) -> Path:
     """Calls ``write`` on a temporary file beside ``path``, then renames it over.
 
     An interruption (Ctrl-C, a full disk) leaves the old file, or none, and no
-    temporary file behind.
+    temporary file behind; one left by a killed process is removed here by
+    the next writer of the same file.  A file that cannot be written is a
+    ``WriteFailed`` naming it and saying ``fix``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask, as open() would; mkstemp's 0o600 does not.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    make_folder(path.parent, fix)
+    try:
+        remove_leftovers(path.parent, f".{path.name}.")
+        # os.open with 0o666 honours the umask, as open() would; mkstemp's 0o600 does not.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:
+        # A folder in the file's place says so plainly: open() would say "Is a directory" of the temporary file.
+        raise WriteFailed(f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteFailed(f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def write_json_atomic(path: Path, data: object) -> Path:
+def make_folder(folder: Path, fix: str = DEFAULT_FIX) -> Path:
+    """``folder`` made if missing; a file in its place or a read-only parent is one sentence."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteFailed(f"cannot make the folder {folder} ({_why(err)}): {fix}.") from None
+    return Path(folder)
+
+
+def _why(err: OSError) -> str:
+    return err.strerror or type(err).__name__
+
+
+def write_json_atomic(path: Path, data: object, fix: str = DEFAULT_FIX) -> Path:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    return write_atomic(path, lambda f: f.write(text.encode()))
+    return write_atomic(path, lambda f: f.write(text.encode()), fix)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_leftovers(folder: Path, prefix: str) -> None:
+    """Removes the temporary files and folders ``<prefix><pid>.<random>`` in ``folder`` whose process is dead.
+
+    A killed writer's are known by its pid; a live writer's are left alone.
+    """
+    import shutil
+
+    for item in Path(folder).glob(glob_escape(prefix) + "*"):
+        pid = item.name[len(prefix):].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
 
 
 def user_cache_dir() -> Path:
@@ -81,14 +143,18 @@ def locked(path: Path) -> Iterator[None]:
     lock = FileLock(lock_path(path))
     holder = Path(lock_path(path) + ".pid")
     try:
-        lock.acquire(timeout=QUIET_WAIT_S)
-    except Timeout:
+        make_folder(Path(path).parent)
         try:
-            pid = holder.read_text().strip() or "unknown"
-        except OSError:
-            pid = "unknown"
-        log.info("waiting for %s, which process %s is making (lock %s)", path, pid, lock.lock_file)
-        lock.acquire()
+            lock.acquire(timeout=QUIET_WAIT_S)
+        except Timeout:
+            try:
+                pid = holder.read_text().strip() or "unknown"
+            except OSError:
+                pid = "unknown"
+            log.info("waiting for %s, which process %s is making (lock %s)", path, pid, lock.lock_file)
+            lock.acquire()
+    except OSError as err:
+        raise WriteFailed(f"cannot lock {path} to make it ({_why(err)}): {DEFAULT_FIX}.") from None
     try:
         with contextlib.suppress(OSError):
             holder.write_text(str(os.getpid()))
@@ -97,3 +163,10 @@ def locked(path: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             holder.unlink()
         lock.release()
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a glob pattern matching itself (glob.escape, for a name rather than a path)."""
+    import glob
+
+    return glob.escape(text)

@@ -39,6 +39,7 @@ class GraphInterface:
     logits_dtype: type  # float32, or float16 for a graph converted without kept I/O types
     vocab_size: int | None  # None when the graph leaves it symbolic
     sequence_length: int | None  # None when dynamic
+    batch_size: int | None = None  # blocks per run the graph takes; None when dynamic
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -69,6 +70,8 @@ def inspect(session, name: str) -> GraphInterface:
             past_shapes[i.name] = (shape[1], shape[3])
     logits = _find_logits(session.get_outputs(), name)
     ids_shape = next(i for i in inputs if i.name == IDS).shape
+    if len(ids_shape) == 2 and len(logits.shape) == 3 and None not in (_dim(ids_shape[1]), _dim(logits.shape[1])) and ids_shape[1] != logits.shape[1]:
+        raise logits_short(name, logits.shape[1], ids_shape[1])
     return GraphInterface(
         input_dtypes=dtypes,
         past_shapes=past_shapes,
@@ -76,6 +79,7 @@ def inspect(session, name: str) -> GraphInterface:
         logits_dtype=_DTYPES[logits.type],
         vocab_size=_dim(logits.shape[-1]),
         sequence_length=_dim(ids_shape[1]) if len(ids_shape) == 2 else None,
+        batch_size=_dim(ids_shape[0]) if len(ids_shape) == 2 else None,
     )
 
 
@@ -109,8 +113,17 @@ def feeds(iface: GraphInterface, ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def check_fits(iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int) -> None:
+def logits_short(name: str, rows: int, tokens: int) -> PplgateError:
+    """The sentence for logits that are not one row per input position."""
+    return PplgateError(f"model {name} gives {rows} rows of logits for {tokens} input tokens, not one per position, so no token can be scored against the next: "
+                        "export the language model with logits for every input position ([batch, sequence, vocab]), as transformers' export does.")
+
+
+def check_fits(iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int, batch_size: int = 1) -> None:
     """Refuses a graph whose shape cannot take the blocks or disagrees with the tokenizer."""
+    if iface.batch_size is not None and batch_size != iface.batch_size:
+        raise PplgateError(f"model {name} takes exactly {iface.batch_size} block(s) per run (its input_ids is [{iface.batch_size}, sequence]), not {batch_size}: "
+                           f"pass --batch-size {iface.batch_size} (in the gate --gate-batch-size={iface.batch_size}), or export it with a dynamic batch axis.")
     if iface.sequence_length is not None and iface.sequence_length < block_size:
         raise PplgateError(f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: "
                            f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic or {block_size}-token sequence axis.")

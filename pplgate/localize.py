@@ -19,6 +19,7 @@ a broken kernel or weight makes the error jump at its node.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from onnx import TensorProto
 from pplgate.blocks import Blocks
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
-from pplgate.fileio import write_atomic
+from pplgate.fileio import remove_leftovers, write_atomic
 from pplgate.interface import feeds, inspect
 from pplgate.precision import session_model
 from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, create_session
@@ -129,9 +130,9 @@ class Side:
         return f"{self.device.spec}-{self.precision} of {self.path.name}"
 
     @classmethod
-    def of(cls, model: Path, device: Device, precision: str) -> Side:
+    def of(cls, model: Path, device: Device, precision: str, cache_dir: Path | None = None) -> Side:
         """``model`` as a session on ``device`` at ``precision`` loads it: converted to fp16 where the provider has no mode of its own."""
-        return cls(session_model(Path(model), device, precision), device, precision)
+        return cls(session_model(Path(model), device, precision, cache_dir), device, precision)
 
 
 class TapModel:
@@ -217,7 +218,9 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
     options = options or RuntimeOptions()
     if threshold is None:
         threshold = DEFAULT_THRESHOLD["fp16" in (run.precision, reference.precision)]
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="pplgate-localize-") as scratch:
+    workdir = Path(workdir or tempfile.gettempdir())
+    remove_leftovers(workdir, "pplgate-localize-")  # a killed localize's tapped models are gigabytes
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=f"pplgate-localize-{os.getpid()}.") as scratch:
         run_model, ref_model = TapModel(run.path, Path(scratch)), TapModel(reference.path, Path(scratch))
         ref_names = {t.output for t in ref_model.tensors()}
         all_run = run_model.tensors()

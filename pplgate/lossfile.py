@@ -11,7 +11,7 @@ import numpy as np
 
 from pplgate.blocks import Blocks
 from pplgate.errors import PplgateError
-from pplgate.fileio import write_atomic
+from pplgate.fileio import DEFAULT_FIX, write_atomic
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class SavedLosses:
         return f"{self.meta.get('device', '?')}-{self.meta.get('precision', '?')}"
 
 
-def save_losses(path: Path, token_losses: np.ndarray, blocks: Blocks, report: dict) -> Path:
+def save_losses(path: Path, token_losses: np.ndarray, blocks: Blocks, report: dict, fix: str = DEFAULT_FIX) -> Path:
     def write(f) -> None:
         np.savez_compressed(f, token_losses=token_losses.astype(np.float32), ids=blocks.ids.astype(np.int32),
                             lengths=blocks.lengths, meta=np.array(json.dumps(report)))
 
-    return write_atomic(Path(path), write)
+    return write_atomic(Path(path), write, fix)
 
 
 def load_losses(path: Path) -> SavedLosses:

@@ -13,6 +13,8 @@ itself and keeps what it made, so that tests share it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pplgate.blocks import Blocks
@@ -20,7 +22,7 @@ from pplgate.data import TokenStream, load_tokens
 from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.interface import check_fits
+from pplgate.interface import check_fits, logits_short
 from pplgate.method import Method
 from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
@@ -48,36 +50,39 @@ def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStrea
 def build_session(sources: Sources, device: Device, precision: str, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
     """The session of the model on ``device``, checked to take ``blocks`` before any of them is scored."""
     path = resolve_model(sources.model, sources.model_dir, progress=settings.progress)
-    session = open_session(path, device, precision, settings.scoring, settings.options)
+    session = open_session(path, device, precision, settings.scoring, settings.options, cache_dir=sources.cache_dir)
     longest = int(blocks.lengths.max())
-    check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()))
+    check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()), min(settings.batch_size, len(blocks)))
     if session.iface.sequence_length is None:
         _probe(session, path.name, longest)
     return session
 
 
 def _probe(session: LMSession, name: str, length: int) -> None:
-    """One block of ``length`` through a graph whose sequence axis is dynamic: its context shows only when run."""
+    """One block of ``length`` through a graph whose sequence axis is dynamic: its context, and its logits' shape, show only when run."""
+    ids = np.zeros((session.iface.batch_size or 1, length), dtype=np.int64)
     try:
-        session.token_losses(np.zeros((1, length), dtype=np.int64))
+        logits = session.session.run([session.iface.logits], session.feeds(ids))[0]
     except ORT_RUN_ERRORS as err:
         raise PplgateError(f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
                            "pass --block-size (a case's method.block_size) no larger than its context.") from err
+    if logits.ndim != 3 or logits.shape[:2] != ids.shape:
+        raise logits_short(name, logits.shape[1] if logits.ndim == 3 else 0, length)
 
 
 def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,
                     settings: RunSettings = RunSettings(), measure_forward: bool = False) -> tuple[dict, Evaluation]:
     """The blocks scored, and the Final report of it."""
-    baseline = open_session(session.source_path, session.device, session.precision, "host", settings.options) if measure_forward else None
+    baseline = open_session(session.source_path, session.device, session.precision, "host", settings.options, cache_dir=sources.cache_dir) if measure_forward else None
     evaluation = evaluate(session, blocks, settings.batch_size, progress=settings.progress, baseline=baseline)
     return final_report(sources, session, evaluation, tokens, method), evaluation
 
 
-def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, settings: RunSettings = RunSettings()) -> dict:
+def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, settings: RunSettings = RunSettings(), cache_dir: Path | None = None) -> dict:
     """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
     device, precision = reference
     # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
-    ref = open_session(session.source_path, device, precision, "host", settings.options, lean=True)
+    ref = open_session(session.source_path, device, precision, "host", settings.options, lean=True, cache_dir=cache_dir)
     return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
 
 
@@ -90,7 +95,7 @@ def run(sources: Sources, device: Device, precision: str, method: Method = Metho
     session = build_session(sources, device, precision, tokens, blocks, settings)
     report, evaluation = evaluate_report(sources, session, tokens, blocks, method, settings, measure_forward)
     if reference is not None:
-        report.update(compare(session, reference, blocks, settings))
+        report.update(compare(session, reference, blocks, settings, sources.cache_dir))
     return report, evaluation
 
 
@@ -104,4 +109,4 @@ def localize_run(sources: Sources, run_side: tuple[Device, str], reference: tupl
     _, blocks = load_blocks(sources, method)
     model = resolve_model(sources.model, sources.model_dir)
     other = resolve_model(reference_model, sources.model_dir) if reference_model else model
-    return localize(Side.of(model, *run_side), Side.of(other, *reference), blocks, threshold, options)
+    return localize(Side.of(model, *run_side, sources.cache_dir), Side.of(other, *reference, sources.cache_dir), blocks, threshold, options)

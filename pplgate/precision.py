@@ -20,9 +20,9 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pplgate.devices import Device, converts_to_fp16
-from pplgate.digest import sha256_of, sidecar, stamp
+from pplgate.digest import file_digest, sha256_of, sidecar, stamp, unchanged
 from pplgate.errors import PplgateError
-from pplgate.fileio import locked, log, write_atomic, write_json_atomic
+from pplgate.fileio import locked, log, remove_leftovers, user_cache_dir, write_atomic, write_json_atomic
 
 
 def load(path: Path) -> onnx.ModelProto:
@@ -35,6 +35,14 @@ def load(path: Path) -> onnx.ModelProto:
 
 def _made_from(meta: dict, key: dict) -> bool:
     return all(meta.get(k) == v for k, v in key.items())
+
+
+def _read_meta(meta: Path) -> dict:
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def fp16_path(source: Path) -> Path:
@@ -50,11 +58,13 @@ def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
     """Writes ``model`` to ``target`` atomically; returns the sha256 of ``target``'s bytes."""
     if model.ByteSize() < external_over:
         data = model.SerializeToString()
-        write_atomic(target, lambda f: f.write(data))
+        write_atomic(target, lambda f: f.write(data), fix="copy the model to a writable folder with room and pass that path to --model")
         return hashlib.sha256(data).hexdigest()
     # onnx writes the weights beside the file it saves: save into a scratch
     # folder beside the target, then move the weights, then the model, into place.
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
+    # Named with this pid, as write_atomic's temporary files are: a killed conversion's is removed by the next.
+    remove_leftovers(target.parent, f".{target.name}.")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.") as scratch:
         staged = Path(scratch) / target.name
         onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data")
         os.replace(staged.with_name(target.name + ".data"), target.with_name(target.name + ".data"))
@@ -62,17 +72,21 @@ def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
     return sha256_of(target)
 
 
-def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
+def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int = PROTOBUF_LIMIT) -> Path:
+    """The fp16 conversion of ``source``, made once per source content and remade when it is not what was written."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     target = fp16_path(source)
     meta = sidecar(target)
-    stat = source.stat()
-    key = {"source": source.name, "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    # By content: a same-size, same-time replacement of the source is another model.
+    key = {"source": source.name, "source_sha256": file_digest(source, cache_dir or user_cache_dir()).sha256}
     try:
         with locked(target):
-            if target.is_file() and meta.is_file() and _made_from(json.loads(meta.read_text()), key):
-                return target
+            made = _read_meta(meta)
+            if target.is_file() and _made_from(made, key):
+                if unchanged(made, target):
+                    return target
+                log.info("the fp16 conversion %s is not the file written for it (changed or truncated since): converting %s again", target, source.name)
             log.info("converting %s to fp16 into %s", source.name, target)
             model = convert_float_to_float16(load(source), keep_io_types=True)
             # Hashed from the bytes just written, so checking a golden pin costs no second read.
@@ -82,6 +96,6 @@ def convert_fp16(source: Path, external_over: int = PROTOBUF_LIMIT) -> Path:
     return target
 
 
-def session_model(source: Path, device: Device, precision: str) -> Path:
+def session_model(source: Path, device: Device, precision: str, cache_dir: Path | None = None) -> Path:
     """The file a session of ``source`` on ``device`` at ``precision`` loads: the source, or its fp16 conversion."""
-    return convert_fp16(source) if converts_to_fp16(device, precision) else source
+    return convert_fp16(source, cache_dir) if converts_to_fp16(device, precision) else source

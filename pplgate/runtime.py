@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from pplgate.devices import Device, converts_to_fp16
 from pplgate.errors import PplgateError, ProviderUnavailable
-from pplgate.interface import GraphInterface, feeds, inspect
+from pplgate.interface import GraphInterface, feeds, inspect, logits_short
 from pplgate.metric import host_token_losses
 from pplgate.options import SCORINGS, RuntimeOptions
 from pplgate.precision import session_model
@@ -120,7 +120,10 @@ class LMSession:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
         if self.scorer is not None:
             return self._run_bound(ids)
-        return host_token_losses(self.forward(ids), ids)
+        logits = self.forward(ids)
+        if logits.ndim != 3 or logits.shape[:2] != ids.shape:
+            raise logits_short(self.model_path.name, logits.shape[1] if logits.ndim == 3 else 0, ids.shape[1])
+        return host_token_losses(logits, ids)
 
     def _run_bound(self, ids: np.ndarray) -> np.ndarray:
         """Model then scorer through I/O binding; only the losses [B, T-1] come back.
@@ -216,6 +219,7 @@ def open_session(
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
     lean: bool = False,
+    cache_dir: Path | None = None,
 ) -> LMSession:
     """Builds the model's session from its file, untouched, and its scoring session."""
     options = options or RuntimeOptions()
@@ -225,7 +229,7 @@ def open_session(
     source_path = model_path = Path(model_path)
     if source_path.stat().st_size == 0:
         raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
-    model_path = session_model(source_path, device, precision)
+    model_path = session_model(source_path, device, precision, cache_dir)  # hashes in cache_dir: the conversion is by content
     session = create_session(str(model_path), device, precision, options, model_path.name, lean=lean)
     iface = inspect(session, model_path.name)
     if scoring == "graph" and iface.vocab_size is None:

@@ -8,6 +8,7 @@ is always whole.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno
 import hashlib
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from pplgate.digest import CHUNK, file_digest, sidecar, stamp
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import locked, write_json_atomic
+from pplgate.fileio import locked, make_folder, write_json_atomic
 from pplgate.progress import Progress
 
 # The vendor's file, linked from its model zoo's README.  The signed query
@@ -43,6 +44,7 @@ DEFAULT_DATASET = "Salesforce/wikitext"
 DATASET_CONFIG = "wikitext-2-raw-v1"
 SPLIT = "test"
 DEFAULT_TOKENIZER = "openai-community/gpt2"
+MODEL_DIR_FIX = "pass --model-dir with a writable folder with room for the model"
 # Part of the built models' file names: a builder change must not reuse old files.
 BUILDER_VERSION = "2"
 # Seconds without a byte, while connecting or reading, before a download is
@@ -61,6 +63,11 @@ def looks_local(source: str) -> bool:
 
 def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
     """A complete local ONNX file for ``spec``; downloads or builds it if needed."""
+    if not spec.strip():
+        raise PplgateError("--model is empty: pass the path of an ONNX file, an https URL, hf://<repo>/<file> or builtin:tiny.")
+    if spec.startswith("file://"):
+        # A local file written as a URL: the path it names.
+        spec = urllib.request.url2pathname(urllib.parse.urlsplit(spec).path)
     if spec.startswith(BUILTIN_PREFIX):
         return build_builtin(spec[len(BUILTIN_PREFIX):], Path(model_dir))
     if spec.startswith(("https://", "http://")):
@@ -83,7 +90,7 @@ def build_builtin(name: str, model_dir: Path) -> Path:
     cfg = PRESETS[name]
     key = hashlib.sha256(f"{BUILDER_VERSION}|{dataclasses.asdict(cfg)}".encode()).hexdigest()[:10]
     path = model_dir / f"builtin-{name}-{key}.onnx"
-    model_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(model_dir, MODEL_DIR_FIX)
     with locked(path):
         if not path.is_file():
             log.info("building %s into %s", BUILTIN_PREFIX + name, path)
@@ -110,15 +117,27 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
     want_sha = declared_sha256(url)
     final = model_dir / file_name(url)
     meta = sidecar(final)  # where the file came from, and its hash, computed while it streamed
-    model_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(model_dir, MODEL_DIR_FIX)
     with locked(final):
         if final.is_file():
-            if want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
+            kept = not_a_model(final)
+            if kept is not None:
+                # Saved by an earlier run before downloads were checked: never a model.
+                log.info("%s in %s is %s, not an ONNX model: removed, downloading it again", final.name, model_dir, kept)
+                final.unlink()
+                meta.unlink(missing_ok=True)
+            elif want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
                 return final
-            final.unlink()  # a file that no longer matches its source is not the model
+            else:
+                final.unlink()  # a file that no longer matches its source is not the model
         part = final.with_name(final.name + ".part")
         log.info("downloading %s into %s", describe(url), model_dir)
         got_sha = _fetch(url, part, progress, timeout)
+        sent = not_a_model(part)
+        if sent is not None:
+            part.unlink(missing_ok=True)
+            raise PplgateError(f"{describe(url)} sent {sent}, not an ONNX model, so nothing was kept: check the address "
+                               "(a signed link that expired or a login page answers this way), or pass --model with a local copy.")
         if want_sha is not None and got_sha != want_sha:
             part.unlink(missing_ok=True)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
@@ -127,8 +146,46 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
     return final
 
 
+def not_a_model(path: Path) -> str | None:
+    """What a file plainly is when it is no ONNX model (an HTML page, JSON, text), else None.
+
+    An ONNX file is protobuf: binary from its first bytes.  A server's error
+    or login page saved under the model's name is text.
+    """
+    with open(path, "rb") as f:
+        head = f.read(512)
+    start = head.lstrip()[:64].lower()
+    if start.startswith((b"<!doctype html", b"<html")) or b"<html" in head.lower():
+        return "an HTML page"
+    if start.startswith((b"<?xml", b"<")):
+        return "an XML document"
+    if start.startswith((b"{", b"[")):
+        return "JSON"
+    if not head:
+        return "nothing (an empty file)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text" if all(c.isprintable() or c.isspace() for c in text) else None
+
+
+def _credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its user info, and the Basic authorization header that carries it instead."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+
+
 def _open(url: str, offset: int, timeout: float):
-    request = urllib.request.Request(url.split("#")[0], headers={"Range": f"bytes={offset}-"} if offset else {})
+    address, headers = _credentials(url.split("#")[0])
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(address, headers=headers)
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
@@ -195,11 +252,13 @@ def hub_download(spec: str) -> Path:
     from huggingface_hub import utils as hf_errors  # where 0.24 (the floor) and 2.x both have them
 
     parts = spec[len("hf://"):].split("/")
-    if len(parts) < 3:
+    if len(parts) < 3 or not all(parts):
         raise PplgateError(f"model {spec} is not of the form hf://<owner>/<repo>/<path in repo>: for example {HF_ALTERNATIVE}.")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         return Path(huggingface_hub.hf_hub_download(repo, filename))
+    except hf_errors.HFValidationError as err:
+        raise PplgateError(f"model {spec} names no valid hub repository ({str(err).splitlines()[0]}): write hf://<owner>/<repo>/<path in repo>, for example {HF_ALTERNATIVE}.") from None
     except hf_errors.LocalEntryNotFoundError as err:
         raise SourceUnavailable(f"model {spec} cannot be reached and is not in the Hugging Face cache: pass --model with a local copy, or run once with network.", option="--model") from err
     except (hf_errors.RepositoryNotFoundError, hf_errors.EntryNotFoundError, hf_errors.RevisionNotFoundError) as err:

@@ -37,14 +37,15 @@ def obtain(strict: bool, make):
     """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail with their sentence."""
     __tracebackhide__ = True
     from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+    from pplgate.sources import mask
 
     missing = broken = None
     try:
         return make()
     except (ProviderUnavailable, SourceUnavailable) as err:
-        missing = str(err)
+        missing = mask(str(err))  # a skip reason is printed and kept in reports: no credentials
     except PplgateError as err:
-        broken = str(err)
+        broken = mask(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
     if broken is not None:
         pytest.fail(broken, pytrace=False)

@@ -54,7 +54,11 @@ class PerplexityRegression:
             outcome.verdict = "updated"
             self._keep(outcome)
             return
-        expected = obtain(False, lambda: case.resolve(key, command))
+        def record(other: str) -> str:
+            """The command that records entry ``other`` of this case: this test's node with that target's id."""
+            return regenerate_command(self.request.config, node.nodeid.replace(f"[{self.target.id}]", f"[{case.name}-{other}]"))
+
+        expected = obtain(False, lambda: case.resolve(key, record))
         if expected is None:
             outcome.verdict = "no golden"
             self._keep(outcome)

@@ -188,10 +188,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     import onnxruntime as ort
 
     from pplgate.report import onnxruntime_distribution
+    from pplgate.sources import describe
 
     return [
         f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
-        f"pplgate: model {s.model or 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}"
+        f"pplgate: model {describe(s.model) if s.model else 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}"
         + (f", remote sources from {s.sources}" if s.sources else ""),
         f"pplgate: golden {s.golden_dir}, devices {' '.join(s.devices)}, precisions {' '.join(s.precisions)}"
         + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),

@@ -188,7 +188,7 @@ class GateSession:
             reference = parse_target(limits.reference)
             check_providers(reference[0])
             _, blocks = self.blocks(target.case)
-            return compare(self.session(target), reference, blocks.head(limits.blocks), self.settings.run)
+            return compare(self.session(target), reference, blocks.head(limits.blocks), self.settings.run, self.settings.cache_dir)
 
         return self._once(("reference", target.case.name, target.device, target.precision, limits.reference, limits.blocks), make)
 

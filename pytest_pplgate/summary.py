@@ -28,6 +28,7 @@ class GateSummary:
         self.selected: dict[str, str] = {}  # nodeid -> target id of every gate accuracy test selected
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
         self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
+        self.write_error: str | None = None  # --gate-report could not be written: said last
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # In the process that collected: without xdist, this one.
@@ -70,7 +71,8 @@ class GateSummary:
             reason = _without(crash.message if crash is not None else report.longreprtext.strip(), "Failed: ")
             # pytest-xdist reports a test whose worker died with the phase "???".
             verdict = "crashed" if report.when not in ("setup", "call", "teardown") else "error"
-            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=reason.strip().splitlines()[0] if reason.strip() else verdict)
+            lines = [line for line in reason.strip().splitlines() if line.strip()] or [verdict]
+            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=next((l for l in lines if "crashed" in l), lines[0]) if verdict == "crashed" else "\n".join(lines))
 
     def _not_run(self) -> dict[str, Outcome]:
         return {n: Outcome(t, "not run", reason="the session ended before it ran") for n, t in self.selected.items() if n not in self.outcomes}
@@ -86,9 +88,12 @@ class GateSummary:
         counts = self.counts()
         return exitstatus != pytest.ExitCode.INTERRUPTED and not counts["crashed"] and not counts["not run"]
 
+    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
         if self.outcomes or self.selected:
             self._accuracy(terminalreporter, exitstatus)
+        if self.write_error is not None:
+            terminalreporter.write_line(self.write_error, red=True)
         if self.throughput:
             self._throughput(terminalreporter)
 
@@ -117,7 +122,7 @@ class GateSummary:
             if o.perplexity is None:
                 tr.write_line(f"{o.id:<28} {'':>12} {'':>9} {'':>12} {'':>11} {'':>10} {o.verdict:<9}")
                 # Whole, wrapped under the line: the reason is the point, and a log keeps every word.
-                for line in textwrap.wrap(o.reason or "", REASON_WIDTH):
+                for line in textwrap.wrap(o.reason or "", REASON_WIDTH, break_on_hyphens=False, break_long_words=False):
                     tr.write_line(f"    {line}")
                 continue
             exp = f"{o.expected:.6g}" if o.expected is not None else "-"
@@ -146,6 +151,7 @@ class GateSummary:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.report_path is None or hasattr(self.config, "workerinput"):
             return
+        from pplgate.errors import PplgateError
         from pplgate.fileio import write_json_atomic
         from pplgate.report import commit_info, machine_info
 
@@ -166,9 +172,9 @@ class GateSummary:
                 "results": records,
                 "throughput": list(self.throughput.values()),
             })
-        except OSError as err:
-            session.config.get_terminal_writer().line(
-                f"pplgate: error: cannot write --gate-report {self.report_path} ({err.strerror or err}): pass a writable file path.", red=True)
+        except PplgateError as err:  # pplgate.fileio.WriteFailed: its sentence names the file
+            # Said at the end of the summary, which the terminal reporter writes after this hook.
+            self.write_error = f"pplgate: error: --gate-report: {err}"
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

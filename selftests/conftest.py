@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ class ModelServer:
       slow      half the body, then a pause longer than the client's timeout
       throttled the whole body, slowly (0.5 s), so concurrent clients overlap
       status-N  HTTP status N
+      auth      the whole body to Basic auth as user:s3cret-pw only, 401 otherwise
+      html      an HTML page with status 200, as a login or expired-link page is
     """
 
     def __init__(self, body: bytes):
@@ -104,6 +107,17 @@ class ModelServer:
                 body = server.body
                 if mode.startswith("status-"):
                     self.send_error(int(mode[len("status-"):]))
+                    return
+                if mode == "auth" and self.headers.get("Authorization") != "Basic " + base64.b64encode(b"user:s3cret-pw").decode():
+                    self.send_error(401)
+                    return
+                if mode == "html":
+                    page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
                     return
                 first = sum(1 for p, _ in server.requests if p == self.path) == 1
                 if mode in ("dropped", "short", "slow") and (first or mode != "dropped"):
@@ -210,13 +224,20 @@ class ScratchGate:
         return runner(*(self.source_args if sources else self.source_args[2:]), "-p", "no:cacheprovider", *args)
 
 
-@pytest.fixture
-def scratch_gate(pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
-    """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
-    # In-process pytester drops the modules a run imports; datasets cannot be
-    # imported twice (pyarrow refuses to register its types again), so it is
-    # imported here, before the first run, and kept.
+@pytest.fixture(scope="session")
+def hf_libraries() -> None:
+    """datasets and transformers, imported once for the session.
+
+    pytester restores sys.modules after each test, dropping what was imported
+    since it started; datasets cannot be imported twice (pyarrow refuses to
+    register its types again).  A session fixture is set up before any
+    test's pytester, so these stay.
+    """
     import datasets  # noqa: F401
     import transformers  # noqa: F401
 
+
+@pytest.fixture
+def scratch_gate(hf_libraries, pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
+    """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
     return ScratchGate(pytester, [f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}"])

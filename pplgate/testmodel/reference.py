@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from pplgate.blocks import Blocks
 from pplgate.digest import file_digest
-from pplgate.fileio import write_json_atomic
+from pplgate.fileio import CACHE_FIX, write_json_atomic
 from pplgate.metric import perplexity
 from pplgate.testmodel.config import GPT2Config
 from pplgate.testmodel.graph import CONFIG_KEY
@@ -94,5 +94,5 @@ def cached_reference_perplexity(path: Path, blocks: Blocks, cache_dir: Path) -> 
     if cached.is_file():
         return float(json.loads(cached.read_text())["perplexity"])
     value = reference_perplexity(path, blocks)
-    write_json_atomic(cached, {"model": path.name, "blocks": len(blocks), "perplexity": value})
+    write_json_atomic(cached, {"model": path.name, "blocks": len(blocks), "perplexity": value}, fix=CACHE_FIX)
     return value

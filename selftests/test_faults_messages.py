@@ -1,0 +1,151 @@
+"""Sentences that name the real cause, and faults that used to end in a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from onnx import helper
+
+pytest_plugins = ["pytester"]
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pplgate", "--no-progress", *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def last_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def fixed_batch(tiny_model: Path, folder: Path) -> Path:
+    """The tiny model with input_ids and attention_mask fixed at one block per run."""
+    model = onnx.load(str(tiny_model))
+    for value in model.graph.input:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    path = folder / "batch1.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def logits_short(tiny_model: Path, folder: Path) -> Path:
+    """The tiny model whose logits leave out the last position."""
+    model = onnx.load(str(tiny_model))
+    (out,) = [o for o in model.graph.output if o.name == "logits"]
+    for node in model.graph.node:
+        node.output[:] = ["logits_all" if o == "logits" else o for o in node.output]
+    for name, value in (("cut_start", 0), ("cut_end", -1), ("cut_axis", 1)):
+        model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [1], [value]))
+    model.graph.node.append(helper.make_node("Slice", ["logits_all", "cut_start", "cut_end", "cut_axis"], ["logits"]))
+    path = folder / "short.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fixed_batch_model_with_a_larger_batch_says_the_batch(base_args, tiny_model, tmp_path):
+    model = fixed_batch(tiny_model, tmp_path)
+    assert last_error(cli(*base_args, "--model", str(model), "--batchsize", "4", "--max-blocks", "4")) == (
+        "pplgate: error: model batch1.onnx takes exactly 1 block(s) per run (its input_ids is [1, sequence]), not 4: "
+        "pass --batch-size 1 (in the gate --gate-batch-size=1), or export it with a dynamic batch axis.")
+
+
+@pytest.mark.parametrize("scoring", ["graph", "host"])
+def test_logits_one_position_short_says_so(base_args, tiny_model, tmp_path, scoring):
+    model = logits_short(tiny_model, tmp_path)
+    assert last_error(cli(*base_args, "--model", str(model), "--max-blocks", "1", "--scoring", scoring)) == (
+        "pplgate: error: model short.onnx gives 1023 rows of logits for 1024 input tokens, not one per position, so no token can be "
+        "scored against the next: export the language model with logits for every input position ([batch, sequence, vocab]), as transformers' export does.")
+
+
+def test_file_url_is_the_file(base_args, tiny_model):
+    result = cli(*base_args, "--model", tiny_model.as_uri(), "--max-blocks", "1")
+    assert result.returncode == 0, result.stderr
+    assert '"model_file": "' + tiny_model.name in result.stdout
+
+
+def test_empty_model_option(base_args):
+    assert last_error(cli(*base_args, "--model", "", "--max-blocks", "1")) == (
+        "pplgate: error: --model is empty: pass the path of an ONNX file, an https URL, hf://<repo>/<file> or builtin:tiny.")
+
+
+@pytest.mark.parametrize("spec", ["hf://", "hf://owner/repo/", "hf://owner//file.onnx", "hf://own er/re po/file.onnx"])
+def test_malformed_hub_addresses(base_args, tmp_path, spec):
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path))
+    line = last_error(cli(*base_args, "--model", spec, "--max-blocks", "1", env=env))
+    assert line.startswith(f"pplgate: error: model {spec} ") and "hf://<owner>/<repo>/<path in repo>" in line
+
+
+@pytest.mark.parametrize("column", [pa.array([" = A = \n", None, " b .\n"], type=pa.string()), pa.array([1, 7, 2], type=pa.int64())],
+                         ids=["null", "numbers"])
+def test_dataset_rows_that_are_not_text(base_args, tmp_path, column):
+    folder = tmp_path / "wikitext"
+    (folder / "wikitext-2-raw-v1").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: wikitext-2-raw-v1\n  data_files:\n  - split: test\n"
+                                      "    path: wikitext-2-raw-v1/test-*\n---\n")
+    pq.write_table(pa.table({"text": column}), folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet")
+    args = list(base_args)
+    args[args.index("--dataset") + 1] = str(folder)
+    args[args.index("--cache-dir") + 1] = str(tmp_path / "c")
+    line = last_error(cli(*args))
+    assert line.startswith(f"pplgate: error: dataset {folder}'s text column holds ")
+    assert "values that are not text" in line
+
+
+def test_cache_folder_that_is_a_file(base_args, tmp_path):
+    afile = tmp_path / "cache"
+    afile.write_text("")
+    args = list(base_args)
+    args[args.index("--cache-dir") + 1] = str(afile)
+    line = last_error(cli(*args, "--max-blocks", "1"))
+    assert line.startswith("pplgate: error: ") and str(afile) in line and "--cache-dir" in line
+
+
+def test_model_folder_that_is_a_file(base_args, tmp_path):
+    afile = tmp_path / "models"
+    afile.write_text("")
+    args = list(base_args)
+    args[args.index("--model-dir") + 1] = str(afile)
+    assert last_error(cli(*args, "--max-blocks", "1")) == (
+        f"pplgate: error: cannot make the folder {afile} (File exists): pass --model-dir with a writable folder with room for the model.")
+
+
+def test_ctrl_c_while_importing_is_exit_130_without_traceback():
+    # Ctrl-C lands while python -m pplgate imports its modules: simulated by an import that raises it.
+    code = ("import builtins, runpy, sys\n"
+            "real = builtins.__import__\n"
+            "def slow(name, *a, **k):\n"
+            "    if name == 'pplgate.options':\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = slow\n"
+            "sys.argv = ['pplgate']\n"
+            "runpy.run_module('pplgate', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130
+    assert result.stderr.strip() == "pplgate: interrupted while starting: nothing was run or written."
+
+
+def test_the_usage_error_names_the_option_written_with_a_space(scratch_gate, shared_data):
+    scratch_gate.case({})
+    result = scratch_gate.pytester.runpytest(f"--dataset={shared_data / 'wikitext'}", "--tokenizer", str(shared_data / "gpt2"), "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*it took the path after --tokenizer for a test path*write path options with '=', e.g. --tokenizer=PATH."])
+
+
+def test_summary_reasons_wrap_whole(scratch_gate):
+    scratch_gate.ini(devices="gcu")
+    scratch_gate.case({})
+    result = scratch_gate.run()
+    result.assert_outcomes(skipped=1)
+    summary = result.stdout.str().split("- pplgate -")[1]
+    text = " ".join(line.strip() for line in summary.splitlines() if line.startswith("    "))
+    assert "install Enflame's onnxruntime build (TopsInference) to test gcu." in text
