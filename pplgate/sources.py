@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 
-from pplgate.digest import CHUNK, file_digest, sidecar, stamp
+from pplgate.digest import CHUNK, file_digest, sha256_of, sidecar, stamp, unchanged
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import locked, make_folder, write_json_atomic
 from pplgate.progress import Progress
@@ -91,11 +92,25 @@ def build_builtin(name: str, model_dir: Path) -> Path:
     key = hashlib.sha256(f"{BUILDER_VERSION}|{dataclasses.asdict(cfg)}".encode()).hexdigest()[:10]
     path = model_dir / f"builtin-{name}-{key}.onnx"
     make_folder(model_dir, MODEL_DIR_FIX)
+    meta = sidecar(path)
     with locked(path):
-        if not path.is_file():
-            log.info("building %s into %s", BUILTIN_PREFIX + name, path)
-            write_model(cfg, path)
+        if path.is_file() and not unchanged(_record(meta), path):
+            # Written whole by an earlier run and changed since (truncated, copied over): built again.
+            log.info("%s is not the file built for %s (changed since): building it again", path, BUILTIN_PREFIX + name)
+        elif path.is_file():
+            return path
+        log.info("building %s into %s", BUILTIN_PREFIX + name, path)
+        write_model(cfg, path)
+        write_json_atomic(meta, {"built": BUILTIN_PREFIX + name, **stamp(path, sha256_of(path))}, fix=MODEL_DIR_FIX)
     return path
+
+
+def _record(meta: Path) -> dict:
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def declared_sha256(url: str) -> str | None:
@@ -126,6 +141,9 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
                 log.info("%s in %s is %s, not an ONNX model: removed, downloading it again", final.name, model_dir, kept)
                 final.unlink()
                 meta.unlink(missing_ok=True)
+            elif not _still_downloaded(final, meta):
+                log.info("%s in %s is not the file downloaded (changed since): downloading it again", final.name, model_dir)
+                final.unlink()
             elif want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
                 return final
             else:
@@ -144,6 +162,14 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
         part.replace(final)
         write_json_atomic(meta, {"url": describe(url), **stamp(final, got_sha)})
     return final
+
+
+def _still_downloaded(final: Path, meta: Path) -> bool:
+    """Whether ``final`` holds the bytes downloaded: the same file, or one whose content still hashes as the download did."""
+    record = _record(meta)
+    if not record or unchanged(record, final):
+        return True  # no record: a file put there by hand is taken as it is, and hashed for the report
+    return sha256_of(final) == record.get("sha256")
 
 
 def not_a_model(path: Path) -> str | None:
