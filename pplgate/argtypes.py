@@ -14,10 +14,7 @@ from pplgate.method import Method
 
 
 def _int_at_least(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole(text)
     if value < minimum:
         raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
     return value
@@ -27,13 +24,21 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-def block_size(text: str) -> int:
-    """Tokens per block, as Method takes them."""
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    return checked(lambda v: Method(block_size=v).block_size)(value)
+
+
+def block_size(text: str) -> int:
+    """Tokens per block, as Method takes them."""
+    return checked(lambda v: Method(block_size=v).block_size)(_whole(text))
+
+
+def max_blocks(text: str) -> int:
+    """The first N blocks only, as Method takes them."""
+    return checked(lambda v: Method(max_blocks=v).max_blocks)(_whole(text))
 
 
 def non_negative_int(text: str) -> int:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, checked, percent, positive_int
+from pplgate.argtypes import block_size, checked, max_blocks, percent, positive_int
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
 from pplgate.fileio import WriteFailed, user_cache_dir, write_json_atomic
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'python -m pplgate history' judges each saved benchmark run against the ones before it.",
     )
     _add_target(p, "one of")
-    p.add_argument("--max-blocks", type=positive_int, default=None, help="evaluate only the first N blocks (smoke runs)")
+    p.add_argument("--max-blocks", type=max_blocks, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file, once it is printed")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
     p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",

@@ -31,8 +31,11 @@ class Method:
     def __post_init__(self) -> None:
         if self.grouping not in GROUPINGS:
             raise PplgateError(f"grouping {self.grouping!r} is unknown: use one of {', '.join(GROUPINGS)}.")
-        if not _whole(self.block_size) or self.block_size < 2:
-            # Two at least: one token to predict from, one to score.
-            raise PplgateError(f"block size {self.block_size!r} is not a whole number of 2 or more: the vendor's is {BLOCK_SIZE}.")
-        if self.max_blocks is not None and (not _whole(self.max_blocks) or self.max_blocks < 1):
-            raise PplgateError(f"max blocks {self.max_blocks!r} is not a whole number of 1 or more: give 1 or more, or none for the whole split.")
+        if not _whole(self.block_size):
+            raise PplgateError(f"block size {self.block_size!r} is not a whole number: the vendor's is {BLOCK_SIZE}.")
+        if self.block_size < 2:
+            raise PplgateError(f"block size {self.block_size} is below 2: a block needs a token to predict from and one to score.")
+        if self.max_blocks is not None and not _whole(self.max_blocks):
+            raise PplgateError(f"max blocks {self.max_blocks!r} is not a whole number: give 1 or more, or none for the whole split.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise PplgateError(f"max blocks {self.max_blocks} is below 1: give 1 or more, or none for the whole split.")

@@ -178,7 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "(record with --update-golden, then check with --strict-gate).")
     gate = GateSession(_settings(config))
     config.stash[gate_key] = gate
-    config.pluginmanager.register(GateSummary(config, gate.settings.report_path), "pplgate-summary")
+    config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.targets), "pplgate-summary")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

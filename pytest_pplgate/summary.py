@@ -22,9 +22,10 @@ REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never 
 
 
 class GateSummary:
-    def __init__(self, config: pytest.Config, report_path: Path | None):
+    def __init__(self, config: pytest.Config, report_path: Path | None, targets=lambda: []):
         self.config = config
         self.report_path = report_path
+        self.targets = targets  # the gate's (case, device, precision) targets, read when xdist reports what it collected
         self.selected: dict[str, str] = {}  # nodeid -> target id of every gate accuracy test selected
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
         self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
@@ -47,11 +48,11 @@ class GateSummary:
                 self.selected.setdefault(nodeid, target)
 
     def _target_ids(self) -> set[str]:
-        from pytest_pplgate.plugin import gate_key
+        from pplgate.errors import GoldenError
 
         try:
-            return {t.id for t in self.config.stash[gate_key].targets()}
-        except Exception:  # a broken golden folder: its tests report themselves
+            return {t.id for t in self.targets()}
+        except GoldenError:  # no golden folder: a usage error says so
             return set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

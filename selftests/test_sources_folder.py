@@ -227,5 +227,6 @@ def test_an_error_page_saved_as_the_model_is_not_kept(tmp_path, dataset_dir, tok
         server.close()
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"pplgate: error: gpt2.onnx is not a readable ONNX model (DecodeError), so it was removed from {tmp_path / 's' / 'model'}")
+        f"pplgate: error: {server.url('ok', 'gpt2.onnx')} sent an HTML page, not an ONNX model, so nothing was kept: check the address")
+    assert not list((tmp_path / "s").rglob("gpt2.onnx"))
     assert not (tmp_path / "s" / "model" / "gpt2.onnx").exists()
