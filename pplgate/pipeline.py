@@ -59,15 +59,22 @@ def build_session(sources: Sources, device: Device, precision: str, tokens: Toke
 
 
 def _probe(session: LMSession, name: str, length: int) -> None:
-    """One block of ``length`` through a graph whose sequence axis is dynamic: its context, and its logits' shape, show only when run."""
-    ids = np.zeros((session.iface.batch_size or 1, length), dtype=np.int64)
+    """Blocks through a graph whose sequence axis is dynamic: its logits' shape and its context show only when run."""
+    batch = session.iface.batch_size or 1
+    # A few tokens, fetched as they come: one row of logits per position, or the model cannot be scored.
+    short = np.zeros((batch, min(length, 8)), dtype=np.int64)
     try:
-        logits = session.session.run([session.iface.logits], session.feeds(ids))[0]
+        logits = session.session.run([session.iface.logits], session.feeds(short))[0]
+    except ORT_RUN_ERRORS as err:
+        raise PplgateError(f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): check it with --device cpu --precision fp32.") from err
+    if logits.ndim != 3 or logits.shape[:2] != short.shape:
+        raise logits_short(name, logits.shape[1] if logits.ndim == 3 else 0, short.shape[1])
+    # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
+    try:
+        session.token_losses(np.zeros((batch, length), dtype=np.int64))
     except ORT_RUN_ERRORS as err:
         raise PplgateError(f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
                            "pass --block-size (a case's method.block_size) no larger than its context.") from err
-    if logits.ndim != 3 or logits.shape[:2] != ids.shape:
-        raise logits_short(name, logits.shape[1] if logits.ndim == 3 else 0, length)
 
 
 def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,

@@ -60,7 +60,7 @@ def test_fixed_batch_model_with_a_larger_batch_says_the_batch(base_args, tiny_mo
 def test_logits_one_position_short_says_so(base_args, tiny_model, tmp_path, scoring):
     model = logits_short(tiny_model, tmp_path)
     assert last_error(cli(*base_args, "--model", str(model), "--max-blocks", "1", "--scoring", scoring)) == (
-        "pplgate: error: model short.onnx gives 1023 rows of logits for 1024 input tokens, not one per position, so no token can be "
+        "pplgate: error: model short.onnx gives 7 rows of logits for 8 input tokens, not one per position, so no token can be "
         "scored against the next: export the language model with logits for every input position ([batch, sequence, vocab]), as transformers' export does.")
 
 
