@@ -181,6 +181,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.targets), "pplgate-summary")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    gate = config.stash.get(gate_key, None)
+    if gate is not None:
+        # pytester and others may keep a finished config: not its models.
+        gate.release(("session", "evaluation", "blocks", "reference", "computed"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The gate's sessions go when its last test in a row is done: a suite's other tests do not carry them."""
+    if "gate_target" in getattr(item, "fixturenames", ()) and (nextitem is None or "gate_target" not in getattr(nextitem, "fixturenames", ())):
+        item.config.stash[gate_key].release()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[gate_key].settings
     if not s.golden_dir.is_dir():

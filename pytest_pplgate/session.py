@@ -105,6 +105,11 @@ class GateSession:
             raise value
         return value
 
+    def release(self, kinds: tuple[str, ...] = ("session",)) -> None:
+        """Drops what was made of ``kinds`` (onnxruntime sessions hold the models and their buffers); made again if asked for."""
+        for key in [k for k in self._made if k[0] in kinds]:
+            del self._made[key]
+
     def golden_files(self) -> list[Path]:
         """The case files; a folder that is missing or holds none is a usage error, never an empty gate."""
         folder = self.settings.golden_dir
