@@ -144,6 +144,10 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
             elif not _still_downloaded(final, meta):
                 log.info("%s in %s is not the file downloaded (changed since): downloading it again", final.name, model_dir)
                 final.unlink()
+            elif _record(meta).get("url", describe(url)) != describe(url):
+                # Files are kept by name: another address's file of that name is not this model.
+                log.info("%s in %s was downloaded from %s, not %s: downloading it again", final.name, model_dir, _record(meta)["url"], describe(url))
+                final.unlink()
             elif want_sha is None or file_digest(final, model_dir / ".hashes").sha256 == want_sha:
                 return final
             else:

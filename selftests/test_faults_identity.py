@@ -158,3 +158,12 @@ def test_a_long_lock_wait_names_the_holder(tmp_path, caplog, monkeypatch):
         pass
     thread.join()
     assert f"waiting for {target}, which process {os.getpid()} is making" in caplog.text
+
+
+def test_another_address_with_the_same_file_name_is_downloaded_again(model_server, tmp_path, caplog):
+    first = resolve_model(model_server.url("ok"), tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="pplgate"):
+        again = resolve_model(model_server.url("norange"), tmp_path, progress=False)
+    assert again == first
+    assert f"model.onnx in {tmp_path} was downloaded from {model_server.url('ok')}, not {model_server.url('norange')}: downloading it again" in caplog.text
+    assert [p for p, _ in model_server.requests] == ["/ok/model.onnx", "/norange/model.onnx"]
