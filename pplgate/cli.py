@@ -11,7 +11,7 @@ from pathlib import Path
 from pplgate.argtypes import block_size, checked, max_blocks, percent, positive_int
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
-from pplgate.fileio import WriteFailed, user_cache_dir, write_json_atomic
+from pplgate.fileio import WriteFailed, default_model_dir, user_cache_dir, write_json_atomic
 from pplgate.method import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.options import RunSettings, RuntimeOptions, add_global_options
 from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
         "'python -m pplgate localize' finds the first node where a run departs from a reference; "
         "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR); "
-        "'python -m pplgate history' judges each saved benchmark run against the ones before it.",
+        "'python -m pplgate history' judges each saved benchmark run against the ones before it; "
+        "'python -m pplgate convert MODEL --precision fp16 -o OUT.onnx' writes the graph the gate runs for that precision.",
     )
     _add_target(p, "one of")
     p.add_argument("--max-blocks", type=max_blocks, default=None, help="evaluate only the first N blocks (smoke runs)")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_plot_parser() -> argparse.ArgumentParser:
     p = _parser("python -m pplgate plot", "Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).")
-    p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
+    p.add_argument("--storage", default=".benchmarks", metavar="FOLDER", help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: .benchmarks)")
     p.add_argument("-o", "--output", type=Path, default=Path("pplgate-history.png"), help="the PNG to write")
     return p
 
@@ -91,7 +92,7 @@ def build_history_parser() -> argparse.ArgumentParser:
     p = _parser("python -m pplgate history",
                 "Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and verdicts "
                 "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity drift.")
-    p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="pytest-benchmark's storage folder")
+    p.add_argument("--storage", default=".benchmarks", metavar="FOLDER", help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: .benchmarks)")
     # A string default goes through percent() as a typed value would: the help shows 10, the code gets 0.1.
     p.add_argument("--threshold", type=percent, default=f"{DEFAULT_THRESHOLD * 100:g}", metavar="PCT", help="the slowdown, in percent, that counts when beyond the noise too")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the tables as markdown, e.g. $GITHUB_STEP_SUMMARY (appended to when it exists)")
@@ -101,7 +102,7 @@ def build_history_parser() -> argparse.ArgumentParser:
 
 
 def history_main(argv: list[str]) -> int:
-    from pplgate.history import judged_rows, plot_history, render_markdown, render_table
+    from pplgate.history import judged_rows, plot_history, plot_reference, render_markdown, render_table
 
     args = build_history_parser().parse_args(argv)
     regressions = []
@@ -110,9 +111,9 @@ def history_main(argv: list[str]) -> int:
         rows = judged_rows(args.storage, args.threshold)
         print(render_table(rows), end="")
         if args.plot is not None:
-            plot_history(args.storage, args.plot)
+            plot_history(args.storage, args.plot, args.threshold)
         if args.markdown is not None:
-            text = render_markdown(rows, args.plot.name if args.plot is not None else None)
+            text = render_markdown(rows, *plot_reference(args.markdown, args.plot))
             with open(args.markdown, "a", encoding="utf-8") as out:  # GitHub's step summary is appended to
                 out.write(text)
         regressions.extend(runs[-1].verdict.sentence for runs in rows.values() if runs[-1].verdict.regression)
@@ -206,6 +207,10 @@ def fetch_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
 
     def work() -> None:
+        if args.case is not None and not args.case.exists():
+            cases = sorted(p.name for p in args.case.parent.glob("*.json")) if args.case.parent.is_dir() else []
+            known = f": one of {', '.join(str(args.case.parent / n) for n in cases)}" if cases else ""
+            raise PplgateError(f"--case {args.case}: no such golden file; pass the path of a case file{known}.")
         case = load_case(args.case).sources if args.case is not None else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
         lines = fetch(args.folder, args.model or case["model"], args.dataset or case["dataset"], args.tokenizer or case["tokenizer"],
                       args.cache_dir, progress=not args.no_progress)
@@ -213,6 +218,27 @@ def fetch_main(argv: list[str]) -> int:
         print(f"On the node: python -m pytest --sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
 
     return _exit_status(work)
+
+
+def build_convert_parser() -> argparse.ArgumentParser:
+    p = _parser("python -m pplgate convert",
+                "Write the graph the gate runs for a device and precision: the same conversion, from the same cache, so that what was gated is what gets deployed.")
+    p.add_argument("model", metavar="MODEL", help="the ONNX model as given to --model: a path, an https URL, hf://<repo>/<file> or builtin:tiny")
+    p.add_argument("--precision", type=checked(parse_precision), default="fp16", help=f"one of {', '.join(PRECISIONS)}")
+    p.add_argument("--device", type=checked(parse_device), default="cpu",
+                   help=f"the device it is for, one of {', '.join(DEVICES)}: every converting provider runs the same fp16 graph; gcu runs its own fp16 mode on the fp32 model")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="the file to write (weights over 2 GB go beside it, in the file the model names)")
+    p.add_argument("--model-dir", type=Path, default=default_model_dir(), help="where downloaded and built models go")
+    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where file hashes are kept")
+    return p
+
+
+def convert_main(argv: list[str]) -> int:
+    from pplgate.convert import write_session_model
+
+    args = build_convert_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
+    return _exit_status(lambda: print(write_session_model(args.model, args.device, args.precision, args.output, args.model_dir, args.cache_dir)))
 
 
 def _write(path: Path | None, option: str, write) -> None:
@@ -258,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return fetch_main(argv[1:])
     if argv[:1] == ["history"]:
         return history_main(argv[1:])
+    if argv[:1] == ["convert"]:
+        return convert_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")

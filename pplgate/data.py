@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,17 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
     return texts
 
 
+def offline_advice(option: str, copy: str) -> str:
+    """What to do about a hub source that cannot be had, without advising what is already done."""
+    folder = "--sources DIR (or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass {option} with {copy}, or {folder}"
+    return f"pass {option} with {copy}, or {folder}, or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"
+
+
 def _unreachable(source: str) -> SourceUnavailable:
     return SourceUnavailable(
-        f"dataset {source} cannot be reached: pass --dataset with a local copy of {DEFAULT_DATASET}, "
-        "or set HF_HUB_OFFLINE=1 to use the Hugging Face cache.",
+        f"dataset {source} cannot be reached: {offline_advice('--dataset', f'a local copy of {DEFAULT_DATASET}')}.",
         option="--dataset",
     )
 
@@ -157,8 +165,7 @@ def resolve_tokenizer_dir(source: str) -> Path:
         return Path(huggingface_hub.snapshot_download(source, allow_patterns=list(TOKENIZER_FILES) + ["config.json"]))
     except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
         raise SourceUnavailable(
-            f"tokenizer {source} cannot be reached ({type(err).__name__}): pass --tokenizer with a local folder of its files, "
-            "or set HF_HUB_OFFLINE=1 to use the Hugging Face cache.",
+            f"tokenizer {source} cannot be reached ({type(err).__name__}): {offline_advice('--tokenizer', 'a local folder of its files')}.",
             option="--tokenizer",
         ) from err
 
@@ -198,9 +205,26 @@ def vocabulary_bytes(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(pieces), dtype=np.uint8), offsets
 
 
+class _NoModelsAdvice(logging.Filter):
+    """Drops transformers' import-time advice that PyTorch is absent: pplgate uses its tokenizers only, never its models."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Models won't be available" not in record.getMessage()
+
+
+def import_transformers():
+    # The advice is logged while transformers is first imported, by its "transformers" logger.
+    logger = logging.getLogger("transformers")
+    if not any(isinstance(f, _NoModelsAdvice) for f in logger.filters):
+        logger.addFilter(_NoModelsAdvice())
+    import transformers
+
+    return transformers
+
+
 def load_tokenizer(source: str):
     """The transformers tokenizer of a hub id or local folder; one that cannot be loaded is one sentence."""
-    import transformers
+    transformers = import_transformers()
 
     folder = resolve_tokenizer_dir(source) if not isinstance(source, Path) else source
     try:

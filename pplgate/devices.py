@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pplgate.errors import PplgateError
+from pplgate.errors import NotApplicable, PplgateError
 
-PRECISIONS = ("fp32", "fp16")
+# fp32 is IEEE fp32 on every device; tf32 is CUDA's TensorFloat-32 matmuls
+# (fp32 data, 10-bit mantissa products), a mode of its own, never fp32's.
+PRECISIONS = ("fp32", "fp16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,20 @@ class DeviceKind:
     # Where onnxruntime's I/O binding places inputs for this provider, so they
     # are copied to the device once and the logits never come back.
     memory: str = "cpu"
+    # The provider option that switches TF32 matmuls, for providers that have
+    # them; it is set for every session, so that fp32 is never TF32 by default
+    # (the CUDA provider's default is use_tf32=1).
+    tf32_option: str | None = None
+    # The provider computes most fp16 operators in fp32 (the CPU provider):
+    # its fp16 results say nothing of a device that computes in fp16.
+    widens_fp16: bool = False
 
 
 DEVICES: dict[str, DeviceKind] = {
     kind.name: kind
     for kind in (
-        DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime"),
-        DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu", memory="cuda"),
+        DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime", widens_fp16=True),
+        DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu", memory="cuda", tf32_option="use_tf32"),
         DeviceKind("gcu", "TopsInferenceExecutionProvider", "Enflame's onnxruntime build (TopsInference)", fp16_env="ORT_TOPSINFERENCE_FP16_ENABLE"),
         DeviceKind("trt", "TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT", memory="cuda"),
         DeviceKind("rocm", "ROCMExecutionProvider", "onnxruntime-rocm"),
@@ -89,6 +98,47 @@ def parse_precision(text: str) -> str:
     return value
 
 
+def check_precision(device: Device, precision: str) -> None:
+    """tf32 exists only where the provider has a TF32 switch: elsewhere the target does not apply (a skip, never a failure)."""
+    if precision == "tf32" and device.kind.tf32_option is None:
+        raise NotApplicable(f"tf32 is CUDA's TensorFloat-32 matmul mode, which {device.kind.provider} does not have: "
+                            f"{device.kind.name} computes fp32 as IEEE fp32; run tf32 on gpu.")
+
+
+def precision_provider_options(device: Device, precision: str) -> dict[str, str]:
+    """The provider options a precision sets: TF32 on for tf32 alone, off for fp32 (and fp16's fp32 parts)."""
+    if device.kind.tf32_option is None:
+        return {}
+    return {device.kind.tf32_option: "1" if precision == "tf32" else "0"}
+
+
+def refuse_precision_options(device: Device, precision: str, provider_options: dict[str, str]) -> None:
+    """A provider option that would make a precision another one: refused, pointing at the precision that is meant."""
+    option = device.kind.tf32_option
+    if option is None or option not in provider_options:
+        return
+    wanted = precision_provider_options(device, precision)[option]
+    if str(provider_options[option]).strip() != wanted:
+        other = "tf32" if wanted == "0" else "fp32"
+        raise PplgateError(f"--provider-option {option}={provider_options[option]} contradicts precision {precision}, "
+                           f"which pplgate runs with {option}={wanted}: ask for precision {other} instead (fp32 means IEEE fp32, tf32 is its own precision).")
+
+
+def computed_as(device: Device, precision: str) -> str:
+    """What computes a precision on a device, in words: reports and summaries say it beside the number."""
+    if precision == "fp16" and device.kind.fp16_env is not None:
+        return f"the provider's own fp16 mixed precision ({device.kind.fp16_env}=1) on the fp32 model"
+    if precision == "fp16" and device.kind.widens_fp16:
+        return (f"onnxruntime's fp16 conversion, most of whose operators {device.kind.provider} computes in fp32: "
+                "no evidence for a device that computes in fp16")
+    if precision == "fp16":
+        return "onnxruntime's fp16 conversion of the model, computed by the provider in fp16"
+    if precision == "tf32":
+        return f"fp32 with TF32 matmuls ({device.kind.tf32_option}=1)"
+    tf32 = f", TF32 off ({device.kind.tf32_option}=0)" if device.kind.tf32_option else ""
+    return f"IEEE fp32{tf32}"
+
+
 def parse_target(text: str) -> tuple[Device, str]:
     """``DEVICE-PRECISION`` (cpu-fp32, gpu:1-fp16) -> (Device, precision)."""
     device, sep, precision = text.strip().rpartition("-")
@@ -105,3 +155,9 @@ def converts_to_fp16(device: Device, precision: str) -> bool:
     the fp32 model itself.
     """
     return precision == "fp16" and device.kind.fp16_env is None
+
+
+def widened(key: str) -> bool:
+    """Whether a golden key (``cpu-fp16``) names fp16 on a provider that computes it in fp32."""
+    device, _, precision = key.rpartition("-")
+    return precision == "fp16" and device in DEVICES and DEVICES[device].widens_fp16

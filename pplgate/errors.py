@@ -31,5 +31,9 @@ class ProviderUnavailable(PplgateError):
         self.provider = provider
 
 
+class NotApplicable(PplgateError):
+    """A device and precision that do not go together (tf32 on the CPU): skipped, even by --strict-gate."""
+
+
 class GoldenError(PplgateError):
     """A golden file that cannot be used as it is: its own tests fail with the sentence."""

@@ -65,7 +65,7 @@ def _score(session: LMSession, ids: np.ndarray, first_block: int) -> np.ndarray:
 
 def _timed_forward(baseline: LMSession, ids: np.ndarray) -> float:
     start = time.perf_counter()
-    baseline.forward(ids)
+    baseline.forward_in_place(ids)
     return time.perf_counter() - start
 
 
@@ -95,7 +95,7 @@ def evaluate(
     for batch, ids in plan[:warmup]:
         _score(session, ids, batch.start)
         if baseline is not None:
-            baseline.forward(ids)
+            baseline.forward_in_place(ids)
     eval_seconds = forward_seconds = 0.0
     block_loss_sum = 0.0  # of the blocks done: the running perplexity a log shows
     with Progress(len(blocks), f"{session.device.spec}-{session.precision}", "blocks", enabled=progress) as bar:

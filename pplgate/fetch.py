@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import write_atomic
+from pplgate.fileio import remove_idle_locks, write_atomic
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, repo_folder_name, verify
 from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, describe, download, hub_download, looks_local
 
@@ -98,6 +98,13 @@ def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> No
 
 def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_model_files(spec, folder, cache_dir, progress)
+    finally:
+        remove_idle_locks(folder)  # the folder is copied to nodes: no download's lock goes with it, whole or broken off
+
+
+def _fetch_model_files(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
     path = _fetch_file(spec, folder, progress)
     # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source.
     extra = [_fetch_file(_beside(spec, name), folder, progress) for name in external_files(path)]

@@ -165,6 +165,29 @@ def locked(path: Path) -> Iterator[None]:
         lock.release()
 
 
+def remove_idle_locks(folder: Path) -> None:
+    """Removes the lock files in ``folder`` that no process holds: for a folder copied elsewhere, as fetch's is.
+
+    Each is taken without waiting and unlinked while held, so a lock in use
+    stays.  Only for folders one process writes at a time: a process that
+    opened a lock file just before it went would hold a lock nobody else sees.
+    """
+    from filelock import FileLock, Timeout
+
+    for lock_file in Path(folder).glob(".*.lock"):
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue
+        try:
+            for leftover in (lock_file, Path(str(lock_file) + ".pid")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        finally:
+            lock.release()
+
+
 def glob_escape(text: str) -> str:
     """``text`` as a glob pattern matching itself (glob.escape, for a name rather than a path)."""
     import glob

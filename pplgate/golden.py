@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pplgate.method import BLOCK_SIZE, ROWS_PER_BATCH, Method
 from pplgate.sources import DATASET_CONFIG, SPLIT
-from pplgate.devices import DEVICES, PRECISIONS, parse_target
+from pplgate.devices import DEVICES, PRECISIONS, parse_target, widened
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.fileio import locked, write_json_atomic
 
@@ -357,6 +357,9 @@ def load_case(path: Path) -> GoldenCase:
         if entry.relative_to is not None:
             # It may name an entry not recorded yet: the test says to record that one first.
             _key(entry.relative_to, path, f"expected.{key}.relative_to = {entry.relative_to!r}")
+            if widened(entry.relative_to) and key.rpartition("-")[0] != entry.relative_to.rpartition("-")[0]:
+                raise GoldenError(f"golden file {path}: expected.{key} is relative to {entry.relative_to}, which the CPU provider computes "
+                                  f"mostly in fp32: it is no evidence for {key}; make {key} relative to cpu-fp32, or record it on its device.")
     return GoldenCase(name, path, sources, method, entries)
 
 

@@ -14,6 +14,14 @@ The first divergence is the first tensor whose relative error is above the
 threshold for the compared precisions and at least JUMP times the largest
 error among its inputs: rounding carried from earlier nodes grows slowly,
 a broken kernel or weight makes the error jump at its node.
+
+A graph whose tensors are all outputs is not the graph the user's session
+runs: onnxruntime cannot fuse a node whose intermediate result must be kept
+(a LayerNorm spelled out, a GELU), and an fp16 graph unfused can overflow
+where the fused kernel accumulates in fp32.  So the sessions as they run,
+nothing exposed, are compared first at their logits, and each tapped run's
+logits against the session's: a divergence the session does not have is
+said to be the tapped graph's, never reported as the session's.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ DEFAULT_THRESHOLD = {False: 1e-4, True: 5e-2}
 ELEMENTS = 1 << 20
 # How many times its inputs' largest error a tensor's error must be to be where it starts.
 JUMP = 10.0
+# A tapped graph's logits within this relative L2 error of the session's compute the same thing:
+# fp32 reordering reaches 1e-7 to 1e-6, a lost fusion in fp16 far more.
+TAPPING_TOLERANCE = 1e-5
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 
 
@@ -91,6 +102,21 @@ class Localization:
     tensors: list[TensorError]  # compared, in topological order
     only_run: list[str]  # tensors the reference does not have
     only_reference: list[str]
+    # The run's session against the reference's as they run, nothing exposed: their logits.
+    session_logits: TensorError | None = None
+    # The largest relative L2 error between a tapped run graph's logits and the run's session's:
+    # above 0, exposing tensors changed what onnxruntime computes (fusions lost).
+    tapping_rel_l2: float = 0.0
+
+    @property
+    def session_diverges(self) -> bool | None:
+        """Whether the run's session, as it runs, departs from the reference's at its logits (None: not compared)."""
+        return None if self.session_logits is None else self.session_logits.rel_l2 > self.threshold
+
+    @property
+    def tapping_changed(self) -> bool:
+        """Whether the tapped graphs compute other logits than the session (beyond fp32 rounding)."""
+        return self.tapping_rel_l2 > TAPPING_TOLERANCE
 
     @property
     def first_divergence(self) -> TensorError | None:
@@ -114,6 +140,11 @@ class Localization:
                 "rel_l2": first.rel_l2, "max_abs": first.max_abs, "cosine": first.cosine,
                 "inputs": {i: self.error(i) for i in first.inputs},
             },
+            "session_logits": None if self.session_logits is None else {
+                k: v for k, v in self.session_logits.record().items() if k in ("rel_l2", "max_abs", "cosine")},
+            "session_diverges": self.session_diverges,
+            "tapping_logits_rel_l2": self.tapping_rel_l2,
+            "tapping_changed_the_graph": self.tapping_changed,
             "tensors": [t.record() for t in self.tensors],
             "only_in_run": self.only_run,
             "only_in_reference": self.only_reference,
@@ -170,11 +201,16 @@ class TapModel:
                     out.append(TensorError(name, node.name or name, node.op_type, d, made_from, weights))
         return out
 
+    def logits_name(self) -> str:
+        """The graph's logits output: "logits", else its first output."""
+        names = [o.name for o in self.graph_only.graph.output]
+        return "logits" if "logits" in names else names[0]
+
     def tap(self, names: list[str]) -> Path:
         graph = self.graph_only.graph
-        kept = [o for o in graph.output if o.name == "logits"]
+        kept = [o for o in graph.output if o.name == self.logits_name()]
         del graph.output[:]
-        graph.output.extend(kept + [onnx.helper.make_tensor_value_info(n, self.types[n], None) for n in names if n != "logits"])
+        graph.output.extend(kept + [onnx.helper.make_tensor_value_info(n, self.types[n], None) for n in names if n != kept[0].name])
         path = self.folder / "tap.onnx"
         data = self.graph_only.SerializeToString()
         write_atomic(path, lambda f: f.write(data))
@@ -218,14 +254,37 @@ def _no_taps(side: Side, why: str) -> str:
             f"compare on the CPU at the same precision instead: --device cpu --precision {side.precision}.")
 
 
+def _session_logits(side: Side, blocks: Blocks, options: RuntimeOptions, each=None) -> list[np.ndarray]:
+    """The logits of ``side``'s model as a session runs it, nothing exposed: kept, or handed to ``each(block, logits)``."""
+    session = create_session(str(side.path), side.device, side.precision, options, side.path.name)
+    iface = inspect(session, side.path.name)
+    kept = []
+    for i in range(len(blocks)):
+        try:
+            (logits,) = session.run([iface.logits], feeds(iface, blocks.block(i)[None, :]))
+        except ORT_RUN_ERRORS as err:
+            raise PplgateError(f"the {side.label} session cannot run block {i} ({str(err).strip().splitlines()[0]}): "
+                               "check it with python -m pplgate --device cpu --precision fp32.") from err
+        if each is None:
+            kept.append(logits)
+        else:
+            each(i, logits)
+    return kept
+
+
 def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None = None,
              options: RuntimeOptions | None = None, workdir: Path | None = None) -> Localization:
-    """Runs ``blocks`` through both sides, GROUP tensors at a time, and keeps the statistics."""
+    """The sessions' logits first, then ``blocks`` through both sides, GROUP tensors at a time; only statistics are kept."""
     options = options or RuntimeOptions()
     if threshold is None:
         threshold = DEFAULT_THRESHOLD["fp16" in (run.precision, reference.precision)]
     workdir = Path(workdir or tempfile.gettempdir())
+    # As the user's sessions run: one alive at a time, the run's logits kept for the tapped graphs too.
+    as_run = _session_logits(run, blocks, options)
+    session_logits = TensorError("logits", "the session", "session", 0, [], [])
+    _session_logits(reference, blocks, options, each=lambda i, y: session_logits.add(as_run[i], y))
     remove_leftovers(workdir, "pplgate-localize-")  # a killed localize's tapped models are gigabytes
+    tapping = 0.0
     with tempfile.TemporaryDirectory(dir=workdir, prefix=f"pplgate-localize-{os.getpid()}.") as scratch:
         run_model, ref_model = TapModel(run.path, Path(scratch)), TapModel(reference.path, Path(scratch))
         ref_names = {t.output for t in ref_model.tensors()}
@@ -235,14 +294,20 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
         if all(t.output in outputs for t in matched):
             raise PplgateError(f"no tensor of {run.path.name} has a namesake in {reference.path.name}: the two exports name their tensors differently, "
                                "so there is nothing to compare node by node; compare the perplexities with --reference instead.")
+        logits = run_model.logits_name()
         # Fewer tensors a group when more blocks are fed: the run's side of a group is held for every block.
         size = max(4, GROUP // len(blocks))
         for start in range(0, len(matched), size):
             group = matched[start : start + size]
             names = [t.output for t in group]
+            fetched = names if logits in names else names + [logits]
             # One side at a time: only one model's session is alive.
-            obtained = _fetch(run_model.tap(names), run, names, blocks, options)
-            _fetch(ref_model.tap(names), reference, names, blocks, options, each=lambda i, ys: _add(group, obtained[i], ys, run, reference))
+            obtained = _fetch(run_model.tap(names), run, fetched, blocks, options)
+            for i, values in enumerate(obtained):
+                changed = TensorError(logits, "", "", 0, [], [])
+                changed.add(values[fetched.index(logits)], as_run[i])
+                tapping = max(tapping, changed.rel_l2)
+            _fetch(ref_model.tap(names), reference, names, blocks, options, each=lambda i, ys: _add(group, obtained[i][: len(names)], ys, run, reference))
     run_names = {t.output for t in all_run}
     return Localization(
         run=run.label,
@@ -252,6 +317,8 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
         tensors=matched,
         only_run=sorted(run_names - ref_names),
         only_reference=sorted(ref_names - run_names),
+        session_logits=session_logits,
+        tapping_rel_l2=tapping,
     )
 
 
@@ -263,11 +330,14 @@ def render(loc: Localization, worst: int = 10) -> str:
     header = f"  {'tensor':<28} {'op':<16} {'depth':>5} {'rel_l2':>10} {'max_abs':>10} {'cosine':>12}  node"
     lines = [f"run:       {loc.run}", f"reference: {loc.reference}",
              f"compared {len(loc.tensors)} tensors over {loc.blocks} block(s); threshold rel_l2 {loc.threshold:g}, jump x{JUMP:g}"]
+    lines += _session_lines(loc)
     first = loc.first_divergence
     if first is None:
-        lines.append("no divergence: no tensor's error is above the threshold and a jump over its inputs'")
+        lines.append("no divergence in the tapped graphs: no tensor's error is above the threshold and a jump over its inputs'")
     else:
-        lines += ["", "first divergence:", header, row(first), "  its inputs:"]
+        where = ("first divergence:" if loc.session_diverges is not False else
+                 "first divergence in the tapped graphs only, NOT in the run's session (its logits agree with the reference's within the threshold):")
+        lines += ["", where, header, row(first), "  its inputs:"]
         by_name = {t.output: t for t in loc.tensors}
         lines += [row(by_name[i]) for i in first.inputs if i in by_name]
         lines += [f"  {w:<28} (a weight or graph input: not compared)" for w in first.weights]
@@ -277,6 +347,26 @@ def render(loc: Localization, worst: int = 10) -> str:
         if names:
             lines.append(f"{len(names)} tensors {label}, not compared: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
     return "\n".join(lines)
+
+
+def _session_lines(loc: Localization) -> list[str]:
+    """What the sessions as they run say, before anything the tapped graphs say."""
+    if loc.session_logits is None:
+        return []
+    t = loc.session_logits
+    verdict = "DIVERGES" if loc.session_diverges else "agrees within the threshold"
+    lines = [f"the run's session as it runs, nothing exposed: logits rel_l2 {t.rel_l2:.3g}, max_abs {t.max_abs:.3g}, "
+             f"cosine {t.cosine:.9f} against the reference's session: {verdict}"]
+    if loc.tapping_changed:
+        lines.append(f"exposing tensors changed the run's graph: a tapped graph's logits differ from the session's by rel_l2 {loc.tapping_rel_l2:.3g} "
+                     "(onnxruntime fuses no node whose intermediate tensor is an output, e.g. a LayerNorm or a GELU); "
+                     "the errors below are the tapped graph's")
+    else:
+        lines.append(f"exposing tensors left the run's logits as the session computes them (rel_l2 {loc.tapping_rel_l2:.3g})")
+    if loc.session_diverges and loc.first_divergence is None:
+        lines.append("the session diverges but no tapped tensor does: the divergence is inside what onnxruntime fuses in the session; "
+                     "compare the fused kernels' precision (e.g. run the reference at the run's precision)")
+    return lines
 
 
 def plot(loc: Localization, output: Path) -> Path:

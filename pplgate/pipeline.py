@@ -1,6 +1,6 @@
 """From options to a report: the steps the CLI, the pytest gate and localize share.
 
-    check_providers  every device named, before any source is touched
+    check_target     every device and precision named, before any source is touched
     Sources.resolved remote sources from the --sources folder (pplgate.sourcefolder)
     load_blocks      the tokenized split cut by the Method (pplgate.data, pplgate.blocks)
     build_session    the model resolved, converted where fp16 needs it, its session checked to take the blocks
@@ -19,7 +19,7 @@ import numpy as np
 
 from pplgate.blocks import Blocks
 from pplgate.data import TokenStream, load_tokens
-from pplgate.devices import Device
+from pplgate.devices import Device, check_precision, refuse_precision_options
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
 from pplgate.interface import check_fits, logits_short
@@ -32,10 +32,12 @@ from pplgate.sourcefolder import Sources
 from pplgate.sources import resolve_model
 
 
-def check_providers(*devices: Device) -> None:
-    """The first cause to name: a provider this onnxruntime lacks, before any source is resolved or downloaded."""
-    for device in devices:
-        check_provider(device)
+def check_target(device: Device, precision: str, provider_options: dict[str, str] | None = None) -> None:
+    """Before any source: a precision the device does not have (tf32 on the CPU), a provider
+    option that contradicts the precision (use_tf32=1 with fp32), a provider this onnxruntime lacks."""
+    check_precision(device, precision)
+    refuse_precision_options(device, precision, provider_options or {})
+    check_provider(device)
 
 
 def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStream, Blocks]:
@@ -96,7 +98,9 @@ def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, s
 def run(sources: Sources, device: Device, precision: str, method: Method = Method(), settings: RunSettings = RunSettings(),
         measure_forward: bool = False, reference: tuple[Device, str] | None = None) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it: the Final report, and the losses (of ``evaluation.layout``)."""
-    check_providers(device, *([reference[0]] if reference else []))
+    check_target(device, precision, settings.options.provider_options)
+    if reference:
+        check_target(*reference, settings.options.provider_options)
     sources = sources.resolved()
     tokens, blocks = load_blocks(sources, method)
     session = build_session(sources, device, precision, tokens, blocks, settings)
@@ -111,7 +115,8 @@ def localize_run(sources: Sources, run_side: tuple[Device, str], reference: tupl
     """Where a run departs from a reference, node by node (pplgate.localize), on the first ``method.max_blocks`` blocks."""
     from pplgate.localize import Side, localize
 
-    check_providers(run_side[0], reference[0])
+    check_target(*run_side, options.provider_options)
+    check_target(*reference, options.provider_options)
     sources = sources.resolved()
     _, blocks = load_blocks(sources, method)
     model = resolve_model(sources.model, sources.model_dir)

@@ -74,7 +74,13 @@ def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
 
 def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int = PROTOBUF_LIMIT) -> Path:
     """The fp16 conversion of ``source``, made once per source content and remade when it is not what was written."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as err:  # a build without onnxruntime.transformers, or without what it imports
+        import onnxruntime
+
+        raise PplgateError(f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime {onnxruntime.__version__} "
+                           f"cannot import ({err}): install an onnxruntime build that ships onnxruntime.transformers, or run fp32.") from None
 
     target = fp16_path(source)
     meta = sidecar(target)

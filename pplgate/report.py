@@ -15,6 +15,7 @@ import onnxruntime as ort
 from pplgate import __version__
 from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.data import TokenStream
+from pplgate.devices import computed_as
 from pplgate.digest import file_digest
 from pplgate.evaluate import Evaluation
 from pplgate.metric import CrossToolMetrics
@@ -83,6 +84,8 @@ def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, t
         "tokenizer": sources.tokenizer,
         "device": session.device.spec,
         "precision": session.precision,
+        # What computed it: the CPU provider's fp16 is mostly fp32, CUDA's fp32 is TF32 unless switched off.
+        "computed_as": computed_as(session.device, session.precision),
         "batch_size": ev.batch_size,
         "perplexity": ev.perplexity,
         "perplexity_stderr": ev.perplexity_stderr,
@@ -149,6 +152,7 @@ def throughput_info(
         "case": case,
         "device": session.device.spec,
         "precision": session.precision,
+        "computed_as": computed_as(session.device, session.precision),
         "blocks": ev.blocks,
         "batch_size": ev.batch_size,
         "tokens": tokens,  # fed per round

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pplgate.devices import Device, converts_to_fp16
+from pplgate.devices import Device, check_precision, converts_to_fp16, precision_provider_options, refuse_precision_options
 from pplgate.errors import PplgateError, ProviderUnavailable
 from pplgate.interface import GraphInterface, feeds, inspect, logits_short
 from pplgate.metric import host_token_losses
@@ -87,7 +87,7 @@ class LMSession:
 
     @property
     def requested_provider_options(self) -> dict[str, str]:
-        return {**self.device.provider_options(), **self.options.provider_options}
+        return {**self.device.provider_options(), **self.options.provider_options, **precision_provider_options(self.device, self.precision)}
 
     @property
     def effective_provider_options(self) -> dict[str, str]:
@@ -115,6 +115,24 @@ class LMSession:
         binding.bind_ortvalue_output(self.iface.logits, bound)
         self.session.run_with_iobinding(binding)
         return logits
+
+    def forward_in_place(self, ids: np.ndarray) -> None:
+        """The bare model on ids [B, T], its logits left where the provider made them (--measure-forward).
+
+        What a forward costs on every provider: on a GPU the logits stay on the
+        card, as the scored run's do, rather than crossing to the host.
+        """
+        memory, card = self.device.kind.memory, self.device.index or 0
+        binding = self.session.io_binding()
+        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()}  # held: see _run_bound
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        if memory == "cpu":
+            bound = ort.OrtValue.ortvalue_from_numpy(self._logits_buffer(*ids.shape))
+            binding.bind_ortvalue_output(self.iface.logits, bound)
+        else:
+            binding.bind_output(self.iface.logits, memory, card)
+        self.session.run_with_iobinding(binding)
 
     def token_losses(self, ids: np.ndarray) -> np.ndarray:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
@@ -180,6 +198,7 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
     ``spin`` False: the session's threads sleep as soon as a run ends, rather
     than spinning for the next one on cores another session needs.
     """
+    check_precision(device, precision)
     check_provider(device)  # every session is made here: none on a provider this build lacks
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
@@ -189,7 +208,9 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
         # A session beside another (a reference): no memory arena kept between
         # runs: its activations are freed as soon as each run ends.
         so.enable_cpu_mem_arena = False
-    provider_options = {**device.provider_options(), **options.provider_options}  # the user's win over the card index
+    refuse_precision_options(device, precision, options.provider_options)
+    # The user's win over the card index; the precision's (TF32 off for fp32) are the precision's.
+    provider_options = {**device.provider_options(), **options.provider_options, **precision_provider_options(device, precision)}
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
     env_value = "1" if precision == "fp16" else "0"

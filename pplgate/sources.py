@@ -47,7 +47,7 @@ SPLIT = "test"
 DEFAULT_TOKENIZER = "openai-community/gpt2"
 MODEL_DIR_FIX = "pass --model-dir with a writable folder with room for the model"
 # Part of the built models' file names: a builder change must not reuse old files.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"  # 3: LayerNorm, GELU and scaling spelled as torch exports them
 # Seconds without a byte, while connecting or reading, before a download is
 # called broken off (and left to resume).
 TIMEOUT_S = 60.0
@@ -60,6 +60,22 @@ log = logging.getLogger("pplgate")
 def looks_local(source: str) -> bool:
     """A path is local when it exists or is spelled as a path (./x, ../x, /x, ~/x)."""
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+
+
+def unreadable_model(spec: str) -> str | None:
+    """Why a --model spelled as a local file cannot be read, or None (a readable file, or a URL, hf:// or builtin: source)."""
+    if spec.startswith((BUILTIN_PREFIX, "https://", "http://", "hf://")):
+        return None
+    if spec.startswith("file://"):
+        spec = urllib.request.url2pathname(urllib.parse.urlsplit(spec).path)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a file"
+    if not os.access(path, os.R_OK):
+        return "not readable by this user"
+    return None
 
 
 def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
@@ -290,7 +306,9 @@ def hub_download(spec: str) -> Path:
     except hf_errors.HFValidationError as err:
         raise PplgateError(f"model {spec} names no valid hub repository ({str(err).splitlines()[0]}): write hf://<owner>/<repo>/<path in repo>, for example {HF_ALTERNATIVE}.") from None
     except hf_errors.LocalEntryNotFoundError as err:
-        raise SourceUnavailable(f"model {spec} cannot be reached and is not in the Hugging Face cache: pass --model with a local copy, or run once with network.", option="--model") from err
+        from pplgate.data import offline_advice
+
+        raise SourceUnavailable(f"model {spec} cannot be reached: {offline_advice('--model', 'a local copy')}.", option="--model") from err
     except (hf_errors.RepositoryNotFoundError, hf_errors.EntryNotFoundError, hf_errors.RevisionNotFoundError) as err:
         raise PplgateError(f"model {spec} does not exist on the hub ({type(err).__name__}): check the repository and file name.") from err
     except hf_errors.HfHubHTTPError as err:

@@ -6,13 +6,17 @@ regression from a shared node's noise (three runs of the same settings here:
 against the saved runs of the same test on the same machine with the same
 settings, and the noise is estimated from them:
 
+- nothing is judged until ``BASELINE_MIN_RUNS`` such runs are saved (the
+  verdict says "baseline: k of N runs"): one run's rounds say how steady that
+  run was, not how far the next run on a shared node lands (a quiet rerun
+  here came out +17% against one saved run, more than a real one-core
+  slowdown's -10 to -13%), so the noise must come from several runs;
 - the baseline is the median seconds per round of the last ``BASELINE_RUNS``
   such runs, runs taken under load left out (``pplgate.conditions``);
 - its noise is 1.4826 x the median absolute deviation of those medians
   (a standard deviation that one wild run does not inflate), relative, and
   never below the typical (median) spread of their rounds, since runs cannot
-  agree better than rounds do; while fewer than ``MAD_MIN_RUNS`` runs exist,
-  that spread alone;
+  agree better than rounds do;
 - the run's own median is uncertain by its rounds' spread / sqrt(rounds):
   u = sqrt(noise^2 + (spread / sqrt(rounds))^2);
 - a slowdown is reported when tokens/s fell by more than the threshold
@@ -37,7 +41,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 BASELINE_RUNS = 10
-MAD_MIN_RUNS = 3
+# The fewest saved runs a verdict is given against: the median and the median
+# absolute deviation of five runs ignore any two odd ones (of three, only one).
+BASELINE_MIN_RUNS = 5
 SIGMAS = 3.0
 DEFAULT_THRESHOLD = 0.10
 # What identifies a series (besides the test and the machine): the knobs a user sets.
@@ -95,7 +101,7 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
 @dataclass
 class Verdict:
     test: str
-    kind: str  # "first run", "within noise", "slower", "faster", "under load"
+    kind: str  # "first run", "baseline" (too few runs yet), "within noise", "slower", "faster", "under load"
     sentence: str
     change: float | None = None  # relative change in tokens/s; negative: slower
     uncertainty: float | None = None
@@ -127,6 +133,20 @@ def comparable(current: Timing, history: list[Timing]) -> list[Timing]:
     return [t for t in history if t.test == current.test and t.node == current.node and t.settings == current.settings]
 
 
+def _new_series(current: Timing, history: list[Timing]) -> str:
+    """Why no saved run is comparable: the settings that differ from the newest run of this test here, or the machines it ran on."""
+    here = [t for t in history if t.test == current.test and t.node == current.node]
+    if here:
+        nearest = here[-1]
+        differ = ", ".join(f"{k} {nearest.settings[k]!r} (run {nearest.run}) -> {current.settings[k]!r}" for k in SETTINGS
+                           if nearest.settings[k] != current.settings[k])
+        return f"first run with these settings, a new series: the saved runs of this test on this machine differ in {differ}"
+    elsewhere = sorted({t.node for t in history if t.test == current.test})
+    if elsewhere:
+        return f"first run on this machine ({current.node}): the saved runs of this test are from {', '.join(elsewhere)}, never compared across machines"
+    return "first run on this machine with these settings: nothing to compare"
+
+
 def throughput_verdict(current: Timing, history: list[Timing], threshold: float = DEFAULT_THRESHOLD) -> Verdict:
     series = comparable(current, history)
     baseline = [t for t in series if not t.under_load][-BASELINE_RUNS:]
@@ -135,18 +155,20 @@ def throughput_verdict(current: Timing, history: list[Timing], threshold: float 
         share = conditions.get("others_cpu_share")
         return Verdict(current.test, "under load",
                        f"{current.test}: taken under load (other processes took {share:.0%} of the CPU): not judged, and not a baseline for later runs")
-    if not baseline:
-        return Verdict(current.test, "first run", f"{current.test}: first run on this machine with these settings: nothing to compare")
+    if not series:
+        return Verdict(current.test, "first run", f"{current.test}: {_new_series(current, history)}")
+    if len(baseline) < BASELINE_MIN_RUNS:
+        return Verdict(current.test, "baseline",
+                       f"{current.test}: baseline: {len(baseline)} of {BASELINE_MIN_RUNS} runs saved with these settings on this machine "
+                       f"(runs under load not counted): not judged until {BASELINE_MIN_RUNS}, the fewest whose spread says what noise is",
+                       baseline_runs=len(baseline))
     medians = [t.median_seconds for t in baseline]
     center = statistics.median(medians)
-    noise = statistics.median(t.spread for t in baseline)
-    if len(baseline) >= MAD_MIN_RUNS:
-        noise = max(noise, 1.4826 * statistics.median(abs(m - center) for m in medians) / center)
+    noise = max(statistics.median(t.spread for t in baseline), 1.4826 * statistics.median(abs(m - center) for m in medians) / center)
     u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
     change = center / current.median_seconds - 1.0
     changed = _changes(baseline[-1].runtime, current.runtime)
-    runs = f"{len(baseline)} run" + ("s" if len(baseline) != 1 else "")
-    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {runs}"
+    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
     since = f"; since the last of them: {_describe(changed)}" if changed else ""
     if abs(change) > threshold and abs(change) > SIGMAS * u:
         kind = "slower" if change < 0 else "faster"

@@ -34,19 +34,23 @@ class Outcome:
 
 
 def obtain(strict: bool, make):
-    """Runs ``make``; a missing provider or source skips (fails when strict), other faults fail with their sentence."""
+    """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other faults fail with their sentence."""
     __tracebackhide__ = True
-    from pplgate.errors import PplgateError, ProviderUnavailable, SourceUnavailable
+    from pplgate.errors import NotApplicable, PplgateError, ProviderUnavailable, SourceUnavailable
     from pplgate.sources import mask
 
-    missing = broken = None
+    missing = broken = inapplicable = None
     try:
         return make()
+    except NotApplicable as err:
+        inapplicable = str(err)
     except (ProviderUnavailable, SourceUnavailable) as err:
         missing = mask(str(err))  # a skip reason is printed and kept in reports: no credentials
     except PplgateError as err:
         broken = mask(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
+    if inapplicable is not None:
+        pytest.skip(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip
     if broken is not None:
         pytest.fail(broken, pytrace=False)
     if strict:

@@ -8,6 +8,7 @@ onnx and the pipeline are imported by the fixtures and hooks that use them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pplgate_sources", "default for --sources (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_strict", "default for --strict-gate", type="bool", default=False)
     parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
-    parser.addini("pplgate_precisions", "default for --gate-precisions", default="fp32 fp16")
+    parser.addini("pplgate_precisions", "default for --gate-precisions", default=" ".join(PRECISIONS))
     parser.addini("pplgate_cards", "default for --gate-cards", default="")
     parser.addini("pplgate_golden_dir", "default for --golden-dir", default="golden")
     parser.addini("pplgate_model_dir", "default for --model-dir (relative paths: from the rootdir)", default="")
@@ -167,6 +168,16 @@ def _refuse_missed_ini(config: pytest.Config) -> None:
         )
 
 
+def _refuse_unreadable_model(model: str | None) -> None:
+    """A --model that names no readable file is a usage error, never a run of the cases that do not use it."""
+    from pplgate.sources import describe, unreadable_model
+
+    why = unreadable_model(model) if model else None
+    if why is not None:
+        raise pytest.UsageError(f"--model {describe(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
+                                "or leave --model out to run each case's own model.")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, kind in DEVICES.items():
         config.addinivalue_line("markers", f"{name}: a pplgate case on {kind.provider}")
@@ -177,6 +188,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--update-golden records what this node obtains and --strict-gate gates on it: run one, not both "
                                 "(record with --update-golden, then check with --strict-gate).")
     gate = GateSession(_settings(config))
+    if gate.settings.golden_dir.is_dir():
+        _import_onnxruntime()  # a gate project: its first sentence, before any test; elsewhere the plugin costs nothing
+    _refuse_unreadable_model(gate.settings.model)
     config.stash[gate_key] = gate
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.targets), "pplgate-summary")
 
@@ -195,11 +209,22 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         item.config.stash[gate_key].release()
 
 
+def _import_onnxruntime():
+    """onnxruntime, or a usage error saying how to install it: pplgate leaves the build to the node (see README, Set up)."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise pytest.UsageError(
+            f"onnxruntime cannot be imported in this Python ({sys.executable}: {err}): install the build for this node's device, "
+            f"e.g. '{sys.executable} -m pip install onnxruntime' for the CPU, onnxruntime-gpu for CUDA, or the vendor's wheel.") from None
+    return onnxruntime
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[gate_key].settings
     if not s.golden_dir.is_dir():
         return []  # not a gate project: a run that never uses the plugin does not pay for onnxruntime's import
-    import onnxruntime as ort
+    import onnxruntime as ort  # importable: pytest_configure checked
 
     from pplgate.report import onnxruntime_distribution
     from pplgate.sources import describe
@@ -210,6 +235,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + (f", remote sources from {s.sources}" if s.sources else ""),
         f"pplgate: golden {s.golden_dir}, devices {' '.join(s.devices)}, precisions {' '.join(s.precisions)}"
         + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),
+        *config.stash[gate_key].ignored_options(),
     ]
 
 
@@ -309,7 +335,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     under another onnxruntime build, thread count or provider options are not
     compared as if they were the same.
     """
-    import onnxruntime as ort
+    ort = _import_onnxruntime()
 
     from pplgate.report import onnxruntime_distribution
 

@@ -136,6 +136,26 @@ class GateSession:
             out += [Target(case, d, p) for d in devices for p in s.precisions]
         return out
 
+    def ignored_options(self) -> list[str]:
+        """A line per case that does not follow an option given: a built model is part of its case's definition."""
+        if not self.settings.model:
+            return []
+        from pplgate.golden import load_case
+
+        try:
+            files = self.golden_files()
+        except GoldenError:
+            return []  # collection says so
+        lines = []
+        for path in files:
+            try:
+                model = load_case(path).sources["model"]
+            except GoldenError:
+                continue  # its own tests fail and say why
+            if model.startswith(BUILTIN_PREFIX):
+                lines.append(f"pplgate: case {path.stem} ignores --model: its model {model} is part of the case (the built model and its computed reference)")
+        return lines
+
     def sources(self, case: GoldenCase) -> Sources:
         """The case's sources after the options, each remote one read from --sources where given (checked once)."""
         from pplgate.sourcefolder import Sources
@@ -155,9 +175,9 @@ class GateSession:
         return self._once(("blocks", src.dataset, src.tokenizer, case.method), lambda: load_blocks(src, case.method))
 
     def session(self, target: Target) -> LMSession:
-        from pplgate.pipeline import build_session, check_providers
+        from pplgate.pipeline import build_session, check_target
 
-        check_providers(target.device)  # the first cause: before any source is resolved, downloaded or checked
+        check_target(target.device, target.precision, self.settings.run.options.provider_options)  # the first cause: before any source is resolved, downloaded or checked
         src = self.sources(target.case)
         tokens, blocks = self.blocks(target.case)
         key = ("session", src.model, target.device, target.precision)
@@ -187,11 +207,11 @@ class GateSession:
     def reference_summary(self, target: Target, limits: Limits) -> dict:
         """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""
         from pplgate.devices import parse_target
-        from pplgate.pipeline import check_providers, compare
+        from pplgate.pipeline import check_target, compare
 
         def make() -> dict:
             reference = parse_target(limits.reference)
-            check_providers(reference[0])
+            check_target(*reference)
             _, blocks = self.blocks(target.case)
             return compare(self.session(target), reference, blocks.head(limits.blocks), self.settings.run, self.settings.cache_dir)
 

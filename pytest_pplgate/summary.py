@@ -91,6 +91,8 @@ class GateSummary:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return  # nothing was meant to run: no verdicts, and no "not run"
         if self.outcomes or self.selected:
             self._accuracy(terminalreporter, exitstatus)
         if self.write_error is not None:
@@ -110,9 +112,19 @@ class GateSummary:
                 tr.write_line(f"WARNING {record['drift']['sentence']}")
         tr.write_line("pplgate throughput: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
         if kinds["slower"] and self.config.getoption("pplgate_throughput_fail") is None:
-            tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent); the history: python -m pplgate history --storage .benchmarks")
+            tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent)" + self._history_command())
+
+    def _history_command(self) -> str:
+        """The history of the storage these runs were compared with, as pytest-benchmark's --benchmark-storage named it."""
+        import shlex
+
+        storage = str(self.config.getoption("benchmark_storage", None) or "file://./.benchmarks")
+        if not storage.startswith("file://"):
+            return ""  # Elasticsearch: 'pplgate history' reads files only
+        return f"; the history: python -m pplgate history --storage {shlex.quote(storage[len('file://'):])}"
 
     def _accuracy(self, tr, exitstatus: int) -> None:
+        from pplgate.devices import widened
         from pytest_pplgate.commands import pytest_command
 
         tr.write_sep("-", "pplgate")
@@ -131,6 +143,9 @@ class GateSummary:
             tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
             err = f"{o.perplexity_stderr:.3g}" if o.perplexity_stderr is not None else "-"
             tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
+        widened_rows = [o.id for o in outcomes.values() if o.perplexity is not None and widened("-".join(o.id.rsplit("-", 2)[1:]))]
+        if widened_rows:
+            tr.write_line(f"{', '.join(widened_rows)}: the CPU provider computes most fp16 operators in fp32: no evidence for a device that computes in fp16")
         unpinned = [o for o in self.outcomes.values() if o.model_pinned is False and o.model_sha256]
         for o in unpinned:
             tr.write_line(f"{o.id}: ran model sha256 {o.model_sha256}, which its golden entry does not pin yet")

@@ -224,20 +224,28 @@ class ScratchGate:
         return runner(*(self.source_args if sources else self.source_args[2:]), "-p", "no:cacheprovider", *args)
 
 
-@pytest.fixture(scope="session")
-def hf_libraries() -> None:
-    """datasets and transformers, imported once for the session.
+@pytest.fixture(scope="session", autouse=True)
+def extension_modules() -> None:
+    """The libraries with compiled extensions, imported once for the session.
 
-    pytester restores sys.modules after each test, dropping what was imported
-    since it started; datasets cannot be imported twice (pyarrow refuses to
-    register its types again).  A session fixture is set up before any
-    test's pytester, so these stay.
+    pytester restores sys.modules after each in-process run, dropping what was
+    imported since it started, and none of these can be imported twice in
+    one process: datasets (pyarrow refuses to register its types again) and
+    onnx (nanobind aborts the whole process, exit 134, on its enumerations).
+    An autouse session fixture is set up before any test's pytester, so
+    these stay, whichever test file or selection runs.
     """
     import datasets  # noqa: F401
-    import transformers  # noqa: F401
+    import onnx  # noqa: F401
+    import onnx.reference  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+    from pplgate.data import import_transformers
+
+    import_transformers()  # as pplgate imports it: without its advice that PyTorch is absent
 
 
 @pytest.fixture
-def scratch_gate(hf_libraries, pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
+def scratch_gate(extension_modules, pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
     """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
     return ScratchGate(pytester, [f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}"])

@@ -33,7 +33,7 @@ def test_bad_device_strings_are_one_sentence(text, message):
 
 
 def test_unknown_precision():
-    with pytest.raises(PplgateError, match=r"unknown precision 'bf16': use one of fp32, fp16\."):
+    with pytest.raises(PplgateError, match=r"unknown precision 'bf16': use one of fp32, fp16, tf32\."):
         parse_precision("bf16")
 
 

@@ -34,8 +34,10 @@ def test_unknown_dataset_id_offline_names_the_option(tokenizer_dir, tmp_path):
     result = run_cli("--model", "builtin:tiny", "--model-dir", str(tmp_path), "--dataset", "nobody/no-such-dataset",
                      "--tokenizer", tokenizer_dir, "--cache-dir", str(tmp_path / "c"), env=env)
     assert result.returncode == 1
-    assert error_lines(result.stderr) == ["pplgate: error: dataset nobody/no-such-dataset cannot be reached: pass --dataset with a local copy of "
-                                          "Salesforce/wikitext, or set HF_HUB_OFFLINE=1 to use the Hugging Face cache."]
+    # HF_HUB_OFFLINE is already set: the sentence does not advise it, and names the fetched folder.
+    assert error_lines(result.stderr) == ["pplgate: error: dataset nobody/no-such-dataset cannot be reached: it is not in the Hugging Face cache "
+                                          "and HF_HUB_OFFLINE is set: pass --dataset with a local copy of Salesforce/wikitext, "
+                                          "or --sources DIR (or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."]
     assert "Traceback" not in result.stderr
 
 

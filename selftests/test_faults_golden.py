@@ -97,4 +97,4 @@ def test_precisions_and_devices_are_normalized_or_refused(scratch_gate):
     assert "test_gate.py::test_perplexity[mini-cpu-fp32]" in ids
     result = scratch_gate.run("--collect-only", "-q", "--gate-precisions=fp8")
     assert result.ret == 4
-    result.stderr.fnmatch_lines(["*--gate-precisions: unknown precision 'fp8': use one of fp32, fp16.*"])
+    result.stderr.fnmatch_lines(["*--gate-precisions: unknown precision 'fp8': use one of fp32, fp16, tf32.*"])

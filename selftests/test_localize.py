@@ -10,7 +10,7 @@ import pytest
 from pplgate.cli import main
 from pplgate.devices import parse_device
 from pplgate.errors import PplgateError
-from pplgate.localize import DEFAULT_THRESHOLD, Side, localize
+from pplgate.localize import DEFAULT_THRESHOLD, Side, localize, render
 from pplgate.testmodel import PRESETS, build_model, init_weights
 
 CPU = parse_device("cpu")
@@ -101,3 +101,31 @@ def test_missing_provider_is_one_sentence(tiny_model, dataset_dir, tokenizer_dir
                  "--cache-dir", str(token_cache), "--model-dir", str(model_dir)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TopsInferenceExecutionProvider (device gcu) is not in this onnxruntime" in err[-1]
+
+
+def test_the_sessions_as_they_run_are_compared_first(tiny_model, blocks):
+    """fp16 on the CPU: the tapped graphs lose the LayerNorm and GELU fusions, and localize says so."""
+    loc = localize(Side.of(tiny_model, CPU, "fp16"), Side.of(tiny_model, CPU, "fp32"), blocks.head(1))
+    assert loc.session_logits is not None and 0 < loc.session_logits.rel_l2 < loc.threshold
+    assert loc.session_diverges is False
+    assert loc.tapping_changed  # measured 4.3e-5 here: fusions lost in the tapped graphs
+    report = loc.report()
+    assert report["session_diverges"] is False and report["tapping_changed_the_graph"] is True
+    text = render(loc)
+    assert "the run's session as it runs, nothing exposed: logits rel_l2" in text and "agrees within the threshold" in text
+    assert "exposing tensors changed the run's graph" in text
+
+
+def test_a_divergence_only_in_the_tapped_graphs_is_not_reported_as_the_sessions(tiny_model, blocks):
+    """With a threshold below fp16's rounding, the tapped graphs diverge; the session's logits, judged at the same threshold, too."""
+    loc = localize(Side.of(tiny_model, CPU, "fp16"), Side.of(tiny_model, CPU, "fp32"), blocks.head(1), threshold=5e-3)
+    assert loc.first_divergence is not None
+    loc.session_logits.rel_l2 = 1e-3  # as a session whose fused kernels kept it within the threshold would be
+    text = render(loc)
+    assert "first divergence in the tapped graphs only, NOT in the run's session" in text
+    assert "\nfirst divergence:" not in text
+
+
+def test_a_model_against_itself_taps_without_changing_it(tiny_model, blocks):
+    loc = localize(Side.of(tiny_model, CPU, "fp32"), Side.of(tiny_model, CPU, "fp32"), blocks.head(1))
+    assert loc.session_logits.rel_l2 == 0 and not loc.tapping_changed

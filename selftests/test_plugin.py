@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -65,13 +66,48 @@ def test_unreachable_model_skips_naming_the_option(project, tmp_path):
     assert run("-k", "cpu", "--strict-gate").ret != 0
 
 
-def test_model_option_replaces_real_models_but_not_built_ones(project, tmp_path):
+def test_model_option_replaces_real_models_but_not_built_ones(project, tiny_model, tmp_path):
     golden, run = project
     write_case(golden, {}, model=str(tmp_path / "absent.onnx"), name="real")
     write_case(golden, {"cpu-fp32": {"perplexity": 1.0, "rel_tol": 0.5}}, name="built")
-    result = run("-k", "cpu", "-rs", f"--model={tmp_path / 'other.onnx'}")
-    result.stdout.fnmatch_lines(["SKIPPED*other.onnx does not exist*"])
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_model.read_bytes())
+    result = run("-k", "cpu", "-rs", f"--model={other}")
+    # The built case says, in the header, that it keeps its own model.
+    result.stdout.fnmatch_lines(["pplgate: case built ignores --model: its model builtin:tiny is part of the case*"])
     result.stdout.fnmatch_lines(["*built-cpu-fp32*FAIL*"])
+    result.stdout.fnmatch_lines(["*real-cpu-fp32*no golden*"])
+
+
+@pytest.mark.parametrize("given", ["nope.onnx", "folder"])
+def test_a_model_option_that_names_no_readable_file_is_a_usage_error(project, tmp_path, given):
+    """Never a green run of the cases that do not use it."""
+    golden, run = project
+    write_case(golden, {"cpu-fp32": {"perplexity": 1.0, "rel_tol": 0.5}})
+    (tmp_path / "folder").mkdir()
+    result = run("-k", "cpu and fp32", f"--model={tmp_path / given}", subprocess=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    why = "no such file" if given == "nope.onnx" else "not a file"
+    assert f"ERROR: --model {tmp_path / given}: {why}: pass the path of a readable ONNX file" in result.stderr.str()
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_without_onnxruntime_the_gate_says_what_to_install(project, tmp_path):
+    golden, _ = project
+    write_case(golden, {})
+    code = "import sys, pytest; sys.modules['onnxruntime'] = None; sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=golden.parent, capture_output=True, text=True, timeout=300)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
+    assert "INTERNALERROR" not in result.stdout + result.stderr
+    assert f"ERROR: onnxruntime cannot be imported in this Python ({sys.executable}: " in result.stderr
+    assert f"install the build for this node's device, e.g. '{sys.executable} -m pip install onnxruntime'" in result.stderr
+
+
+def test_collect_only_says_nothing_of_runs(project):
+    golden, run = project
+    write_case(golden, {})
+    result = run("--co", "-q")
+    assert "INCOMPLETE" not in result.stdout.str() and "not run" not in result.stdout.str()
 
 
 def test_no_golden_value_fails_with_the_file_and_the_command(project, tmp_path):

@@ -230,3 +230,29 @@ def test_an_error_page_saved_as_the_model_is_not_kept(tmp_path, dataset_dir, tok
         f"pplgate: error: {server.url('ok', 'gpt2.onnx')} sent an HTML page, not an ONNX model, so nothing was kept: check the address")
     assert not list((tmp_path / "s").rglob("gpt2.onnx"))
     assert not (tmp_path / "s" / "model" / "gpt2.onnx").exists()
+
+
+def test_a_fetch_that_breaks_off_leaves_no_lock_in_the_folder(model_server, dataset_dir, tokenizer_dir, tmp_path):
+    """The folder is copied to nodes: a failed download's lock must not go with it."""
+    folder = tmp_path / "s"
+    result = cli("fetch", str(folder), "--model", model_server.url("status-503"), "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+                 "--no-progress", "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [p.name for p in (folder / "model").iterdir() if p.name.endswith((".lock", ".pid"))] == []
+
+
+def test_fetch_of_a_misspelt_case_names_the_cases(tmp_path):
+    golden = Path(__file__).resolve().parents[1] / "golden"
+    result = cli("fetch", str(tmp_path / "s"), "--case", str(golden / "gpt2-smal.json"))
+    assert result.returncode == 1
+    cases = ", ".join(str(golden / name) for name in sorted(p.name for p in golden.glob("*.json")))
+    assert result.stderr.strip() == f"pplgate: error: --case {golden / 'gpt2-smal.json'}: no such golden file; pass the path of a case file: one of {cases}."
+
+
+def test_no_advice_about_pytorch_in_a_run(base_args, tmp_path):
+    """transformers advises at import that PyTorch is absent; pplgate uses its tokenizers only."""
+    args = list(base_args)
+    args[args.index("--cache-dir") + 1] = str(tmp_path / "cold")  # a cold cache: the tokenizer is loaded
+    result = cli(*args, "--max-blocks", "1")
+    assert result.returncode == 0, result.stderr
+    assert "PyTorch" not in result.stderr + result.stdout

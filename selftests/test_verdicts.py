@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pplgate.history import judged_rows, render_markdown, timings_of_run
+from pplgate.history import draw_history, judged_rows, read_history, render_markdown, timings_of_run
 from pplgate.verdicts import drift, throughput_verdict
 
 TOKENS = 4096
@@ -66,8 +67,33 @@ def test_a_first_run_has_nothing_to_compare():
 
 
 def test_other_machines_other_settings_and_loaded_runs_are_not_a_baseline():
-    history = timings([saved_run(0.25, node="node-b"), saved_run(0.25, threads=1), saved_run(0.25, loaded=True)])
+    history = timings([saved_run(0.25, node="node-b"), saved_run(0.25, threads=1)])
     assert throughput_verdict(timings([saved_run(0.5)])[0], history).kind == "first run"
+    loaded = throughput_verdict(timings([saved_run(0.5)])[0], history + timings([saved_run(0.25, loaded=True)] * 5))
+    assert loaded.kind == "baseline" and loaded.baseline_runs == 0
+
+
+def test_a_new_series_names_the_setting_that_differs_from_the_newest_saved_run():
+    history = timings([saved_run(0.5)] * 6)
+    verdict = throughput_verdict(timings([saved_run(0.5, threads=1)])[0], history)
+    assert verdict.kind == "first run"
+    assert verdict.sentence == ("tiny-cpu-fp32: first run with these settings, a new series: "
+                                "the saved runs of this test on this machine differ in intra_op_threads 0 (run 0006) -> 1")
+
+
+def test_a_first_run_on_another_machine_names_the_machines_saved():
+    verdict = throughput_verdict(timings([saved_run(0.5, node="node-c")])[0], timings([saved_run(0.5, node="node-b")] * 6))
+    assert verdict.sentence == ("tiny-cpu-fp32: first run on this machine (node-c): the saved runs of this test are from node-b, "
+                                "never compared across machines")
+
+
+@pytest.mark.parametrize("saved", [1, 2, 4])
+def test_nothing_is_judged_until_five_runs_are_saved(saved):
+    """Not even a halving: one run's rounds do not say how far the next run lands."""
+    verdict = throughput_verdict(timings([saved_run(1.0)])[0], timings([saved_run(0.5)] * saved))
+    assert verdict.kind == "baseline" and not verdict.regression and verdict.change is None
+    assert verdict.sentence.startswith(f"tiny-cpu-fp32: baseline: {saved} of 5 runs saved with these settings on this machine")
+    assert throughput_verdict(timings([saved_run(1.0)])[0], timings([saved_run(0.5)] * 5)).kind == "slower"
 
 
 def test_a_run_under_load_is_not_judged():
@@ -109,27 +135,74 @@ def write_storage(folder: Path, runs: list[dict]) -> Path:
     return folder
 
 
-def test_markdown_of_a_three_run_history(tmp_path):
-    storage = write_storage(tmp_path / "bench", [saved_run(0.50), saved_run(0.51, perplexity=1234.6, onnxruntime="1.31.2"), saved_run(0.70)])
-    text = render_markdown(judged_rows(storage), "history.png")
-    assert text.splitlines()[:8] == [
+STEADY = [0.50, 0.51, 0.50, 0.49, 0.50]  # five saved runs: enough for a verdict
+
+
+def test_markdown_of_a_seven_run_history(tmp_path):
+    runs = [saved_run(s) for s in STEADY] + [saved_run(0.51, perplexity=1234.6, onnxruntime="1.31.2"), saved_run(0.70)]
+    storage = write_storage(tmp_path / "bench", runs)
+    text = render_markdown(judged_rows(storage), None)
+    lines = text.splitlines()
+    assert lines[:8] == [
         "## pplgate throughput history", "", "### tiny-cpu-fp32", "",
-        "| run | date | commit | tokens/s | perplexity | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
-        "| 0001 | 2026-11-01 02:00 | abcdef01 | 8,192 ± 82 | 1234.5 | first run |",
-        "| 0002 | 2026-11-02 02:00 | abcdef01 | 8,031 ± 80 | 1234.6 | within noise (-2% ± 1%); perplexity +8.1e-05 |",
+        "| run | date | machine | commit | tokens/s | perplexity | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| 0001 | 2026-11-01 02:00 | node-a | abcdef01 | 8,192 ± 82 | 1234.5 | first run |",
+        "| 0002 | 2026-11-02 02:00 | node-a | abcdef01 | 8,031 ± 80 | 1234.5 | baseline (1 of 5) |",
     ]
-    assert text.splitlines()[8].startswith("| 0003 | 2026-11-03 02:00 | abcdef01 | 5,851 ± 59 | 1234.5 | slower (-28% ± 1%); perplexity -8.1e-05 |")
-    assert "Newest: tiny-cpu-fp32: slower: -28% ± 1% tokens/s against the median of 2 runs" in text
-    assert "![perplexity and tokens/s per saved run](history.png)" in text
+    assert lines[11] == "| 0006 | 2026-11-06 02:00 | node-a | abcdef01 | 8,031 ± 80 | 1234.6 | within noise (-2% ± 1%); perplexity +8.1e-05 |"
+    assert lines[12].startswith("| 0007 | 2026-11-07 02:00 | node-a | abcdef01 | 5,851 ± 59 | 1234.5 | slower (-29% ± 2%); perplexity -8.1e-05 |")
+    assert "Newest: tiny-cpu-fp32: slower: -29% ± 2% tokens/s against the median of 6 runs" in text
 
 
 def test_history_command_fails_on_a_regression_only_when_asked(tmp_path):
-    storage = write_storage(tmp_path / "bench", [saved_run(0.50), saved_run(0.51), saved_run(0.70)])
+    storage = write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY] + [saved_run(0.70)])
     command = [sys.executable, "-m", "pplgate", "history", "--storage", str(storage)]
     plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert plain.returncode == 0 and "regression: tiny-cpu-fp32: slower: -28%" in plain.stdout
+    assert plain.returncode == 0 and "regression: tiny-cpu-fp32: slower: -29%" in plain.stdout
     strict = subprocess.run(command + ["--fail-on-regression", "--markdown", str(tmp_path / "summary.md")], capture_output=True, text=True, timeout=120)
     assert strict.returncode == 1 and (tmp_path / "summary.md").read_text().startswith("## pplgate throughput history")
-    calm = write_storage(tmp_path / "calm", [saved_run(0.50), saved_run(0.51), saved_run(0.50)])
+    calm = write_storage(tmp_path / "calm", [saved_run(s) for s in STEADY] + [saved_run(0.50)])
     assert subprocess.run(command[:-1] + [str(calm), "--fail-on-regression"], capture_output=True, text=True, timeout=120).returncode == 0
+
+
+def test_history_reads_pytest_benchmarks_own_spelling_of_the_storage(tmp_path):
+    write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY])
+    result = subprocess.run([sys.executable, "-m", "pplgate", "history", "--storage", "file://./bench"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split() == ["run", "date", "machine", "commit", "tokens/s", "perplexity", "verdict"]
+    assert "node-a" in result.stdout.splitlines()[2]
+
+
+def test_the_markdown_links_the_plot_from_where_it_is_read(tmp_path, monkeypatch):
+    write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY])
+    (tmp_path / "docs").mkdir()
+    command = [sys.executable, "-m", "pplgate", "history", "--storage", "bench", "--plot", "plots/h.png"]
+    (tmp_path / "plots").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    subprocess.run(command + ["--markdown", "docs/summary.md"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, check=True)
+    assert "![perplexity and tokens/s per saved run](../plots/h.png)" in (tmp_path / "docs" / "summary.md").read_text()
+    # A GitHub step summary is shown on its own page: no runner file can be linked there.
+    step = tmp_path / "step_summary"
+    subprocess.run(command + ["--markdown", str(step)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                   env=dict(env, GITHUB_STEP_SUMMARY=str(step)), check=True)
+    text = step.read_text()
+    assert "![" not in text
+    assert f"The plot was written to {tmp_path / 'plots' / 'h.png'} on the runner; a step summary cannot show a runner's file: upload it as an artifact to see it." in text
+
+
+def test_the_plot_draws_a_line_per_series_with_load_and_verdicts_marked(tmp_path):
+    runs = [saved_run(s) for s in STEADY] + [saved_run(0.5, loaded=True), saved_run(0.70)] + [saved_run(0.25, threads=1), saved_run(0.5, node="node-b")]
+    history = read_history(write_storage(tmp_path / "bench", runs))
+    assert list(history.series) == ["tiny-cpu-fp32 (node-a, intra_op_threads=0)", "tiny-cpu-fp32 (node-a, intra_op_threads=1)",
+                                    "tiny-cpu-fp32 (node-b, intra_op_threads=0)"]
+    main = history.series["tiny-cpu-fp32 (node-a, intra_op_threads=0)"]
+    assert main.runs == [0, 1, 2, 3, 4, 5, 6]
+    assert main.kinds == ["first run", "baseline", "baseline", "baseline", "baseline", "under load", "slower"]
+    assert main.tokens_per_second[0] == pytest.approx(TOKENS / 0.5)  # the median round, as the table gives it
+    top, _ = draw_history(history, "t").axes
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): under load, not judged" in labels
+    assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): slower" in labels
+    judged_line = top.get_lines()[0]
+    assert list(judged_line.get_xdata()) == [0, 1, 2, 3, 4, 6]  # the run under load is off the line

@@ -58,10 +58,13 @@ class _Graph:
 
 
 def _layer_norm(g: _Graph, x: str, prefix: str, w: dict, eps: float) -> str:
-    # Opset 13 has no LayerNormalization; spelled out over the last axis.
+    # Opset 13 has no LayerNormalization: spelled out over the last axis as
+    # torch's export spells it, the square as Pow(centred, 2), so that
+    # onnxruntime fuses it into one LayerNormalization kernel, which
+    # accumulates in fp32 even in an fp16 graph, as it does the real model's.
     mean = g.op("ReduceMean", x, axes=[-1], keepdims=1)
     centred = g.op("Sub", x, mean)
-    var = g.op("ReduceMean", g.op("Mul", centred, centred), axes=[-1], keepdims=1)
+    var = g.op("ReduceMean", g.op("Pow", centred, g.const(prefix + ".two", np.float32(2.0))), axes=[-1], keepdims=1)
     denom = g.op("Sqrt", g.op("Add", var, g.const(prefix + ".eps", np.float32(eps))))
     normed = g.op("Div", centred, denom)
     scaled = g.op("Mul", normed, g.const(prefix + ".weight", w[prefix + ".weight"]))
@@ -74,12 +77,14 @@ def _linear(g: _Graph, x: str, prefix: str, w: dict) -> str:
 
 
 def _gelu_tanh(g: _Graph, x: str, name: str) -> str:
-    # GPT-2's "gelu_new": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    x3 = g.op("Mul", g.op("Mul", x, x), x)
+    # GPT-2's "gelu_new", 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in
+    # the order torch's export writes it, x^3 as Pow: onnxruntime fuses it
+    # into one GELU kernel, as it does the real model's.
+    half_x = g.op("Mul", x, g.const(name + ".half", np.float32(0.5)))
+    x3 = g.op("Pow", x, g.const(name + ".three", np.float32(3.0)))
     inner = g.op("Add", x, g.op("Mul", x3, g.const(name + ".c", np.float32(0.044715))))
     t = g.op("Tanh", g.op("Mul", inner, g.const(name + ".k", np.float32(math.sqrt(2 / math.pi)))))
-    one_plus = g.op("Add", t, g.const(name + ".one", np.float32(1.0)))
-    return g.op("Mul", g.op("Mul", x, one_plus), g.const(name + ".half", np.float32(0.5)))
+    return g.op("Mul", half_x, g.op("Add", t, g.const(name + ".one", np.float32(1.0))))
 
 
 def _with_past(g: _Graph, style: str, past: str, current: str, present: str, cache_branch: str) -> str:
@@ -111,8 +116,9 @@ def _attention(g: _Graph, x: str, i: int, cfg: GPT2Config, w: dict, causal: str,
     if style != "plain":
         k = _with_past(g, style, f"past_key_values.{i}.key", k, f"present.{i}.key", CACHE_BRANCH)  # [B, H, P+T, D]
         v = _with_past(g, style, f"past_key_values.{i}.value", v, f"present.{i}.value", CACHE_BRANCH)
-    scale = g.const(p + ".scale", np.float32(1.0 / math.sqrt(cfg.head_dim)))
-    scores = g.op("Mul", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), scale)  # [B, H, T, P+T]
+    # Divided by sqrt(head_dim), as GPT-2's attention and its export write it.
+    root = g.const(p + ".sqrt_head_dim", np.float32(math.sqrt(cfg.head_dim)))
+    scores = g.op("Div", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), root)  # [B, H, T, P+T]
     scores = g.op("Where", causal, scores, g.const(p + ".masked", np.float32(MASK_VALUE)))
     probs = g.op("Softmax", g.op("Add", scores, bias), axis=-1)
     ctx = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # [B, T, H, D]
