@@ -45,6 +45,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def thread_count(text: str) -> int:
+    """0 (onnxruntime's choice) up to this machine's CPUs: more threads than CPUs only wait for each other."""
+    import os
+
+    value = _int_at_least(text, 0)
+    cpus = os.cpu_count() or 1
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"{value} threads is more than this machine's {cpus} CPUs: pass at most {cpus}, or 0 for onnxruntime's choice")
+    return value
+
+
 def percent(text: str) -> float:
     """'10', '10%' or '7.5' -> a fraction (0.1, 0.075), between 0 and 100 percent."""
     try:
@@ -54,6 +65,17 @@ def percent(text: str) -> float:
     if not 0 < value < 100:
         raise argparse.ArgumentTypeError(f"{value:g}% is not between 0 and 100")
     return value / 100
+
+
+def relative_error(text: str) -> float:
+    """'1e-4' -> 0.0001: a relative error, finite and above 0 (NaN, inf, 0 and negatives compare nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number such as 1e-4") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a relative error above 0: write e.g. 1e-4")
+    return value
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, checked, max_blocks, percent, positive_int
+from pplgate.argtypes import block_size, checked, max_blocks, percent, positive_int, relative_error
 from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
 from pplgate.errors import PplgateError
 from pplgate.fileio import WriteFailed, default_model_dir, user_cache_dir, write_json_atomic
@@ -158,7 +158,9 @@ def build_localize_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-model", default=None, metavar="SOURCE",
                    help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
     p.add_argument("--blocks", type=positive_int, default=1, help="how many of the first blocks to feed")
-    p.add_argument("--threshold", type=float, default=None,
+    # --tolerance, a relative error as a golden file's rel_tol is; --threshold, its earlier name, for one release
+    # (history's --threshold is a percentage).
+    p.add_argument("--tolerance", "--threshold", dest="threshold", type=relative_error, default=None, metavar="REL_L2",
                    help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
     p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
@@ -215,7 +217,7 @@ def fetch_main(argv: list[str]) -> int:
         lines = fetch(args.folder, args.model or case["model"], args.dataset or case["dataset"], args.tokenizer or case["tokenizer"],
                       args.cache_dir, progress=not args.no_progress)
         print("\n".join(lines))
-        print(f"On the node: python -m pytest --sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
+        print(f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
 
     return _exit_status(work)
 

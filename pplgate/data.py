@@ -114,7 +114,7 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
 
 def offline_advice(option: str, copy: str) -> str:
     """What to do about a hub source that cannot be had, without advising what is already done."""
-    folder = "--sources DIR (or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote"
+    folder = "--sources DIR (in the gate --gate-sources=DIR, or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote"
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return f"it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass {option} with {copy}, or {folder}"
     return f"pass {option} with {copy}, or {folder}, or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"

@@ -15,7 +15,7 @@ class SourceUnavailable(PplgateError):
     """A model, dataset or tokenizer that cannot be reached from here.
 
     Kept apart from other errors because the gate skips on it (no network, no
-    local copy) unless ``--strict-gate`` asks for a failure instead.
+    local copy) unless ``--gate-strict`` asks for a failure instead.
     """
 
     def __init__(self, message: str, option: str):
@@ -32,7 +32,7 @@ class ProviderUnavailable(PplgateError):
 
 
 class NotApplicable(PplgateError):
-    """A device and precision that do not go together (tf32 on the CPU): skipped, even by --strict-gate."""
+    """A device and precision that do not go together (tf32 on the CPU): skipped, even by --gate-strict."""
 
 
 class GoldenError(PplgateError):

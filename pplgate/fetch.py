@@ -21,7 +21,7 @@ from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import remove_idle_locks, write_atomic
-from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, repo_folder_name, verify
+from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, read_sums, repo_folder_name, verify
 from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, describe, download, hub_download, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
@@ -78,6 +78,7 @@ def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> No
     """Copies ``files`` (relative name -> source) into a staged folder with its SHA256SUMS, then swaps it in."""
     stage = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    _refuse_foreign_files(target)
     shutil.rmtree(stage, ignore_errors=True)
     try:
         for rel, source in files.items():
@@ -94,6 +95,20 @@ def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> No
             old.rename(target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _refuse_foreign_files(target: Path) -> None:
+    """A folder is replaced whole only when fetch wrote all of it: files it did not write are never deleted."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise PplgateError(f"{target} is a file, where fetch writes a folder: move it away, or fetch into another folder.")
+    written = set(read_sums(target / SUMS)) | {SUMS} if (target / SUMS).is_file() else set()
+    foreign = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir() and p.relative_to(target).as_posix() not in written)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PplgateError(f"{target} holds files fetch did not write ({shown}), which replacing the folder would delete: "
+                           "move them out, or fetch into another folder.")
 
 
 def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,9 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFA
     ``WriteFailed`` naming it and saying ``fix``.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A rename would replace a device or a pipe with a file: refused, the device or pipe kept.
+        raise WriteFailed(f"cannot write {path} (it is not a regular file but a device, pipe or socket, which a file would replace): {fix}.")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     make_folder(path.parent, fix)
     try:
@@ -89,16 +93,28 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(folder: Path, prefix: str) -> None:
-    """Removes the temporary files and folders ``<prefix><pid>.<random>`` in ``folder`` whose process is dead.
+# What pplgate's own temporary names end in after their prefix: the writer's pid, then
+# write_atomic's 8 hex digits and ".tmp" (a file), or tempfile's 8 characters (a folder).
+_LEFTOVER_FILE = re.compile(r"(\d+)\.[0-9a-f]{8}\.tmp")
+_LEFTOVER_FOLDER = re.compile(r"(\d+)\.[a-z0-9_]{8}")
 
-    A killed writer's are known by its pid; a live writer's are left alone.
+
+def remove_leftovers(folder: Path, prefix: str) -> None:
+    """Removes the temporary files ``<prefix><pid>.<hex>.tmp`` and folders ``<prefix><pid>.<random>`` in ``folder`` whose process is dead.
+
+    Only names of pplgate's own patterns: a killed writer's are known by its
+    pid; a live writer's, and anything else that happens to share the
+    prefix, are left alone.
     """
     import shutil
 
     for item in Path(folder).glob(glob_escape(prefix) + "*"):
-        pid = item.name[len(prefix):].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+        rest = item.name[len(prefix):]
+        match = (_LEFTOVER_FOLDER if item.is_dir() and not item.is_symlink() else _LEFTOVER_FILE).fullmatch(rest)
+        if match is None:
+            continue
+        pid = match.group(1)
+        if int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             if item.is_dir() and not item.is_symlink():

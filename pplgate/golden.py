@@ -42,7 +42,7 @@ from pplgate.fileio import locked, write_json_atomic
 # blocks (pplgate.reference): each as <name>_max or <name>_min in "limits".
 LIMITED = ("kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement", "perplexity_ratio")
 
-# Tolerances given to a value recorded by --update-golden where the entry had
+# Tolerances given to a value recorded by --gate-update-golden where the entry had
 # none.  fp32 results differ across devices by accumulation order only; fp16
 # by rounding of every activation.
 DEFAULT_REL_TOL = {"fp32": 2e-4, "fp16": 2e-3}
@@ -133,7 +133,7 @@ class GoldenCase:
     method: Method  # how the split becomes blocks: grouping, block size, max blocks
     expected: dict[str, Expected]
 
-    def resolve(self, key: str, record_command: Callable[[str], str] = lambda key: "--update-golden") -> Resolved | None:
+    def resolve(self, key: str, record_command: Callable[[str], str] = lambda key: "--gate-update-golden") -> Resolved | None:
         """The value and tolerance ``key`` is checked against; ``record_command(k)`` says how entry k is recorded."""
         entry = self.expected.get(key)
         if entry is None:
@@ -171,11 +171,11 @@ class Tolerance:
 
 def _require(data: dict, key: str, kind, where: str, path: Path):
     if key not in data:
-        raise GoldenError(f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with --update-golden.")
+        raise GoldenError(f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with --gate-update-golden.")
     value = data[key]
     if kind is float and isinstance(value, bool) or not isinstance(value, kind if kind is not float else (int, float)):
         want = {float: "a number", str: "a string", dict: "an object"}[kind]
-        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {json.dumps(value)}: fix it, or regenerate the entry with --update-golden.")
+        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {json.dumps(value)}: fix it, or regenerate the entry with --gate-update-golden.")
     return value
 
 
@@ -227,7 +227,7 @@ def _only(data: dict, allowed: tuple[str, ...], where: str, path: Path) -> None:
 def _entry(data: dict, key: str, path: Path) -> Expected:
     where = f"expected.{key}."
     if not isinstance(data, dict):
-        raise GoldenError(f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with --update-golden.")
+        raise GoldenError(f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with --gate-update-golden.")
     _only(data, ENTRY_KEYS, where, path)
     given = [k for k in VALUE_KEYS if k in data]
     if len(given) != 1:
@@ -250,7 +250,7 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
         return Expected(None, rel_tol, None, why, limits=limits, computed=how)
     value = float(_require(data, "perplexity", float, where, path))
     if not math.isfinite(value) or value < 1:
-        raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --update-golden.")
+        raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --gate-update-golden.")
     provenance = data.get("provenance", {})
     return Expected(value, rel_tol, None, why, provenance if isinstance(provenance, dict) else {}, limits,
                     blocks=_blocks_pin(data, where, path), model=_model_pin(data, where, path))
@@ -276,7 +276,7 @@ def _model_pin(data: dict, where: str, path: Path) -> ModelPin | None:
 def _whole(data: dict, key: str, where: str, path: Path) -> int:
     value = _require(data, key, float, where, path)
     if not isinstance(value, int) or value < 0:
-        raise GoldenError(f"golden file {path}: key {where}{key} must be a whole number, not {json.dumps(value)}: fix it, or regenerate the entry with --update-golden.")
+        raise GoldenError(f"golden file {path}: key {where}{key} must be a whole number, not {json.dumps(value)}: fix it, or regenerate the entry with --gate-update-golden.")
     return value
 
 
@@ -370,6 +370,10 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
     atomically: an interruption leaves the old file whole.
     """
     path = Path(path)
+    value = report["perplexity"]
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise PplgateError(f"the obtained perplexity for {key} is {value}, which is never recorded: a golden file holds finite values only; "
+                           "find why the run overflowed (python -m pplgate localize) before recording it.")
     with locked(path):
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
@@ -392,6 +396,6 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
 
 
 def provenance(report: dict) -> dict:
-    """Where a value recorded by --update-golden came from."""
+    """Where a value recorded by --gate-update-golden came from."""
     keys = ("device", "providers", "onnxruntime", "onnxruntime_distribution", "model", "dataset", "tokenizer", "grouping", "rows", "batch_size", "scoring")
     return {"source": "pplgate --update-golden", "hardware": report["machine"], **{k: report[k] for k in keys}, "date": datetime.date.today().isoformat()}

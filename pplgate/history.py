@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
-from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, Timing, Verdict, drift, throughput_verdict, timing_of
+from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, Saved, Timing, Verdict, drift, throughput_verdict, timing_of
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Row:
 
 def _judged(storage: Path, threshold: float) -> tuple[list[SavedRun], dict[str, list[Row]]]:
     """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given them then."""
-    earlier: list[Timing] = []
+    earlier = Saved()
     runs: list[SavedRun] = []
     rows: dict[str, list[Row]] = {}
     for name, data in saved_runs(storage):
@@ -122,7 +122,8 @@ def _judged(storage: Path, threshold: float) -> tuple[list[SavedRun], dict[str, 
         runs.append(SavedRun(name, data.get("datetime", ""), _commit(data.get("commit_info") or {})))
         for t in timings:
             rows.setdefault(t.test, []).append(Row(len(runs) - 1, t, throughput_verdict(t, earlier, threshold), drift(t, earlier)))
-        earlier += timings
+        for t in timings:
+            earlier.add(t)
     if not rows:
         raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks with their timings: save runs of tests/test_throughput.py.")
     return runs, rows

@@ -111,19 +111,24 @@ class Localization:
     @property
     def session_diverges(self) -> bool | None:
         """Whether the run's session, as it runs, departs from the reference's at its logits (None: not compared)."""
-        return None if self.session_logits is None else self.session_logits.rel_l2 > self.threshold
+        if self.session_logits is None:
+            return None
+        return not math.isfinite(self.session_logits.rel_l2) or self.session_logits.rel_l2 > self.threshold
 
     @property
     def tapping_changed(self) -> bool:
         """Whether the tapped graphs compute other logits than the session (beyond fp32 rounding)."""
-        return self.tapping_rel_l2 > TAPPING_TOLERANCE
+        return not math.isfinite(self.tapping_rel_l2) or self.tapping_rel_l2 > TAPPING_TOLERANCE
 
     @property
     def first_divergence(self) -> TensorError | None:
+        """The first tensor whose error jumps past the threshold, or the first NaN or infinite one whose inputs were finite."""
         errors = {t.output: t.rel_l2 for t in self.tensors}
         for t in self.tensors:
-            before = max((errors.get(i, 0.0) for i in t.inputs), default=0.0)
-            if t.rel_l2 > self.threshold and t.rel_l2 > JUMP * before:
+            before = [errors.get(i, 0.0) for i in t.inputs]
+            if not all(math.isfinite(b) for b in before):
+                continue  # carried from an input: it started there
+            if not math.isfinite(t.rel_l2) or (t.rel_l2 > self.threshold and t.rel_l2 > JUMP * max(before, default=0.0)):
                 return t
         return None
 
@@ -306,7 +311,8 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
             for i, values in enumerate(obtained):
                 changed = TensorError(logits, "", "", 0, [], [])
                 changed.add(values[fetched.index(logits)], as_run[i])
-                tapping = max(tapping, changed.rel_l2)
+                if not math.isfinite(changed.rel_l2) or changed.rel_l2 > tapping:
+                    tapping = changed.rel_l2  # a NaN stays: nothing finite outranks it
             _fetch(ref_model.tap(names), reference, names, blocks, options, each=lambda i, ys: _add(group, obtained[i][: len(names)], ys, run, reference))
     run_names = {t.output for t in all_run}
     return Localization(

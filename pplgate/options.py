@@ -2,12 +2,13 @@
 
 ``add_global_options(addoption, prefix)`` serves both, as pytest-benchmark's
 does: the CLI passes ``argparse.ArgumentParser.add_argument`` and no prefix,
-the pytest plugin its group's ``addoption`` and ``"gate-"``.  One name per
-concept: an option whose bare name pytest would read as its own (the cache)
-or as too general (batch size, scoring) takes the prefix in pytest; the
-sources and onnxruntime's own terms are named alike in both.  Every value
-goes through the small parsers of ``pplgate.argtypes``, and every help text
-ends with the default it was declared with.
+the pytest plugin its group's ``addoption`` and ``"gate-"``.  One scheme, as
+pytest-benchmark's ``--benchmark-*``: in pytest every pplgate option starts
+with ``--gate-``, and the CLI's name for the same thing is the same without
+it.  The spellings of earlier releases (``--model``, ``--sources`` ... in
+pytest) are still accepted, for one release.  Every value goes through the
+small parsers of ``pplgate.argtypes``, and every help text ends with the
+default it was declared with.
 
 Light on purpose: the plugin imports this in every pytest run of its
 environment.
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pplgate.argtypes import key_value, non_negative_int, positive_int
+from pplgate.argtypes import key_value, positive_int, thread_count
 from pplgate.fileio import default_model_dir, user_cache_dir
 from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
 
@@ -42,7 +43,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     action: str | None = None
-    prefixed: bool = False  # takes the plugin's prefix: --gate-<name> in pytest
+    # Spelled in pytest without the prefix before 0.2 (--model): still accepted there, for one release.
+    bare_in_gate: bool = False
     aliases: tuple[str, ...] = ()  # other flags the CLI accepts: the vendor's run_onnx.py spelling
     # In the gate: what an absent option means (the pytest.ini key and the
     # golden file are read first); None: the declared default, as in the CLI.
@@ -67,26 +69,26 @@ def _ini(key: str, default: str) -> str:
 SHARED = (
     Option("model", "ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small",
            default=lambda: VENDOR_MODEL_URL, metavar="SOURCE", shown=describe,
-           gate_default=_ini("pplgate_model", "each golden file's sources.model")),
+           gate_default=_ini("pplgate_model", "each golden file's sources.model"), bare_in_gate=True),
     Option("dataset", "the wikitext dataset: a hub id or a local folder laid out like it", default=lambda: DEFAULT_DATASET, metavar="SOURCE",
-           gate_default=_ini("pplgate_dataset", f"each golden file's sources.dataset ({DEFAULT_DATASET})")),
+           gate_default=_ini("pplgate_dataset", f"each golden file's sources.dataset ({DEFAULT_DATASET})"), bare_in_gate=True),
     Option("tokenizer", "the tokenizer: a hub id or a local folder", default=lambda: DEFAULT_TOKENIZER, metavar="SOURCE",
-           gate_default=_ini("pplgate_tokenizer", f"each golden file's sources.tokenizer ({DEFAULT_TOKENIZER})")),
+           gate_default=_ini("pplgate_tokenizer", f"each golden file's sources.tokenizer ({DEFAULT_TOKENIZER})"), bare_in_gate=True),
     Option("sources", "read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'", type=Path, metavar="DIR",
            default=lambda: default_sources_folder(), shown=lambda v: f"${SOURCES_ENV} when set, else none",
-           gate_default=_ini("pplgate_sources", f"${SOURCES_ENV} when set, else none")),
+           gate_default=_ini("pplgate_sources", f"${SOURCES_ENV} when set, else none"), bare_in_gate=True),
     Option("model-dir", "where downloaded, built and converted models go, for the CLI and the gate alike", type=Path, metavar="DIR",
-           default=default_model_dir, gate_default=_ini("pplgate_model_dir", str(default_model_dir()))),
+           default=default_model_dir, gate_default=_ini("pplgate_model_dir", str(default_model_dir())), bare_in_gate=True),
     Option("cache-dir", "where tokenized data, file hashes and computed references are cached", type=Path, metavar="DIR",
-           default=user_cache_dir, prefixed=True),
-    Option("batch-size", "blocks per session.run", type=positive_int, default=lambda: 1, metavar="N", prefixed=True, aliases=("batchsize",)),
+           default=user_cache_dir),
+    Option("batch-size", "blocks per session.run", type=positive_int, default=lambda: 1, metavar="N", aliases=("batchsize",)),
     Option("scoring", "graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; "
            "host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers precision itself (gcu fp16)",
-           default=lambda: "auto", choices=SCORINGS, prefixed=True),
+           default=lambda: "auto", choices=SCORINGS),
     Option("intra-op-threads", "onnxruntime intra-op threads per session; 0 is onnxruntime's choice, one per physical core",
-           type=non_negative_int, default=lambda: 0, metavar="N"),
+           type=thread_count, default=lambda: 0, metavar="N", bare_in_gate=True),
     Option("provider-option", "passed to every session's execution provider; repeatable", type=key_value, action="append",
-           default=lambda: [], metavar="KEY=VALUE", shown=lambda v: "none"),
+           default=lambda: [], metavar="KEY=VALUE", shown=lambda v: "none", bare_in_gate=True),
 )
 
 
@@ -94,9 +96,11 @@ def add_global_options(addoption: Callable, prefix: str = "") -> None:
     """Declares the shared options through ``addoption``: argparse's ``add_argument`` (prefix "") or pytest's (prefix "gate-")."""
     in_gate = bool(prefix)
     for o in SHARED:
-        flags = [f"--{prefix if o.prefixed else ''}{o.name}"]
+        flags = [f"--{prefix}{o.name}"]
         if not in_gate:
             flags += [f"--{a}" for a in o.aliases]
+        elif o.bare_in_gate:
+            flags.append(f"--{o.name}")  # the earlier spelling, for one release
         value = o.default()
         default = None if in_gate and o.gate_default is not None else value
         said = o.gate_default if in_gate and o.gate_default is not None else o.shown(value)

@@ -18,9 +18,16 @@ block of logits (1024 x 50257):
   threaded.  Either sums 50,257 float32 terms in one pass, which biases the
   loss by about -3e-6 against float64 (2e-6 relative on the perplexity).
 - So the vocabulary is cut into K chunks of L (50257 = 29 x 1733): LogSoftmax
-  over each chunk gives the chunk's own log-sum-exp from its first element,
-  lse_k = x[k, 0] - logsoftmax(x[k, :])[0], and ReduceLogSumExp over the K
-  chunk values gives the total.  Same speed, bias below 2e-7.
+  over each chunk gives the chunk's own log-sum-exp, and ReduceLogSumExp over
+  the K chunk values gives the total.  Same speed, bias below 2e-7.
+
+A chunk's log-sum-exp is read at its largest logit, where LogSoftmax is
+largest too (it is monotonic): lse_k = max(x[k, :]) - max(logsoftmax(x[k, :])).
+There the subtraction is of a logit and a number between -log(L) and 0, so
+nothing cancels.  Read at any other element it can: a masking logit of -1e9
+(a padded or banned token) gives -1e9 - (-1e9 - lse_k), which float32 rounds
+to a few units, and -inf gives NaN.  A chunk of -inf only has lse_k = -inf,
+which ReduceLogSumExp takes as an empty chunk.
 """
 
 from __future__ import annotations
@@ -77,8 +84,9 @@ def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto
         nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
-    def first(x: str, axis: int, out: str) -> str:
-        return node("Slice", [x, const(out + "_s", [0]), const(out + "_e", [1]), const(out + "_a", [axis])], out)
+    def const_f(name: str, value: float) -> str:
+        initializers.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+        return name
 
     logits = LOGITS
     if logits_dtype != np.float32:
@@ -86,15 +94,20 @@ def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto
         logits = node("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
 
     count = chunk_count(vocab_size)
+    def log_sum_exp(x: str, name: str) -> str:
+        """x [..., N] -> [...]: read at the largest element (see the module's note)."""
+        top = node("ReduceMax", [x], name + "_max", axes=[-1], keepdims=0)
+        top_logprob = node("ReduceMax", [node("LogSoftmax", [x], name + "_logprobs", axis=-1)], name + "_max_logprob", axes=[-1], keepdims=0)
+        lse = node("Sub", [top, top_logprob], name + "_at_max")
+        # All -inf: LogSoftmax gives NaN; the log-sum-exp of nothing is -inf.
+        empty = node("Equal", [top, const_f(name + "_neg_inf", -np.inf)], name + "_empty")
+        return node("Where", [empty, top, lse], name)
+
     if count is None:
-        logprobs = node("LogSoftmax", [logits], "logprobs", axis=-1)  # [B, R, V]
-        lse = node("Sub", [first(logits, 2, "x0"), first(logprobs, 2, "lp0")], "lse_3d")  # [B, R, 1]
-        lse = node("Squeeze", [lse, const("axis2", [2])], "lse")  # [B, R]
+        lse = log_sum_exp(logits, "lse")  # [B, R]
     else:
         chunks = node("Reshape", [logits, const("chunks", [0, 0, count, vocab_size // count])], "chunked")  # [B, R, K, L]
-        logprobs = node("LogSoftmax", [chunks], "chunk_logprobs", axis=-1)  # [B, R, K, L]
-        lse_k = node("Sub", [first(chunks, 3, "x0"), first(logprobs, 3, "lp0")], "chunk_lse")  # [B, R, K, 1]
-        lse_k = node("Squeeze", [lse_k, const("axis3", [3])], "chunk_lse_3d")  # [B, R, K]
+        lse_k = log_sum_exp(chunks, "chunk_lse")  # [B, R, K]
         lse = node("ReduceLogSumExp", [lse_k], "lse", axes=[-1], keepdims=0)  # [B, R]
 
     labels = node("Unsqueeze", [LABELS, const("axis2u", [2])], "labels_3d")  # [B, R, 1]

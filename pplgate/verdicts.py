@@ -36,6 +36,7 @@ by how much and what else differs from the last such run.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,8 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
     median = stats.get("median")
     if not median or "tokens" not in extra or "test" not in extra:
         return None
+    if not (isinstance(median, (int, float)) and math.isfinite(median) and median > 0 and isinstance(extra["tokens"], int) and extra["tokens"] > 0):
+        return None  # a NaN, zero or negative time, or no tokens: nothing a verdict can be drawn from
     return Timing(extra["test"], run, datetime, commit, node, float(median), float(stats.get("stddev") or 0.0) / float(median),
                   int(stats.get("rounds") or 1), int(extra["tokens"]), extra)
 
@@ -128,28 +131,76 @@ def _describe(changed: dict) -> str:
     return "; ".join(f"{k} {before} -> {now}" for k, (before, now) in changed.items())
 
 
-def comparable(current: Timing, history: list[Timing]) -> list[Timing]:
-    """The saved runs of the same test, machine and settings, oldest first."""
-    return [t for t in history if t.test == current.test and t.node == current.node and t.settings == current.settings]
+def _settings_key(t: Timing) -> str:
+    return json.dumps(t.settings, sort_keys=True, default=str)
 
 
-def _new_series(current: Timing, history: list[Timing]) -> str:
+class Saved:
+    """Saved Timings, oldest first, indexed as the verdicts look them up.
+
+    Each lookup costs the same however many runs are saved, so judging every
+    saved run against those before it (``pplgate history``) is linear in them.
+    """
+
+    def __init__(self, timings: list[Timing] = ()):
+        self._series: dict[tuple, list[Timing]] = {}  # (test, node, settings) -> every run
+        self._calm: dict[tuple, list[Timing]] = {}  # the same, runs under load left out
+        self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
+        self._nodes: dict[str, set[str]] = {}  # test -> the machines it ran on
+        self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> its newest run with a perplexity
+        for t in timings:
+            self.add(t)
+
+    def add(self, t: Timing) -> None:
+        key = (t.test, t.node, _settings_key(t))
+        self._series.setdefault(key, []).append(t)
+        if not t.under_load:
+            self._calm.setdefault(key, []).append(t)
+        self._newest_here[(t.test, t.node)] = t
+        self._nodes.setdefault(t.test, set()).add(t.node)
+        if "perplexity" in t.extra:
+            self._accuracy[(t.test, *t.accuracy_key)] = t
+
+    def series(self, current: Timing) -> list[Timing]:
+        """The saved runs of the same test, machine and settings."""
+        return self._series.get((current.test, current.node, _settings_key(current)), [])
+
+    def baseline(self, current: Timing) -> list[Timing]:
+        """The last BASELINE_RUNS of them not taken under load."""
+        return self._calm.get((current.test, current.node, _settings_key(current)), [])[-BASELINE_RUNS:]
+
+    def newest_here(self, current: Timing) -> Timing | None:
+        return self._newest_here.get((current.test, current.node))
+
+    def nodes(self, test: str) -> set[str]:
+        return self._nodes.get(test, set())
+
+    def last_on_same_inputs(self, current: Timing) -> Timing | None:
+        """The newest run of the test on the same model, blocks and method."""
+        return self._accuracy.get((current.test, *current.accuracy_key))
+
+
+def _saved(history: Saved | list[Timing]) -> Saved:
+    return history if isinstance(history, Saved) else Saved(history)
+
+
+def _new_series(current: Timing, history: Saved) -> str:
     """Why no saved run is comparable: the settings that differ from the newest run of this test here, or the machines it ran on."""
-    here = [t for t in history if t.test == current.test and t.node == current.node]
-    if here:
-        nearest = here[-1]
+    nearest = history.newest_here(current)
+    if nearest is not None:
         differ = ", ".join(f"{k} {nearest.settings[k]!r} (run {nearest.run}) -> {current.settings[k]!r}" for k in SETTINGS
                            if nearest.settings[k] != current.settings[k])
         return f"first run with these settings, a new series: the saved runs of this test on this machine differ in {differ}"
-    elsewhere = sorted({t.node for t in history if t.test == current.test})
+    elsewhere = sorted(history.nodes(current.test))
     if elsewhere:
         return f"first run on this machine ({current.node}): the saved runs of this test are from {', '.join(elsewhere)}, never compared across machines"
     return "first run on this machine with these settings: nothing to compare"
 
 
-def throughput_verdict(current: Timing, history: list[Timing], threshold: float = DEFAULT_THRESHOLD) -> Verdict:
-    series = comparable(current, history)
-    baseline = [t for t in series if not t.under_load][-BASELINE_RUNS:]
+def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold: float = DEFAULT_THRESHOLD) -> Verdict:
+    history = _saved(history)
+    series = history.series(current)
+    baseline = history.baseline(current)
     conditions = current.extra.get("conditions") or {}
     if current.under_load:
         share = conditions.get("others_cpu_share")
@@ -179,12 +230,11 @@ def throughput_verdict(current: Timing, history: list[Timing], threshold: float 
     return Verdict(current.test, kind, sentence, change, u, len(baseline), changed)
 
 
-def drift(current: Timing, history: list[Timing]) -> Verdict | None:
+def drift(current: Timing, history: Saved | list[Timing]) -> Verdict | None:
     """None when the last run on the same model, blocks and method gave the same perplexity (or there is none)."""
-    same = [t for t in history if t.test == current.test and t.accuracy_key == current.accuracy_key and "perplexity" in t.extra]
-    if not same:
+    last = _saved(history).last_on_same_inputs(current)
+    if last is None:
         return None
-    last = same[-1]
     before, now = last.extra["perplexity"], current.extra["perplexity"]
     if before == now:
         return None

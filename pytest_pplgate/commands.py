@@ -14,15 +14,25 @@ import pytest
 from pytest_pplgate.session import GateSession, Target
 
 
+# The options of a run that a suggested command repeats where given: what was read and how it ran.
+REPEATED = ("model", "dataset", "tokenizer", "sources", "model-dir", "golden-dir", "cache-dir", "batch-size", "scoring", "intra-op-threads")
+
+
 def source_args(config: pytest.Config) -> list[str]:
-    """The options of this run that a suggested command must repeat: sources and the golden folder.
+    """The options of this run that a suggested command must repeat, in the --gate- spelling, where they differ from their defaults.
 
     Written --option=value: pytest takes a separate path-like word for a test
     path when it looks for its rootdir, and would then miss pytest.ini.
     """
-    words = [f"--{o}={config.getoption(f'pplgate_{o}')}" for o in ("model", "dataset", "tokenizer") if config.getoption(f"pplgate_{o}")]
-    if config.getoption("pplgate_golden_dir"):
-        words.append(f"--golden-dir={config.getoption('pplgate_golden_dir')}")
+    from pplgate.options import SHARED
+
+    declared = {o.name: o.default() for o in SHARED if o.gate_default is None}  # what an absent option is, where pytest has a value for it
+    words = []
+    for name in REPEATED:
+        value = config.getoption("pplgate_" + name.replace("-", "_"))
+        if value not in (None, "") and value != declared.get(name):
+            words.append(f"--gate-{name}={value}")
+    words += [f"--gate-provider-option={key}={value}" for key, value in config.getoption("pplgate_provider_option") or []]
     return words
 
 
@@ -35,7 +45,7 @@ def pytest_command(config: pytest.Config, *args: str) -> str:
 
 def regenerate_command(config: pytest.Config, nodeid: str) -> str:
     """The command that records the obtained value for this test only."""
-    return pytest_command(config, nodeid, "--update-golden")
+    return pytest_command(config, nodeid, "--gate-update-golden")
 
 
 def localize_command(gate: GateSession, target: Target, reference: str) -> str:

@@ -54,5 +54,5 @@ def obtain(strict: bool, make):
     if broken is not None:
         pytest.fail(broken, pytrace=False)
     if strict:
-        pytest.fail(f"{missing} (--strict-gate: a missing provider or source is a failure)", pytrace=False)
+        pytest.fail(f"{missing} (--gate-strict: a missing provider or source is a failure)", pytrace=False)
     pytest.skip(missing)

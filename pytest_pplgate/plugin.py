@@ -37,9 +37,10 @@ def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pplgate", "pplgate: perplexity and throughput gate")
     add_global_options(group.addoption, prefix="gate-")
-    group.addoption("--strict-gate", dest="pplgate_strict", action="store_true", default=None,
+    # The spellings of earlier releases (--strict-gate, --update-golden, --golden-dir) are accepted for one release.
+    group.addoption("--gate-strict", "--strict-gate", dest="pplgate_strict", action="store_true", default=None,
                     help="fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing (default: skip; ini: pplgate_strict)")
-    group.addoption("--update-golden", dest="pplgate_update", action="store_true", default=False,
+    group.addoption("--gate-update-golden", "--update-golden", dest="pplgate_update", action="store_true", default=False,
                     help="record the obtained perplexities of the selected tests in their golden files (default: off, goldens are never changed)")
     group.addoption("--gate-report", dest="pplgate_report", default=None, type=Path, metavar="PATH",
                     help="write the gate's results as JSON to PATH (default: none)")
@@ -58,17 +59,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method (default: a warning)")
     group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=positive_int, metavar="N",
                     help="cards per device on this node: pytest-xdist worker n uses card n mod N (default: the number of workers; ini: pplgate_cards)")
-    group.addoption("--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
+    group.addoption("--gate-golden-dir", "--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
                     help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
     parser.addini("pplgate_model", "default for --model", default="")
     parser.addini("pplgate_dataset", "default for --dataset (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_tokenizer", "default for --tokenizer (relative paths: from the rootdir)", default="")
     parser.addini("pplgate_sources", "default for --sources (relative paths: from the rootdir)", default="")
-    parser.addini("pplgate_strict", "default for --strict-gate", type="bool", default=False)
+    parser.addini("pplgate_strict", "default for --gate-strict", type="bool", default=False)
     parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
     parser.addini("pplgate_precisions", "default for --gate-precisions", default=" ".join(PRECISIONS))
     parser.addini("pplgate_cards", "default for --gate-cards", default="")
-    parser.addini("pplgate_golden_dir", "default for --golden-dir", default="golden")
+    parser.addini("pplgate_golden_dir", "default for --gate-golden-dir", default="golden")
     parser.addini("pplgate_model_dir", "default for --model-dir (relative paths: from the rootdir)", default="")
 
 
@@ -131,7 +132,8 @@ def _settings(config: pytest.Config) -> GateSettings:
 
 
 # The options whose value is a path: written with a space, pytest takes that path for a test path.
-PATH_OPTIONS = ("--model", "--dataset", "--tokenizer", "--sources", "--golden-dir", "--model-dir", "--gate-cache-dir", "--gate-report")
+PATH_OPTIONS = tuple(f"--{prefix}{name}" for name in ("model", "dataset", "tokenizer", "sources", "golden-dir", "model-dir") for prefix in ("gate-", "")) + (
+    "--gate-cache-dir", "--gate-report")
 
 
 # The files pytest reads its settings from, and what marks one as pytest's.
@@ -174,8 +176,15 @@ def _refuse_unreadable_model(model: str | None) -> None:
 
     why = unreadable_model(model) if model else None
     if why is not None:
-        raise pytest.UsageError(f"--model {describe(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
-                                "or leave --model out to run each case's own model.")
+        raise pytest.UsageError(f"--gate-model {describe(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
+                                "or leave --gate-model out to run each case's own model.")
+
+
+def _refuse_report_over_golden(report: Path | None, golden: Path) -> None:
+    """--gate-report never overwrites a case file: golden files change only through --gate-update-golden."""
+    if report is not None and report.suffix == ".json" and report.resolve().parent == golden.resolve():
+        raise pytest.UsageError(f"--gate-report {report} is in the golden folder {golden}, where it would replace or add a case: "
+                                "write the report elsewhere (golden files change only through --gate-update-golden).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -184,13 +193,14 @@ def pytest_configure(config: pytest.Config) -> None:
     for precision in PRECISIONS:
         config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
     _refuse_missed_ini(config)
-    if config.getoption("pplgate_update") and config.getoption("pplgate_strict"):
-        raise pytest.UsageError("--update-golden records what this node obtains and --strict-gate gates on it: run one, not both "
-                                "(record with --update-golden, then check with --strict-gate).")
     gate = GateSession(_settings(config))
+    if gate.settings.update and gate.settings.strict:  # strict from the command line or from pytest.ini's pplgate_strict
+        raise pytest.UsageError("--gate-update-golden records what this node obtains and --gate-strict (or pplgate_strict in pytest.ini) gates on it: "
+                                "run one, not both (record with --gate-update-golden -o pplgate_strict=false, then check with --gate-strict).")
     if gate.settings.golden_dir.is_dir():
         _import_onnxruntime()  # a gate project: its first sentence, before any test; elsewhere the plugin costs nothing
     _refuse_unreadable_model(gate.settings.model)
+    _refuse_report_over_golden(gate.settings.report_path, gate.settings.golden_dir)
     config.stash[gate_key] = gate
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.targets), "pplgate-summary")
 
@@ -301,7 +311,7 @@ def gate_result(gate: GateSession, gate_target: Target, gate_model) -> dict:
 
 @pytest.fixture
 def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest):
-    """``perplexity_regression.check(report)`` compares with the golden file, or records with --update-golden."""
+    """``perplexity_regression.check(report)`` compares with the golden file, or records with --gate-update-golden."""
     from pytest_pplgate.perplexity import PerplexityRegression
 
     return PerplexityRegression(gate, gate_target, request)

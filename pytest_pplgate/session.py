@@ -114,10 +114,10 @@ class GateSession:
         """The case files; a folder that is missing or holds none is a usage error, never an empty gate."""
         folder = self.settings.golden_dir
         if not folder.is_dir():
-            raise GoldenError(f"golden folder {folder} does not exist: pass --golden-dir with the folder of the case files (golden/ of the repository).")
+            raise GoldenError(f"golden folder {folder} does not exist: pass --gate-golden-dir with the folder of the case files (golden/ of the repository).")
         files = sorted(folder.glob("*.json"))
         if not files:
-            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --golden-dir with the folder of the case files, or add one (see README, Cases).")
+            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --gate-golden-dir with the folder of the case files, or add one (see README, Cases).")
         return files
 
     def targets(self) -> list[Target | BrokenCase]:
@@ -153,7 +153,7 @@ class GateSession:
             except GoldenError:
                 continue  # its own tests fail and say why
             if model.startswith(BUILTIN_PREFIX):
-                lines.append(f"pplgate: case {path.stem} ignores --model: its model {model} is part of the case (the built model and its computed reference)")
+                lines.append(f"pplgate: case {path.stem} ignores --gate-model: its model {model} is part of the case (the built model and its computed reference)")
         return lines
 
     def sources(self, case: GoldenCase) -> Sources:

@@ -156,13 +156,13 @@ class GateSummary:
                           "no verdict on those, so this run proves nothing about them.")
         to_fix = [o.id for o in outcomes.values() if o.verdict in ("FAIL", "no golden")]
         if to_fix:
-            command = pytest_command(self.config, "--update-golden", "-k", " or ".join(to_fix))
+            command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(to_fix))
             tr.write_line(f"To record the obtained values, if they are right: {command}")
         elif unpinned:
-            command = pytest_command(self.config, "--update-golden", "-k", " or ".join(o.id for o in unpinned))
+            command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(o.id for o in unpinned))
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
         if counts["skip"] and not (counts["pass"] or counts["FAIL"] or counts["error"] or counts["crashed"]):
-            tr.write_line("Every gate case skipped: nothing was checked. Use --strict-gate to make that a failure.")
+            tr.write_line("Every gate case skipped: nothing was checked. Use --gate-strict to make that a failure.")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.report_path is None or hasattr(self.config, "workerinput"):

@@ -43,7 +43,12 @@ class ThroughputRegression:
             )
         stats = benchmark.stats.stats if benchmark.stats else None
         if stats is None:
-            return  # --benchmark-disable: nothing was timed, nothing to judge
+            # Never a pass: a throughput test that timed nothing has checked nothing.
+            why = (f"{self.target.id}: nothing was timed: pytest-benchmark is off (--benchmark-disable, or pytest-xdist, under which it turns "
+                   "itself off): run the throughput tests without -n and without --benchmark-disable")
+            if settings.strict:
+                pytest.fail(f"{why} (--gate-strict)", pytrace=False)
+            pytest.skip(why)
         benchmark.extra_info.update(throughput_info(test=self.target.id, case=self.target.case.name, session=session, evaluation=result,
                                                     mean_seconds=stats.mean, method=self.target.case.method, conditions=conditions.record(),
                                                     cache_dir=settings.cache_dir))

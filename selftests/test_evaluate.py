@@ -142,3 +142,28 @@ def test_a_short_block_weighs_as_one_block(graph_session, with_short_block):
     short = graph_session.token_losses(with_short_block.block(6)[None, :]).astype(np.float64).mean()
     assert ev.perplexity == pytest.approx(math.exp(np.append(whole, short).mean()), rel=1e-6)
     assert ev.perplexity != pytest.approx(math.exp(ev.token_losses.astype(np.float64).mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("mask", [-1e9, float(np.finfo(np.float32).min), -math.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_graph_scoring_equals_host_scoring_on_masked_logits(mask, dtype):
+    """A masked vocabulary (padded, banned tokens) at every chunk's first index: the scorer's chunks must not cancel there."""
+    import onnxruntime as ort
+
+    from pplgate.scoring import LABELS, LOGITS, TOKEN_LOSSES, chunk_count, scoring_model
+
+    vocab = 50257
+    step = vocab // chunk_count(vocab)
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((2, 65, vocab)) * 3).astype(dtype)
+    with np.errstate(over="ignore"):  # -1e9 is -inf in float16
+        logits[..., ::step] = mask  # 0, 1733, 3466, ...
+    ids = rng.integers(1, step, (2, 65))  # targets whose logits are finite
+    scorer = ort.InferenceSession(scoring_model(vocab, dtype).SerializeToString(), providers=["CPUExecutionProvider"])
+    labels = np.zeros_like(ids)
+    labels[:, :-1] = ids[:, 1:]
+    in_graph = scorer.run([TOKEN_LOSSES], {LOGITS: logits, LABELS: labels})[0][:, :-1]
+    exact = host_token_losses(logits, ids, dtype=np.float64)
+    assert np.isfinite(in_graph).all()
+    assert perplexity(in_graph.mean(axis=1)) == pytest.approx(perplexity(exact.mean(axis=1)), rel=1e-6)
+    np.testing.assert_allclose(in_graph, exact, rtol=1e-5)

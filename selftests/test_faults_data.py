@@ -37,7 +37,7 @@ def test_unknown_dataset_id_offline_names_the_option(tokenizer_dir, tmp_path):
     # HF_HUB_OFFLINE is already set: the sentence does not advise it, and names the fetched folder.
     assert error_lines(result.stderr) == ["pplgate: error: dataset nobody/no-such-dataset cannot be reached: it is not in the Hugging Face cache "
                                           "and HF_HUB_OFFLINE is set: pass --dataset with a local copy of Salesforce/wikitext, "
-                                          "or --sources DIR (or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."]
+                                          "or --sources DIR (in the gate --gate-sources=DIR, or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."]
     assert "Traceback" not in result.stderr
 
 

@@ -139,7 +139,7 @@ except PplgateError as err:
     ("hf://openai-community/gpt2/onnx/decoder_model.onnx",
      "SourceUnavailable model hf://openai-community/gpt2/onnx/decoder_model.onnx cannot be reached: "
      "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --model with a local copy, "
-     "or --sources DIR (or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."),
+     "or --sources DIR (in the gate --gate-sources=DIR, or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."),
     ("hf://gpt2", "PplgateError model hf://gpt2 is not of the form hf://<owner>/<repo>/<path in repo>: for example hf://openai-community/gpt2/onnx/decoder_model.onnx."),
 ])
 def test_hub_models_offline(spec, message, tmp_path):

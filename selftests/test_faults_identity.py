@@ -130,7 +130,7 @@ def test_localize_folders_of_a_killed_run_are_removed(tiny_model, blocks, tmp_pa
     from pplgate.localize import Side, localize
 
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
-    left = tmp_path / f"pplgate-localize-{dead}.x1y2"
+    left = tmp_path / f"pplgate-localize-{dead}.x1y2z3w4"  # as tempfile names it: 8 characters
     left.mkdir()
     (left / "tap.onnx").write_bytes(b"x" * 1000)
     side = Side.of(tiny_model, CPU, "fp32")

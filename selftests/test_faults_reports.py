@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 PLUGIN = 'pytest_plugins = ["pytest_pplgate.plugin"]\n'
@@ -71,11 +73,13 @@ def test_unwritable_gate_report_is_one_sentence_and_exit_1(scratch_gate):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-def test_strict_gate_and_update_golden_together_is_a_usage_error(scratch_gate):
+@pytest.mark.parametrize("strict", [["--gate-strict"], ["--strict-gate"], ["-o", "pplgate_strict=true"]])
+def test_strict_gate_and_update_golden_together_is_a_usage_error(scratch_gate, strict):
+    """However strictness is asked for, the command line or pytest.ini: recording is not gating."""
     scratch_gate.case(COMPUTED)
-    result = scratch_gate.run("--strict-gate", "--update-golden")
+    result = scratch_gate.run(*strict, "--gate-update-golden")
     assert result.ret == 4
-    result.stderr.fnmatch_lines(["*--update-golden records what this node obtains and --strict-gate gates on it: run one, not both*"])
+    result.stderr.fnmatch_lines(["*--gate-update-golden records what this node obtains and --gate-strict (or pplgate_strict in pytest.ini) gates on it: run one, not both*"])
 
 
 def cli(base_args, *args, limit_bytes=None):

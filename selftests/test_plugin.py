@@ -54,7 +54,7 @@ def test_strict_gate_turns_skips_into_failures(recorded):
     result = run("-k", "gcu", "--strict-gate")
     result.assert_outcomes(errors=1)
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*TopsInferenceExecutionProvider*--strict-gate*"])
+    result.stdout.fnmatch_lines(["*TopsInferenceExecutionProvider*--gate-strict*"])
 
 
 def test_unreachable_model_skips_naming_the_option(project, tmp_path):
@@ -74,7 +74,7 @@ def test_model_option_replaces_real_models_but_not_built_ones(project, tiny_mode
     other.write_bytes(tiny_model.read_bytes())
     result = run("-k", "cpu", "-rs", f"--model={other}")
     # The built case says, in the header, that it keeps its own model.
-    result.stdout.fnmatch_lines(["pplgate: case built ignores --model: its model builtin:tiny is part of the case*"])
+    result.stdout.fnmatch_lines(["pplgate: case built ignores --gate-model: its model builtin:tiny is part of the case*"])
     result.stdout.fnmatch_lines(["*built-cpu-fp32*FAIL*"])
     result.stdout.fnmatch_lines(["*real-cpu-fp32*no golden*"])
 
@@ -88,7 +88,7 @@ def test_a_model_option_that_names_no_readable_file_is_a_usage_error(project, tm
     result = run("-k", "cpu and fp32", f"--model={tmp_path / given}", subprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     why = "no such file" if given == "nope.onnx" else "not a file"
-    assert f"ERROR: --model {tmp_path / given}: {why}: pass the path of a readable ONNX file" in result.stderr.str()
+    assert f"ERROR: --gate-model {tmp_path / given}: {why}: pass the path of a readable ONNX file" in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
 
 
@@ -115,12 +115,12 @@ def test_no_golden_value_fails_with_the_file_and_the_command(project, tmp_path):
     path = write_case(golden, {})
     result = run("-k", "cpu")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*{path} has no expected perplexity for cpu-fp32*", "*pytest *--update-golden*"])
+    result.stdout.fnmatch_lines([f"*{path} has no expected perplexity for cpu-fp32*", "*pytest *--gate-update-golden*"])
     # A golden folder given on the command line is part of the command that records.
     other = tmp_path / "elsewhere"
     write_case(other, {})
     result = run("-k", "cpu", f"--golden-dir={other}")
-    result.stdout.fnmatch_lines([f"*--update-golden*--golden-dir={other}*"])
+    result.stdout.fnmatch_lines([f"*--gate-update-golden*--gate-golden-dir={other}*"])
     assert json.loads(path.read_text())["expected"] == {}
 
 
@@ -154,9 +154,9 @@ def test_drift_fails_with_a_table_and_the_command(recorded):
         "*obtained*expected*difference*tolerance*",
         "perplexity *-0.99*%*",
         f"*device cpu, precision fp32, golden {path} [[]expected.cpu-fp32[]]*",
-        f"  {sys.executable} -m pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --update-golden --dataset=*",
+        f"  {sys.executable} -m pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --gate-update-golden --gate-dataset=*",
     ])
-    result.stdout.fnmatch_lines(["*mini-cpu-fp32*FAIL*", "pplgate: 1 FAIL", f"To record the obtained values, if they are right: {sys.executable} -m pytest --update-golden -k mini-cpu-fp32 --dataset=*"])
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32*FAIL*", "pplgate: 1 FAIL", f"To record the obtained values, if they are right: {sys.executable} -m pytest --gate-update-golden -k mini-cpu-fp32 --gate-dataset=*"])
 
 
 def test_rule_entries_compare_against_the_entry_they_name(recorded, pytester):
@@ -204,7 +204,7 @@ def test_gate_report_and_junit_property(recorded, tmp_path):
 def test_help_shows_options_with_defaults(pytester):
     pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["pplgate: perplexity and throughput gate:", "*--strict-gate*", "*default: skip*"])
+    result.stdout.fnmatch_lines(["pplgate: perplexity and throughput gate:", "*--gate-strict*", "*default: skip*"])
 
 
 def test_limits_against_a_reference_session(recorded, pytester):
@@ -318,7 +318,7 @@ def test_unpinned_model_shows_the_hash_that_ran(recorded, tiny_model):
     result.assert_outcomes(passed=1)
     sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     result.stdout.fnmatch_lines([f"mini-cpu-fp32: ran model sha256 {sha}, which its golden entry does not pin yet",
-                                 "To pin the models that ran*-m pytest --update-golden -k mini-cpu-fp32 --dataset=*"])
+                                 "To pin the models that ran*-m pytest --gate-update-golden -k mini-cpu-fp32 --gate-dataset=*"])
 
 
 def test_tiny_case_holds_on_any_faithful_copy(project, dataset_dir, wikitext_with_empty_rows, tmp_path):
@@ -371,7 +371,7 @@ def test_golden_folder_without_cases_is_a_usage_error(project, tmp_path, make):
     result.stderr.fnmatch_lines([f"ERROR: golden folder {folder} {'does not exist' if make == 'missing' else 'holds no case'}*"])
 
 
-@pytest.mark.parametrize("option", ["--dataset", "--tokenizer", "--model", "--golden-dir"])
+@pytest.mark.parametrize("option", ["--gate-dataset", "--gate-tokenizer", "--gate-model", "--gate-golden-dir", "--dataset", "--golden-dir"])
 def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, token_cache, option, tmp_path):
     golden, _ = project
     write_case(golden, {})
@@ -380,7 +380,7 @@ def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, to
     (pytester.path / "m.onnx").symlink_to(tiny_model)
     (tmp_path / "m.onnx").symlink_to(tiny_model)  # pytest looks for its rootdir only from paths that exist
     outside = {"--dataset": shared_data / "wikitext", "--tokenizer": shared_data / "gpt2",
-               "--model": tmp_path / "m.onnx", "--golden-dir": tmp_path}[option]
+               "--model": tmp_path / "m.onnx", "--golden-dir": tmp_path}[option.replace("--gate-", "--")]
     # Outside the project: pytest takes the path for a test path and misses the ini file; one sentence, exit 4.
     result = pytester.runpytest("-k", "gcu", option, str(outside), "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -388,7 +388,7 @@ def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, to
                                  f"write path options with '=', e.g. {option}=PATH."])
     result.stdout.no_fnmatch_line("*unrecognized arguments*")
     # Inside it: the same run as the = form.
-    inside = {"--dataset": "data", "--tokenizer": "tok", "--model": "m.onnx", "--golden-dir": "golden"}[option]
+    inside = {"--dataset": "data", "--tokenizer": "tok", "--model": "m.onnx", "--golden-dir": "golden"}[option.replace("--gate-", "--")]
     common = ["-k", "gcu", "-rs", f"--gate-cache-dir={token_cache}", "-p", "no:cacheprovider"]
     spaced = pytester.runpytest(*common, option, inside)
     joined = pytester.runpytest(*common, f"{option}={inside}")
