@@ -117,7 +117,10 @@ def test_ctrl_c_during_a_run_writes_no_report(tmp_path, dataset_dir, tokenizer_d
     report, cache = tmp_path / "r.json", tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-m", "pplgate", "--model", "builtin:tiny", "--model-dir", str(model_dir),
                              "--dataset", dataset_dir, "--tokenizer", tokenizer_dir, "--cache-dir", str(cache),
-                             "--report-json", str(report), "--no-progress"], stderr=subprocess.PIPE, text=True)
+                             "--report-json", str(report), "--no-progress"], stderr=subprocess.PIPE, text=True,
+                            # A shell's background job inherits SIGINT ignored, and Python then never turns it into
+                            # KeyboardInterrupt: Ctrl-C as a terminal delivers it, whoever started this suite.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(cache.glob("tokens/*.npz")) and time.monotonic() < deadline:
         time.sleep(0.2)
