@@ -72,15 +72,15 @@ def test_benchmark_json_carries_tokens_per_second_and_perplexity(bench_project):
 
 
 def test_comparison_with_a_saved_run_fails_when_four_times_slower(bench_project, monkeypatch):
-    """pytest-benchmark's own comparison of pplgate's records; margins wide enough that a loaded machine's sleeps cannot decide it."""
+    """pytest-benchmark's own comparison of pplgate's records; margins wide enough that a loaded machine's sleeps cannot decide it (90%: pytest-benchmark 4 takes two digits at most)."""
     pytester, run = bench_project
     args = ("-k", "throughput", "--benchmark-storage=file://./bench")
     monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.05")
     run(*args, "--benchmark-autosave").assert_outcomes(passed=1)
-    same = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:100%", subprocess=True)
+    same = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:90%", subprocess=True)
     assert same.ret == 0
     monkeypatch.setenv("PPLGATE_TEST_RUN_SECONDS", "0.2")
-    slower = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:100%", subprocess=True)
+    slower = run(*args, "--benchmark-compare", "--benchmark-compare-fail=mean:90%", subprocess=True)
     assert slower.ret != 0
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
 
