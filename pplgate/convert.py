@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 from pplgate.devices import Device, check_precision, converts_to_fp16
-from pplgate.digest import file_digest
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
+from pplgate.modelfiles import model_identity
 from pplgate.precision import session_model
 from pplgate.sources import describe, resolve_model
 
@@ -21,7 +21,7 @@ from pplgate.sources import describe, resolve_model
 def write_session_model(spec: str, device: Device, precision: str, output: Path, model_dir: Path, cache_dir: Path) -> str:
     """Writes what a ``device``-``precision`` session of ``spec`` loads to ``output``; returns the line that says what it is."""
     check_precision(device, precision)
-    source = resolve_model(spec, Path(model_dir))
+    source = resolve_model(spec, Path(model_dir), cache_dir=cache_dir)
     graph = session_model(source, device, precision, cache_dir)
     output = Path(output)
     if output.exists() and output.resolve() in (source.resolve(), graph.resolve()):
@@ -35,7 +35,7 @@ def write_session_model(spec: str, device: Device, precision: str, output: Path,
         with open(weights, "rb") as src:
             write_atomic(output.with_name(weights.name), lambda out: shutil.copyfileobj(src, out), fix)
         beside = f", its weights beside it in {weights.name} (the name the model reads them by)"
-    digest = file_digest(output, cache_dir).sha256
+    digest = model_identity(output, cache_dir).sha256  # the graph and its weights: what a golden file pins
     if converts_to_fp16(device, precision):
         what = f"onnxruntime's fp16 conversion of {describe(spec)}, as the {device.kind.name}-{precision} session loads it"
     elif precision == "fp16":

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import urllib.parse
 from pathlib import Path, PurePosixPath
-
-from google.protobuf.message import DecodeError
 
 from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import remove_idle_locks, write_atomic
+from pplgate.modelfiles import check_locations, read_locations
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, read_sums, repo_folder_name, verify
-from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, describe, download, hub_download, looks_local
+from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, beside, describe, download, hub_download, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
 TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]
@@ -121,14 +119,18 @@ def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> st
 
 def _fetch_model_files(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
     path = _fetch_file(spec, folder, progress)
-    # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source.
-    extra = [_fetch_file(_beside(spec, name), folder, progress) for name in external_files(path)]
+    # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source,
+    # and only from there (a location that leaves the folder is refused before any of it is read).
+    locations = _locations(path, Path(spec).expanduser() if looks_local(spec) else path)
+    extra = [_fetch_file(beside(spec, loc), folder / PurePosixPath(loc).parent, progress) for loc in locations]
     # Every model the folder holds: fetching a second case's model keeps the first's lines.
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and _is_model_file(p.name))
-    _write_sums(folder, names, cache_dir)
-    for written in [path, *extra]:
-        verify(folder, cache_dir, only=written.name)
-    weights = f" and its weights in {', '.join(p.name for p in extra)}" if extra else ""
+    listed = read_sums(folder / SUMS) if (folder / SUMS).is_file() else {}
+    names = {p.name for p in folder.iterdir() if p.is_file() and _is_model_file(p.name)}
+    names |= {name for name in listed if (folder / name).is_file()} | set(locations)
+    _write_sums(folder, sorted(names), cache_dir)
+    for name in [path.name, *locations]:
+        verify(folder, cache_dir, only=name)
+    weights = f" and its weights in {', '.join(locations)}" if locations else ""
     return f"model {describe(spec)}: {_megabytes([path, *extra])} into {path}{weights}"
 
 
@@ -145,38 +147,26 @@ def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
     return path
 
 
-def _beside(spec: str, name: str) -> str:
-    """The source of file ``name`` next to the model ``spec``: the same folder, repository folder or URL folder."""
-    if spec.startswith(("https://", "http://", "hf://")):
-        parts = urllib.parse.urlsplit(spec)
-        return urllib.parse.urlunsplit(parts._replace(path=str(PurePosixPath(parts.path).parent / name), fragment=""))
-    return str(Path(spec).expanduser().parent / name)
-
-
-def external_files(model: Path) -> list[str]:
-    """The files an ONNX model keeps tensors in (external data), by their names beside it; the graph only is read."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
+def _locations(path: Path, source: Path) -> list[str]:
+    """The external-data files of the model fetched into ``path``, checked to stay in ``source``'s folder; a model that fails is not kept."""
     try:
-        graph = onnx.load(str(model), load_external_data=False).graph
-    except (DecodeError, ValueError, RuntimeError) as err:
+        locations = read_locations(path)
+    except PplgateError as err:
         # Not a model (an error page saved under the model's name, a truncated copy): not kept in the folder.
-        model.unlink()
-        sidecar(model).unlink(missing_ok=True)
-        raise PplgateError(f"{model.name} is not a readable ONNX model ({type(err).__name__}), so it was removed from {model.parent}: check the --model source and fetch again.") from err
-    return sorted({ExternalDataInfo(t).location for t in _tensors(graph) if uses_external_data(t)})
+        _remove(path)
+        raise PplgateError(f"{path.name} is not a readable ONNX model ({type(err.__cause__).__name__}), so it was removed from {path.parent}: "
+                           "check the --model source and fetch again.") from err
+    try:
+        check_locations(source, locations)
+    except PplgateError:
+        _remove(path)  # a model whose weights cannot be taken with it is not kept either
+        raise
+    return locations
 
 
-def _tensors(graph):
-    """Every initializer and constant of ``graph`` and of its subgraphs (the branches of a merged decoder's If)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors(sub)
+def _remove(path: Path) -> None:
+    path.unlink()
+    sidecar(path).unlink(missing_ok=True)
 
 
 def _is_model_file(name: str) -> bool:

@@ -51,7 +51,7 @@ def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStrea
 
 def build_session(sources: Sources, device: Device, precision: str, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
     """The session of the model on ``device``, checked to take ``blocks`` before any of them is scored."""
-    path = resolve_model(sources.model, sources.model_dir, progress=settings.progress)
+    path = resolve_model(sources.model, sources.model_dir, progress=settings.progress, cache_dir=sources.cache_dir)
     session = open_session(path, device, precision, settings.scoring, settings.options, cache_dir=sources.cache_dir)
     longest = int(blocks.lengths.max())
     check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()), min(settings.batch_size, len(blocks)))
@@ -119,6 +119,6 @@ def localize_run(sources: Sources, run_side: tuple[Device, str], reference: tupl
     check_target(*reference, options.provider_options)
     sources = sources.resolved()
     _, blocks = load_blocks(sources, method)
-    model = resolve_model(sources.model, sources.model_dir)
-    other = resolve_model(reference_model, sources.model_dir) if reference_model else model
+    model = resolve_model(sources.model, sources.model_dir, cache_dir=sources.cache_dir)
+    other = resolve_model(reference_model, sources.model_dir, cache_dir=sources.cache_dir) if reference_model else model
     return localize(Side.of(model, *run_side, sources.cache_dir), Side.of(other, *reference, sources.cache_dir), blocks, threshold, options)

@@ -20,9 +20,10 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pplgate.devices import Device, converts_to_fp16
-from pplgate.digest import file_digest, sha256_of, sidecar, stamp, unchanged
+from pplgate.digest import sha256_of, sidecar, stamp, unchanged
 from pplgate.errors import PplgateError
 from pplgate.fileio import locked, log, remove_leftovers, user_cache_dir, write_atomic, write_json_atomic
+from pplgate.modelfiles import model_identity
 
 
 def load(path: Path) -> onnx.ModelProto:
@@ -85,7 +86,8 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     target = fp16_path(source)
     meta = sidecar(target)
     # By content: a same-size, same-time replacement of the source is another model.
-    key = {"source": source.name, "source_sha256": file_digest(source, cache_dir or user_cache_dir()).sha256}
+    # Its weights files too: the same graph with other external data is another model.
+    key = {"source": source.name, "source_sha256": model_identity(source, cache_dir or user_cache_dir()).sha256}
     try:
         with locked(target):
             made = _read_meta(meta)

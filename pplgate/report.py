@@ -16,9 +16,9 @@ from pplgate import __version__
 from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.data import TokenStream
 from pplgate.devices import computed_as
-from pplgate.digest import file_digest
 from pplgate.evaluate import Evaluation
 from pplgate.metric import CrossToolMetrics
+from pplgate.modelfiles import model_identity
 from pplgate.runtime import LMSession
 from pplgate.sourcefolder import Sources
 from pplgate.sources import describe
@@ -68,17 +68,19 @@ def commit_info(cwd: str | None = None) -> dict:
 def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, tokens: TokenStream, method: Method) -> dict:
     """The vendor's summary of ``evaluation``, with what ran, on what, and how the blocks were cut."""
     ev, grouping = evaluation, method.grouping
-    source = file_digest(session.source_path, sources.cache_dir)
-    converted = file_digest(session.model_path, sources.cache_dir) if session.model_path != session.source_path else None
+    source = model_identity(session.source_path, sources.cache_dir)
+    converted = model_identity(session.model_path, sources.cache_dir) if session.model_path != session.source_path else None
     n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
     cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {
         "model": describe(sources.model),
         "model_file": session.model_path.name,
-        # The bytes that ran, which golden files pin: the file as given, and
-        # the fp16 conversion made of it where there is one.
+        # The bytes that ran, which golden files pin: the file as given with
+        # its external-data files (pplgate.modelfiles), and the fp16
+        # conversion made of it where there is one.
         "model_sha256": source.sha256,
         "model_bytes": source.bytes,
+        "model_files": source.files,
         "converted_model_sha256": converted.sha256 if converted else None,
         "dataset": sources.dataset,
         "tokenizer": sources.tokenizer,
@@ -145,7 +147,7 @@ def throughput_info(
     model, blocks and method on which the perplexity must not drift.
     """
     ev = evaluation
-    source = file_digest(session.source_path, cache_dir)
+    source = model_identity(session.source_path, cache_dir)
     tokens = int(ev.layout.ids.size)
     return {
         "test": test,

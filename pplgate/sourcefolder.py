@@ -19,22 +19,26 @@ wrong on its way to the node is named, never evaluated.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from pplgate.digest import file_digest
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import default_model_dir, user_cache_dir
+from pplgate.modelfiles import external_locations, leaves_folder
 from pplgate.sources import BUILTIN_PREFIX, DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, file_name, looks_local
 
 SUMS = "SHA256SUMS"
+# A repository's card: documentation, which mirrors may leave out of their SHA256SUMS (see _check_card).
+CARD = "README.md"
 MODEL_SUBDIR = "model"
 
 
 def model_file_name(spec: str) -> str:
     """The file a remote model is kept under in ``DIR/model``: its URL's or hub path's last name."""
     if spec.startswith("hf://"):
-        return PurePosixPath(spec[len("hf://"):]).name
+        return PurePosixPath(urllib.parse.urlsplit(spec).path).name
     return file_name(spec)
 
 
@@ -44,37 +48,98 @@ def repo_folder_name(spec: str) -> str:
 
 
 def read_sums(sums: Path) -> dict[str, str]:
-    """``SHA256SUMS`` (sha256sum's format) -> {relative path: sha256}."""
+    """``SHA256SUMS`` (sha256sum's format) -> {relative path: sha256}; a name that leaves the folder is refused."""
+    refetch = f"write the folder again with 'python -m pplgate fetch {sums.parent.parent}'"
+    try:
+        text = sums.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PplgateError(f"{sums} is not UTF-8 text (byte {err.start}): {refetch}.") from None
     listed = {}
-    for number, line in enumerate(sums.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, sep, name = line.partition(" ")
         name = name.strip()
         if not sep or len(digest) != 64 or not name:
-            raise PplgateError(f"{sums} line {number} is not '<sha256>  <file>': write the folder again with 'python -m pplgate fetch {sums.parent.parent}'.")
-        listed[name[1:] if name.startswith("*") else name] = digest.lower()
+            raise PplgateError(f"{sums} line {number} is not '<sha256>  <file>': {refetch}.")
+        name = name[1:] if name.startswith("*") else name
+        if leaves_folder(name):
+            raise PplgateError(f"{sums} line {number} names {name!r}, which is outside {sums.parent}: nothing was read; {refetch}.")
+        listed[PurePosixPath(name).as_posix()] = digest.lower()
     return listed
 
 
 def verify(folder: Path, cache_dir: Path, only: str | None = None) -> None:
-    """Checks the files ``folder/SHA256SUMS`` lists (or just ``only``) against it; one sentence for the first that differs."""
+    """Checks ``folder`` against its ``SHA256SUMS``: every file it holds listed and matching (or just ``only``); one sentence for the first that is not."""
     sums = folder / SUMS
     refetch = f"write it again with 'python -m pplgate fetch {folder.parent}' on a machine with network"
     if not sums.is_file():
         raise PplgateError(f"{folder} has no {SUMS}, so its files cannot be checked: {refetch}.")
     listed = read_sums(sums)
+    if not listed:
+        raise PplgateError(f"{sums} lists no file, so nothing in {folder} can be checked: {refetch}.")
     if only is not None:
         if only not in listed:
             raise PplgateError(f"{folder / only} is not listed in {sums}: {refetch}, or add its line (sha256sum {only} >> {SUMS}).")
         listed = {only: listed[only]}
+    else:
+        _refuse_unlisted(folder, listed, refetch)
+    inside = folder.resolve()
     for name, want in listed.items():
         path = folder / name
         if not path.is_file():
             raise PplgateError(f"{path}, listed in {sums}, is missing: {refetch}.")
+        if inside not in path.resolve().parents:
+            raise PplgateError(f"{path}, listed in {sums}, is a link to {path.resolve()}, outside {folder}: nothing was read; {refetch}.")
         got = file_digest(path, cache_dir).sha256
         if got != want:
             raise PplgateError(f"{path} does not match its checksum in {sums} (sha256 {got}, listed {want}): the copy is damaged or was changed; {refetch}.")
+
+
+def _refuse_unlisted(folder: Path, listed: dict[str, str], refetch: str) -> None:
+    """A file the folder holds but SHA256SUMS does not list would be read unchecked (an extra parquet shard is more rows)."""
+    held = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    unlisted = [name for name in held if name not in listed and name not in (SUMS, CARD)]
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise PplgateError(f"{folder} holds {shown}, which {folder / SUMS} does not list, so a run would read it unchecked: "
+                           f"remove it, or {refetch}.")
+    if CARD in held and CARD not in listed:
+        _check_card(folder / CARD, refetch)
+
+
+def _check_card(card: Path, refetch: str) -> None:
+    """An unlisted dataset card may only point ``datasets`` at files inside the folder, which are all listed.
+
+    Hub mirrors often list their data files but not README.md (../shared/data
+    does); datasets reads the card's ``configs`` to find the data files, so
+    those patterns must not leave the folder.
+    """
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return
+    import yaml  # a dependency of datasets
+
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) if text.count("---") >= 2 else None
+    except yaml.YAMLError as err:
+        raise PplgateError(f"{card}'s header is not YAML ({str(err).splitlines()[0]}): {refetch}.") from None
+    patterns = list(_strings(meta.get("configs") if isinstance(meta, dict) else None))
+    outside = [p for p in patterns if leaves_folder(p) or "://" in p]
+    if outside:
+        raise PplgateError(f"{card}, which {card.parent / SUMS} does not list, points datasets at {outside[0]!r}, outside {card.parent}: "
+                           f"nothing was read; {refetch}.")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 @dataclass(frozen=True)
@@ -97,10 +162,10 @@ class SourceFolder:
         folder = self.root / MODEL_SUBDIR
         if not (folder / name).is_file():
             raise self._missing("model", spec, folder / name, "--model")
-        # The file and those named after it: its weights, where they are kept beside it (x.onnx.data, x.onnx_data).
-        for listed in read_sums(folder / SUMS) if (folder / SUMS).is_file() else [name]:
-            if listed == name or listed.startswith(name):
-                verify(folder, self.cache_dir, only=listed)
+        # The folder holds every case's models: what this one reads is its file and each file its tensors name.
+        verify(folder, self.cache_dir, only=name)
+        for location in external_locations(folder / name, self.cache_dir):
+            verify(folder, self.cache_dir, only=PurePosixPath(location).as_posix())
         return str(folder / name)
 
     def _folder(self, spec: str, what: str, option: str) -> str:

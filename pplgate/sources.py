@@ -21,12 +21,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 from pplgate.digest import CHUNK, file_digest, sha256_of, sidecar, stamp, unchanged
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import locked, make_folder, write_json_atomic
+from pplgate.fileio import locked, make_folder, user_cache_dir, write_json_atomic
+from pplgate.modelfiles import check_present, external_locations
 from pplgate.progress import Progress
 
 # The vendor's file, linked from its model zoo's README.  The signed query
@@ -78,8 +79,8 @@ def unreadable_model(spec: str) -> str | None:
     return None
 
 
-def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
-    """A complete local ONNX file for ``spec``; downloads or builds it if needed."""
+def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: float = TIMEOUT_S, cache_dir: Path | None = None) -> Path:
+    """A complete local ONNX file for ``spec``, its external-data files beside it; downloads or builds it if needed."""
     if not spec.strip():
         raise PplgateError("--model is empty: pass the path of an ONNX file, an https URL, hf://<repo>/<file> or builtin:tiny.")
     if spec.startswith("file://"):
@@ -87,16 +88,33 @@ def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: fl
         spec = urllib.request.url2pathname(urllib.parse.urlsplit(spec).path)
     if spec.startswith(BUILTIN_PREFIX):
         return build_builtin(spec[len(BUILTIN_PREFIX):], Path(model_dir))
+    cache_dir = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     if spec.startswith(("https://", "http://")):
-        return download(spec, Path(model_dir), progress=progress, timeout=timeout)
+        path = download(spec, Path(model_dir), progress=progress, timeout=timeout)
+        # Weights kept outside the graph come from beside it, as fetch takes them.
+        for location in external_locations(path, cache_dir):
+            download(beside(spec, location), path.parent / PurePosixPath(location).parent, progress=progress, timeout=timeout)
+        return path
     if spec.startswith("hf://"):
-        return hub_download(spec)
+        path = hub_download(spec)
+        for location in external_locations(path, cache_dir):
+            hub_download(beside(spec, location))  # into the same snapshot folder, beside the model
+        return path
     path = Path(spec).expanduser()
     if not path.exists():
         raise SourceUnavailable(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.", option="--model")
     if not path.is_file():
         raise PplgateError(f"model path {spec} is a directory, not a file: pass --model with the path of the .onnx file inside it.")
+    check_present(path, external_locations(path, cache_dir), "copy the model's folder whole, its weights files with it")
     return path
+
+
+def beside(spec: str, name: str) -> str:
+    """The source of file ``name`` next to the model ``spec``: the same folder, repository folder or URL folder (its query kept, for signed links)."""
+    if spec.startswith(("https://", "http://", "hf://")):
+        parts = urllib.parse.urlsplit(spec)
+        return urllib.parse.urlunsplit(parts._replace(path=str(PurePosixPath(parts.path).parent / name), fragment=""))
+    return str(Path(spec).expanduser().parent / name)
 
 
 def build_builtin(name: str, model_dir: Path) -> Path:
@@ -173,11 +191,11 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
         got_sha = _fetch(url, part, progress, timeout)
         sent = not_a_model(part)
         if sent is not None:
-            part.unlink(missing_ok=True)
+            _discard(part)
             raise PplgateError(f"{describe(url)} sent {sent}, not an ONNX model, so nothing was kept: check the address "
                                "(a signed link that expired or a login page answers this way), or pass --model with a local copy.")
         if want_sha is not None and got_sha != want_sha:
-            part.unlink(missing_ok=True)
+            _discard(part)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
         part.replace(final)
         write_json_atomic(meta, {"url": describe(url), **stamp(final, got_sha)})
@@ -227,10 +245,13 @@ def _credentials(url: str) -> tuple[str, dict[str, str]]:
     return urllib.parse.urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
 
 
-def _open(url: str, offset: int, timeout: float):
+def _open(url: str, offset: int, timeout: float, validator: str | None = None):
     address, headers = _credentials(url.split("#")[0])
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        # The rest of the same file, or the whole of the new one: never the rest of another file.
+        if validator:
+            headers["If-Range"] = validator
     request = urllib.request.Request(address, headers=headers)
     try:
         return urllib.request.urlopen(request, timeout=timeout)
@@ -243,16 +264,57 @@ def _open(url: str, offset: int, timeout: float):
         raise SourceUnavailable(f"model URL {describe(url)} cannot be reached ({reason}): pass --model with a local copy of the file.", option="--model") from err
 
 
+def _validator(headers) -> dict:
+    """What identifies the version of the file a server sends: a strong ETag, else Last-Modified (If-Range takes either)."""
+    etag = headers.get("ETag")
+    return {"etag": etag if etag and not etag.startswith("W/") else None, "last_modified": headers.get("Last-Modified")}
+
+
+def _resumable(url: str, part: Path) -> tuple[int, str | None]:
+    """The offset to resume ``part`` from and the validator it was started under; (0, None) when it cannot be proven the same file."""
+    record = _record(sidecar(part))
+    validator = record.get("etag") or record.get("last_modified")
+    if part.is_file() and record.get("url") == describe(url) and isinstance(validator, str):
+        return part.stat().st_size, validator
+    return 0, None
+
+
+def _same_file(response, record: dict) -> bool:
+    """Whether a 206 answer is the rest of the file the part was started on (a server may ignore If-Range)."""
+    now = _validator(response.headers)
+    if record.get("etag") and now["etag"] and now["etag"] != record["etag"]:
+        return False
+    total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+    return not (record.get("length") is not None and total.isdigit() and int(total) != record["length"])
+
+
+def _content_length(url: str, response, offset: int) -> int | None:
+    length = response.headers.get("Content-Length")
+    if length is None:
+        return None
+    if not length.strip().isdigit():
+        raise PplgateError(f"download of {describe(url)} failed: the server sent Content-Length {length.strip()[:40]!r}, which is not a size; "
+                           "check the address, or pass --model with a local copy.")
+    return offset + int(length)
+
+
 def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
     """Fills ``part`` with the whole body and returns its sha256."""
-    offset = part.stat().st_size if part.is_file() else 0
-    response = _open(url, offset, timeout)
-    if response is None or (offset and response.status != 206):
-        offset = 0  # no resume: the server sent the whole body, or refused the range
-        response = response or _open(url, 0, timeout)
+    offset, validator = _resumable(url, part)
+    response = _open(url, offset, timeout, validator) if offset else None
+    if response is not None and response.status != 206:
+        offset = 0  # the whole body: the file changed (If-Range), or the server takes no ranges
+    elif response is not None and not _same_file(response, _record(sidecar(part))):
+        response.close()  # the rest of another version, from a server that ignores If-Range: start over
+        response = None
+    if response is None:
+        offset = 0
+        response = _open(url, 0, timeout)
     with response:
-        length = response.headers.get("Content-Length")
-        expected = offset + int(length) if length is not None else None
+        expected = _content_length(url, response, offset)
+        if not offset:
+            # How a later run proves a .part is this file's beginning before resuming it.
+            write_json_atomic(sidecar(part), {"url": describe(url), "length": expected, **_validator(response.headers)})
         h = hashlib.sha256()
         if offset:
             with open(part, "rb") as f:
@@ -261,26 +323,63 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
         done = offset
         try:
             started = time.monotonic()
+            window = Window(time.monotonic(), done)
             with open(part, "ab" if offset else "wb") as out, Progress(expected, final_name(part), "MB", enabled=progress, scale=1e6) as bar:
                 bar.update(offset)
-                while chunk := response.read(CHUNK):
+                # read1: what has arrived, so a trickle is measured as it comes rather than hidden in a long read.
+                while chunk := response.read1(CHUNK):
                     out.write(chunk)
                     h.update(chunk)
                     done += len(chunk)
                     bar.update(len(chunk), f"{(done - offset) / 1e6 / max(time.monotonic() - started, 1e-9):,.1f} MB/s")
+                    window = window.check(time.monotonic(), done, timeout, url)
         except OSError as err:
             if err.errno in NO_ROOM:
-                part.unlink(missing_ok=True)
+                _discard(part)
                 raise PplgateError(f"no room left to write {final_name(part)} into {part.parent} ({os.strerror(err.errno)}): free space there, or pass --model-dir with a folder that has {_size(expected)}.") from err
             # A dropped connection or a stalled server: keep the part so the next run resumes it.
-            raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({err}): run again to resume it.") from err
+            raise PplgateError(f"download of {describe(url)} broke off after {done:,} bytes{_of(expected)} ({err}): run again to resume it.") from err
         except http.client.HTTPException as err:
-            raise PplgateError(f"download of {describe(url)} broke off after {done} bytes ({type(err).__name__}): run again to resume it.") from err
+            raise PplgateError(f"download of {describe(url)} broke off after {done:,} bytes{_of(expected)} ({type(err).__name__}): run again to resume it.") from err
     if expected is not None and done != expected:
         if done > expected:
-            part.unlink(missing_ok=True)
-        raise PplgateError(f"download of {describe(url)} broke off after {done} bytes of {expected}: run again to resume it.")
+            _discard(part)
+            raise PplgateError(f"download of {describe(url)} sent {done:,} bytes, more than the {expected:,} it announced, so nothing was kept: run again.")
+        raise PplgateError(f"download of {describe(url)} broke off after {done:,} bytes of {expected:,}: run again to resume it.")
+    sidecar(part).unlink(missing_ok=True)
     return h.hexdigest()
+
+
+def _of(expected: int | None) -> str:
+    return f" of {expected:,}" if expected is not None else ""
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    sidecar(part).unlink(missing_ok=True)
+
+
+# A download must bring at least this many bytes a second, averaged over each
+# timeout's length: a server that trickles (a byte a second) never trips the
+# per-read timeout, and would hold a nightly run for days.
+MIN_BYTES_PER_S = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Bytes counted since ``since``: a download's progress over the last timeout's length."""
+
+    since: float
+    at: int  # bytes done when the window opened
+
+    def check(self, now: float, done: int, length_s: float, url: str) -> Window:
+        if now - self.since < length_s:
+            return self
+        rate = (done - self.at) / (now - self.since)
+        if rate < MIN_BYTES_PER_S:
+            raise PplgateError(f"download of {describe(url)} made no real progress: {done - self.at:,} bytes in the last {now - self.since:.1f} s "
+                               f"({rate:,.0f} bytes/s, under {MIN_BYTES_PER_S:,}); the {done:,} bytes so far are kept: run again to resume, or pass --model with a local copy.")
+        return Window(now, done)
 
 
 def final_name(part: Path) -> str:
@@ -292,40 +391,69 @@ def _size(n: int | None) -> str:
     return "room for the model" if n is None else f"{n / 1e6:.0f} MB free"
 
 
+def hub_address(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``hf://<owner>/<repo>/<path in repo>[?revision=R&token=T]`` -> (repo, path, hf_hub_download's keywords)."""
+    parts = urllib.parse.urlsplit(spec)
+    names = [parts.netloc, *parts.path.split("/")[1:]]
+    if len(names) < 3 or not all(names):
+        raise PplgateError(f"model {describe(spec)} is not of the form hf://<owner>/<repo>/<path in repo>: for example {HF_ALTERNATIVE}.")
+    params = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"revision", "token"})
+    if unknown or parts.fragment:
+        raise PplgateError(f"model {describe(spec)} has {'parameter ' + repr(unknown[0]) if unknown else 'a fragment'}, which an hf:// address does not take: "
+                           "only ?revision=<commit, branch or tag> and ?token=<hub token> (or $HF_TOKEN) are read.")
+    return "/".join(names[:2]), "/".join(names[2:]), params
+
+
 def hub_download(spec: str) -> Path:
     """``hf://<owner>/<repo>/<path in repo>`` through huggingface_hub and its cache."""
     import huggingface_hub
     from huggingface_hub import utils as hf_errors  # where 0.24 (the floor) and 2.x both have them
 
-    parts = spec[len("hf://"):].split("/")
-    if len(parts) < 3 or not all(parts):
-        raise PplgateError(f"model {spec} is not of the form hf://<owner>/<repo>/<path in repo>: for example {HF_ALTERNATIVE}.")
-    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    repo, filename, params = hub_address(spec)
+    shown = describe(spec)
     try:
-        return Path(huggingface_hub.hf_hub_download(repo, filename))
+        return Path(huggingface_hub.hf_hub_download(repo, filename, **params))
     except hf_errors.HFValidationError as err:
-        raise PplgateError(f"model {spec} names no valid hub repository ({str(err).splitlines()[0]}): write hf://<owner>/<repo>/<path in repo>, for example {HF_ALTERNATIVE}.") from None
+        raise PplgateError(f"model {shown} names no valid hub repository ({mask(str(err).splitlines()[0])}): write hf://<owner>/<repo>/<path in repo>, for example {HF_ALTERNATIVE}.") from None
     except hf_errors.LocalEntryNotFoundError as err:
         from pplgate.data import offline_advice
 
-        raise SourceUnavailable(f"model {spec} cannot be reached: {offline_advice('--model', 'a local copy')}.", option="--model") from err
+        raise SourceUnavailable(f"model {shown} cannot be reached: {offline_advice('--model', 'a local copy')}.", option="--model") from err
     except (hf_errors.RepositoryNotFoundError, hf_errors.EntryNotFoundError, hf_errors.RevisionNotFoundError) as err:
-        raise PplgateError(f"model {spec} does not exist on the hub ({type(err).__name__}): check the repository and file name.") from err
+        raise PplgateError(f"model {shown} does not exist on the hub ({type(err).__name__}): check the repository and file name.") from err
     except hf_errors.HfHubHTTPError as err:
-        raise SourceUnavailable(f"model {spec} could not be downloaded ({err}): pass --model with a local copy.", option="--model") from err
+        raise SourceUnavailable(f"model {shown} could not be downloaded ({mask(str(err))}): pass --model with a local copy.", option="--model") from err
 
 
 def describe(spec: str) -> str:
-    """The spec as shown in reports: a URL without its user info and its signed query string."""
-    if spec.startswith(("https://", "http://")):
+    """The spec as shown in reports: an address (https, http, hf, any scheme) without its user info, query string and fragment."""
+    if "://" in spec:
         parts = urllib.parse.urlsplit(spec)
         return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
     return spec
 
 
-# Query parameters that carry a credential: their values are never shown.
-SECRET_PARAMS = re.compile(r"(token|key|secret|signature|sig|password|passwd|credential|auth|q-ak|q-signature|x-amz-[a-z-]*)$", re.IGNORECASE)
+# Query parameters (and fragment keys) known to carry nothing secret: their
+# values are shown.  Every other value, and every bare query or fragment, is
+# masked: a signed link's names vary by vendor (q-ak, X-Amz-Signature, sig,
+# code, jwt, Authorization, ...) and a new one must not leak.
+HARMLESS_PARAMS = frozenset({"sha256", "revision", "download", "raw", "ref", "format", "version"})
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
+
+
+def _mask_params(text: str) -> str:
+    """``a=1&token=x`` -> ``a=***&token=***`` unless a name is harmless (compared decoded: ``%73ha256`` is sha256)."""
+    def one(item: str) -> str:
+        name, sep, value = item.partition("=")
+        if not item:
+            return item
+        if not sep:
+            return "***"
+        shown = urllib.parse.unquote_plus(name).strip().lower() in HARMLESS_PARAMS
+        return item if shown or not value else f"{name}=***"
+
+    return "".join(one(piece) if i % 2 == 0 else piece for i, piece in enumerate(re.split(r"([&;])", text)))
 
 
 def _mask_url(url: str) -> str:
@@ -333,15 +461,11 @@ def _mask_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(
-        f"{k}=***" if SECRET_PARAMS.search(k) else (f"{k}={v}" if sep else k)
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return parts._replace(netloc=netloc, query=query).geturl()
+    return parts._replace(netloc=netloc, query=_mask_params(parts.query), fragment=_mask_params(parts.fragment)).geturl()
 
 
 def mask(text: str) -> str:
-    """``text`` with every URL's user info and secret-looking query values replaced by ***."""
+    """``text`` with every address's user info, query values and fragment replaced by *** (harmless parameters kept)."""
     return _URL.sub(lambda m: _mask_url(m.group(0)), text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from pathlib import Path
 
@@ -86,6 +87,14 @@ class ModelServer:
       status-N  HTTP status N
       auth      the whole body to Basic auth as user:s3cret-pw only, 401 otherwise
       html      an HTML page with status 200, as a login or expired-link page is
+      trickle   announces the body, then sends a byte every 0.05 s
+      ignores-if-range  honours Range even when If-Range names another version (a broken server)
+      novalidator       as ok, without ETag or Last-Modified
+      length-X  Content-Length: X (abc, -5), then 10 bytes
+
+    Every answer but novalidator's carries a strong ETag of the body as it is
+    now (a test may change ``body``), and a Range under an If-Range that is not
+    that ETag is answered with the whole body, as RFC 9110 says.
     """
 
     def __init__(self, body: bytes):
@@ -94,6 +103,7 @@ class ModelServer:
 
         self.body = body
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.if_ranges: list[str | None] = []  # the If-Range header of each request
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -103,8 +113,26 @@ class ModelServer:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                server.if_ranges.append(self.headers.get("If-Range"))
                 mode = self.path.split("/")[1]
                 body = server.body
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if rng and mode not in ("ignores-if-range", "novalidator") and self.headers.get("If-Range") != etag:
+                    rng = None  # not the version the client holds the start of: the whole body
+
+                def send_response(code, _send=self.send_response):
+                    _send(code)
+                    if mode != "novalidator":
+                        self.send_header("ETag", etag)
+                        self.send_header("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT")
+
+                if mode.startswith("length-"):  # a Content-Length that is no size
+                    send_response(200)
+                    self.send_header("Content-Length", mode[len("length-"):])
+                    self.end_headers()
+                    self.wfile.write(body[:10])
+                    self.close_connection = True
+                    return
                 if mode.startswith("status-"):
                     self.send_error(int(mode[len("status-"):]))
                     return
@@ -121,7 +149,7 @@ class ModelServer:
                     return
                 first = sum(1 for p, _ in server.requests if p == self.path) == 1
                 if mode in ("dropped", "short", "slow") and (first or mode != "dropped"):
-                    self.send_response(200)
+                    send_response(200)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body[: len(body) // 2])
@@ -131,12 +159,17 @@ class ModelServer:
                     self.close_connection = True
                     return
                 start = int(rng[len("bytes="):].split("-")[0]) if rng and mode != "norange" else 0
-                self.send_response(206 if start else 200)
+                send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                if mode == "throttled":
+                if mode == "trickle":
+                    for i in range(start, len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                elif mode == "throttled":
                     for i in range(start, len(body), len(body) // 10 + 1):
                         self.wfile.write(body[i : i + len(body) // 10 + 1])
                         time.sleep(0.05)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -43,7 +45,7 @@ def test_http_error_status_leaves_nothing(model_server, tmp_path, status):
 
 def test_dropped_connection_keeps_the_part_and_the_next_run_resumes(model_server, tmp_path):
     url = model_server.url("dropped")
-    with pytest.raises(PplgateError, match=r"broke off after \d+ bytes .*: run again to resume it"):
+    with pytest.raises(PplgateError, match=r"broke off after [\d,]+ bytes .*: run again to resume it"):
         download(url, tmp_path, progress=False)
     assert "model.onnx" not in listing(tmp_path)
     half = (tmp_path / "model.onnx.part").stat().st_size
@@ -149,3 +151,48 @@ def test_hub_models_offline(spec, message, tmp_path):
     result = subprocess.run([sys.executable, "-c", HUB, spec], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == message
+
+
+def test_a_part_of_a_changed_file_is_never_resumed(model_server, tmp_path):
+    """The rest is asked for under If-Range: a server whose file changed sends the whole new one."""
+    url = model_server.url("dropped")
+    with pytest.raises(PplgateError, match="broke off after"):
+        download(url, tmp_path, progress=False)
+    model_server.body = model_server.body[::-1]  # a new version, the same size
+    path = download(url, tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    assert model_server.if_ranges[-1] is not None and model_server.requests[-1][1] is not None, "asked for the rest, under If-Range"
+
+
+def test_a_server_that_ignores_if_range_is_caught_by_its_etag(model_server, tmp_path):
+    url = model_server.url("ignores-if-range")
+    old = model_server.body
+    (tmp_path / "model.onnx.part").write_bytes(old[: len(old) // 2])
+    (tmp_path / "model.onnx.part.json").write_text(json.dumps({"url": url, "length": len(old), "etag": '"an-older-version"', "last_modified": None}))
+    path = download(url, tmp_path, progress=False)
+    assert path.read_bytes() == old
+    assert model_server.requests[-1][1] is None, "the 206 of another version was dropped and the whole file asked for"
+
+
+def test_a_part_without_a_validator_starts_over(model_server, tmp_path):
+    """An old .part (or a server that names no version) cannot be proven the same file: it is not resumed."""
+    (tmp_path / "model.onnx.part").write_bytes(model_server.body[:100])
+    path = download(model_server.url("novalidator"), tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    assert model_server.requests == [("/novalidator/model.onnx", None)]
+
+
+def test_a_trickling_server_is_cut_off_with_its_rate(model_server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(PplgateError, match=r"^download of http://127\.0\.0\.1:\d+/trickle/model\.onnx made no real progress: \d+ bytes in the last 0\.\d s "
+                                           r"\(\d+ bytes/s, under 1,024\); the \d+ bytes so far are kept: run again to resume"):
+        download(model_server.url("trickle"), tmp_path, progress=False, timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert "model.onnx" not in listing(tmp_path) and "model.onnx.part" in listing(tmp_path)
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_content_length_that_is_no_size_is_one_sentence(model_server, tmp_path, length):
+    with pytest.raises(PplgateError, match=rf"^download of .* failed: the server sent Content-Length '{length}', which is not a size"):
+        download(model_server.url(f"length-{length}"), tmp_path, progress=False)
+    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []

@@ -78,5 +78,35 @@ def test_mask_leaves_addresses_usable_and_hides_what_is_secret():
     from pplgate.sources import mask
 
     assert mask("x https://u:p@h/a.onnx?X-Amz-Signature=1&q-ak=2&q-signature=3&api_key=4&part=5 y") == (
-        "x https://***@h/a.onnx?X-Amz-Signature=***&q-ak=***&q-signature=***&api_key=***&part=5 y")
+        "x https://***@h/a.onnx?X-Amz-Signature=***&q-ak=***&q-signature=***&api_key=***&part=*** y")
+    # Every value but a known harmless one, whatever the name or its spelling; fragments and bare values too.
+    assert mask("https://h/m.onnx?pw=1&pwd=2&pass=3&code=4&Authorization=Bearer%20x&jwt=5&bearer=6&%74oken=7;sid=8&revision=main#sha256=ab") == (
+        "https://h/m.onnx?pw=***&pwd=***&pass=***&code=***&Authorization=***&jwt=***&bearer=***&%74oken=***;sid=***&revision=main#sha256=ab")
+    assert mask("hf://o/r/f.onnx?token=hf_abc#frag https://h/x?opaque") == "hf://o/r/f.onnx?token=***#*** https://h/x?***"
     assert mask("builtin:tiny /data/model.onnx hf://o/r/f.onnx") == "builtin:tiny /data/model.onnx hf://o/r/f.onnx"
+
+
+def test_a_hub_token_in_the_address_is_never_shown(scratch_gate, tmp_path):
+    spec = f"hf://owner/repo/onnx/model.onnx?token={TOKEN}"
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.case({"cpu-fp32": {"perplexity": 2.0, "rel_tol": 0.1}}, model="https://example.invalid/x.onnx", max_blocks=1)
+    report, junit = scratch_gate.path / "gate.json", scratch_gate.path / "junit.xml"
+    for extra in ([], [f"--gate-sources={tmp_path / 'empty-sources'}"]):
+        (tmp_path / "empty-sources").mkdir(exist_ok=True)
+        result = scratch_gate.run(f"--gate-model={spec}", "-rs", f"--gate-report={report}", f"--junitxml={junit}", *extra)
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*model hf://owner/repo/onnx/model.onnx *"])
+        assert TOKEN not in result.stdout.str() + result.stderr.str() + report.read_text() + junit.read_text()
+    shown = cli("--model", spec, "--dataset", "/nonexistent", "--max-blocks", "1")
+    assert shown.returncode != 0 and TOKEN not in shown.stdout + shown.stderr
+
+
+def test_an_hf_address_takes_revision_and_token_only():
+    import pytest
+
+    from pplgate.errors import PplgateError
+    from pplgate.sources import hub_address
+
+    assert hub_address("hf://o/r/onnx/m.onnx?revision=v1&token=t") == ("o/r", "onnx/m.onnx", {"revision": "v1", "token": "t"})
+    with pytest.raises(PplgateError, match=r"^model hf://o/r/m\.onnx has parameter 'sig', which an hf:// address does not take"):
+        hub_address("hf://o/r/m.onnx?sig=secret")

@@ -1,0 +1,124 @@
+"""A model is its ``.onnx`` file and every file its tensors are kept in.
+
+A model over protobuf's 2 GB keeps its weights outside the graph (ONNX
+external data): each initializer names a file, by a location relative to the
+model's folder.  Changing those bytes changes the model as surely as changing
+the graph, so a model's identity covers them all:
+
+- with no external data, its sha256 is the ``.onnx`` file's, as before;
+- with external data, it is the sha256 of the lines ``sha256sum`` prints
+  for the graph read from standard input (named ``-``, so a renamed copy
+  keeps its identity) and for each weights file by its location, sorted.
+  In the model's folder: ``{ sha256sum < model.onnx; sha256sum model.onnx_data; } | sha256sum``.
+
+A location that leaves the model's folder (an absolute path, ``../x``, a link
+out) is refused before anything is read: onnxruntime and ``fetch`` would
+otherwise read, and copy to other nodes, whatever file it names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from pplgate.digest import file_digest
+from pplgate.errors import PplgateError
+from pplgate.fileio import CACHE_FIX, write_json_atomic
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    sha256: str  # what golden files and saved runs pin
+    bytes: int  # of all its files together
+    files: dict[str, str]  # name (relative to the model's folder) -> sha256, the .onnx first
+
+
+def _tensors(graph):
+    """Every initializer and constant of ``graph`` and of its subgraphs (the branches of a merged decoder's If)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def read_locations(model: Path) -> list[str]:
+    """The external-data locations ``model``'s tensors name, as written in the file; the graph only is read."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except (DecodeError, ValueError, RuntimeError, OSError) as err:
+        raise PplgateError(f"model file {model} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
+    return sorted({ExternalDataInfo(t).location for t in _tensors(graph) if uses_external_data(t)})
+
+
+def leaves_folder(location: str) -> bool:
+    """Whether a location, as written, names a file outside the model's folder."""
+    posix, windows = PurePosixPath(location), PureWindowsPath(location)
+    return not location or posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in posix.parts or ".." in windows.parts
+
+
+def check_locations(model: Path, locations: list[str]) -> None:
+    """Refuses any location that leaves ``model``'s folder, as written or through a link; reads nothing."""
+    folder = model.resolve().parent
+    for location in locations:
+        outside = leaves_folder(location)
+        if not outside:
+            target = (model.parent / location).resolve()
+            outside = folder not in target.parents
+        if outside:
+            raise PplgateError(f"model {model.name} keeps tensors in {location!r}, which is outside its folder {model.parent}: "
+                               "nothing was read; export the model again with its weights beside it (onnx.save_model(..., location=<a file name>)).")
+
+
+def external_locations(model: Path, cache_dir: Path) -> list[str]:
+    """``model``'s external-data locations, checked to stay in its folder; kept by the model's sha256, so a large graph is parsed once."""
+    model = Path(model)
+    sha = file_digest(model, cache_dir).sha256
+    cached = Path(cache_dir) / "external-data" / f"{sha[:32]}.json"
+    try:
+        record = json.loads(cached.read_text())
+        locations = record["locations"] if record.get("sha256") == sha else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        locations = None
+    if not (isinstance(locations, list) and all(isinstance(x, str) for x in locations)):
+        locations = read_locations(model)
+        write_json_atomic(cached, {"sha256": sha, "locations": locations}, fix=CACHE_FIX)
+    check_locations(model, locations)
+    return locations
+
+
+def check_present(model: Path, locations: list[str], fix: str) -> None:
+    """One sentence for the first weights file that is not beside the model, instead of onnxruntime's."""
+    for location in locations:
+        path = model.parent / location
+        if not path.is_file():
+            raise PplgateError(f"model {model.name} keeps its weights in {location}, which is not beside it in {model.parent}: {fix}.")
+        if not os.access(path, os.R_OK):
+            raise PplgateError(f"model {model.name}'s weights file {path} is not readable by this user: make it readable, or {fix}.")
+
+
+def model_identity(model: Path, cache_dir: Path) -> ModelIdentity:
+    """The sha256 that pins ``model`` and its external-data files together, their total size, and each file's sha256."""
+    model = Path(model)
+    locations = external_locations(model, cache_dir)
+    check_present(model, locations, "copy the model's folder whole")
+    own = file_digest(model, cache_dir)
+    digests, total = {}, own.bytes
+    for location in locations:
+        digest = file_digest(model.parent / location, cache_dir)
+        digests[PurePosixPath(location).as_posix()] = digest.sha256
+        total += digest.bytes
+    files = {model.name: own.sha256, **digests}
+    if not locations:
+        return ModelIdentity(own.sha256, total, files)
+    listing = f"{own.sha256}  -\n" + "".join(f"{digests[name]}  {name}\n" for name in sorted(digests))
+    return ModelIdentity(hashlib.sha256(listing.encode()).hexdigest(), total, files)
