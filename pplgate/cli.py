@@ -102,18 +102,22 @@ def build_history_parser() -> argparse.ArgumentParser:
 
 
 def history_main(argv: list[str]) -> int:
-    from pplgate.history import judged_rows, plot_history, plot_reference, render_markdown, render_table
+    from pplgate.sources import shown
+    from pplgate.history import judged, plot_history, plot_reference, render_markdown, render_table
 
     args = build_history_parser().parse_args(argv)
     regressions = []
 
     def work() -> None:
-        rows = judged_rows(args.storage, args.threshold)
+        found = judged(args.storage, args.threshold)
+        rows = found.rows
         print(render_table(rows), end="")
+        for aside in found.set_aside:
+            print(shown(aside.line()))
         if args.plot is not None:
             plot_history(args.storage, args.plot, args.threshold)
         if args.markdown is not None:
-            text = render_markdown(rows, *plot_reference(args.markdown, args.plot))
+            text = render_markdown(rows, *plot_reference(args.markdown, args.plot), set_aside=found.set_aside)
             with open(args.markdown, "a", encoding="utf-8") as out:  # GitHub's step summary is appended to
                 out.write(text)
         regressions.extend(runs[-1].verdict.sentence for runs in rows.values() if runs[-1].verdict.regression)
@@ -255,17 +259,17 @@ def _write(path: Path | None, option: str, write) -> None:
 
 def _exit_status(work) -> int:
     """Runs ``work``: 0, or its fault as one sentence and 1, or 130 for Ctrl-C."""
-    from pplgate.sources import mask
+    from pplgate.sources import shown
 
     try:
         work()
     except PplgateError as err:
-        print(f"pplgate: error: {mask(str(err))}", file=sys.stderr)
+        print(f"pplgate: error: {shown(str(err))}", file=sys.stderr)
         return 1
     except OSError as err:
         # A file fault no step foresaw: still one sentence, with the file.
         where = f" {err.filename}" if err.filename else ""
-        print(f"pplgate: error: cannot use{mask(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
+        print(f"pplgate: error: cannot use{shown(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
               "is the kind of file or folder asked for, and is readable (writable for outputs and caches).", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

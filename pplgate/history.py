@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
-from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, Saved, Timing, Verdict, drift, throughput_verdict, timing_of
+from pplgate.sources import shown
+from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, Saved, Timing, UnreadableRun, Verdict, of_type, drift, throughput_verdict, timing_of
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ def _commit(info: dict) -> str:
 
 
 def timings_of_run(name: str, data: dict) -> list[Timing]:
-    """pplgate's throughput benchmarks in one saved run (pytest-benchmark's JSON), as Timings."""
-    node = str((data.get("machine_info") or {}).get("node", ""))
-    commit = _commit(data.get("commit_info") or {})
-    found = (timing_of(b, name, data.get("datetime", ""), commit, node) for b in data.get("benchmarks", []))
+    """pplgate's throughput benchmarks in one saved run (pytest-benchmark's JSON), as Timings; UnreadableRun if it is not such a run."""
+    data = of_type(data, dict, "the file", optional=False)
+    when = of_type(data.get("datetime"), str, "datetime") or ""
+    node = str(of_type(data.get("machine_info"), dict, "machine_info") and data["machine_info"].get("node") or "")
+    commit = _commit(of_type(data.get("commit_info"), dict, "commit_info") or {})
+    benchmarks = of_type(data.get("benchmarks"), list, "benchmarks") or []
+    found = (timing_of(b, name, when, commit, node) for b in benchmarks)
     return [t for t in found if t is not None]
 
 
@@ -86,18 +90,41 @@ def storage_folder(storage: str | Path) -> Path:
     return Path(text)
 
 
-def saved_runs(storage: Path) -> list[tuple[str, dict]]:
-    """(name, data) of every run saved under ``storage``, oldest first."""
+@dataclass(frozen=True)
+class SetAside:
+    """A saved run that cannot be read: named, never judged, never a baseline."""
+
+    path: Path
+    reason: str
+
+    def line(self) -> str:
+        return f"set aside {self.path}: {self.reason}; not judged and not a baseline: remove it or restore it"
+
+
+def load_run(path: Path) -> dict:
+    """One saved run's JSON; UnreadableRun saying why it cannot be read."""
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as err:
+        raise UnreadableRun(f"it cannot be read ({err.strerror or err})") from None
+    except RecursionError:
+        raise UnreadableRun("it is nested deeper than any run pytest-benchmark writes") from None
+    except ValueError as err:  # not JSON, not UTF-8, or an integer of more digits than Python converts
+        raise UnreadableRun(f"it is not valid JSON ({getattr(err, 'msg', None) or str(err).splitlines()[0][:80]})") from None
+
+
+def saved_runs(storage: Path) -> tuple[list[tuple[str, dict, Path]], list[SetAside]]:
+    """(name, data, path) of every run saved under ``storage``, oldest first, and the files that cannot be read."""
     files = sorted(storage_folder(storage).rglob("*.json"))
     if not files:
         raise PplgateError(f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder.")
-    saved = []
+    saved, aside = [], []
     for path in files:
         try:
-            saved.append((path.stem.split("_")[0], json.loads(path.read_text())))
-        except json.JSONDecodeError as err:
-            raise PplgateError(f"saved run {path} is not valid JSON ({err.msg}): remove it or restore it.") from err
-    return sorted(saved, key=lambda r: r[1].get("datetime", ""))
+            saved.append((path.stem.split("_")[0], load_run(path), path))
+        except UnreadableRun as err:
+            aside.append(SetAside(path, str(err)))
+    return sorted(saved, key=lambda r: r[1].get("datetime", "") if isinstance(r[1], dict) and isinstance(r[1].get("datetime"), str) else ""), aside
 
 
 @dataclass(frozen=True)
@@ -110,28 +137,41 @@ class Row:
     drift: Verdict | None
 
 
-def _judged(storage: Path, threshold: float) -> tuple[list[SavedRun], dict[str, list[Row]]]:
+@dataclass(frozen=True)
+class Judged:
+    runs: list[SavedRun]
+    rows: dict[str, list[Row]]  # per test, every run with its verdicts
+    set_aside: list[SetAside]
+
+
+def judged(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> Judged:
     """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given them then."""
     earlier = Saved()
     runs: list[SavedRun] = []
     rows: dict[str, list[Row]] = {}
-    for name, data in saved_runs(storage):
-        timings = timings_of_run(name, data)
+    saved, aside = saved_runs(storage)
+    for name, data, path in saved:
+        try:
+            timings = timings_of_run(name, data)
+        except UnreadableRun as err:
+            aside.append(SetAside(path, str(err)))
+            continue
         if not timings:
             continue  # not a run of pplgate's throughput tests
-        runs.append(SavedRun(name, data.get("datetime", ""), _commit(data.get("commit_info") or {})))
+        runs.append(SavedRun(name, data.get("datetime") or "", _commit(data.get("commit_info") or {})))
         for t in timings:
             rows.setdefault(t.test, []).append(Row(len(runs) - 1, t, throughput_verdict(t, earlier, threshold), drift(t, earlier)))
         for t in timings:
             earlier.add(t)
     if not rows:
-        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks with their timings: save runs of tests/test_throughput.py.")
-    return runs, rows
+        why = f" ({len(aside)} set aside: {aside[0].path}: {aside[0].reason})" if aside else ""
+        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks with their timings{why}: save runs of tests/test_throughput.py.")
+    return Judged(runs, rows, aside)
 
 
 def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[Row]]:
     """Per test, every saved run with its verdicts, as the gate would have given them then."""
-    return _judged(storage, threshold)[1]
+    return judged(storage, threshold).rows
 
 
 def _verdict_cell(v: Verdict) -> str:
@@ -146,7 +186,12 @@ def _cells(row: Row) -> list[str]:
     if row.drift is not None:
         verdict += f"; perplexity {row.drift.change:+.2g}"
     return [t.run, t.datetime[:16].replace("T", " "), t.node or "-", t.commit or "-", f"{t.tokens_per_second:,.0f} ± {t.tokens_per_second * t.spread:,.0f}",
-            f"{t.extra.get('perplexity', float('nan')):.10g}", verdict]
+            f"{_perplexity(t):.10g}", verdict]
+
+
+def _perplexity(t: Timing) -> float:
+    value = t.extra.get("perplexity")
+    return float("nan") if value is None else float(value)
 
 
 HEADER = ["run", "date", "machine", "commit", "tokens/s", "perplexity", "verdict"]
@@ -163,7 +208,7 @@ def render_table(rows: dict[str, list[Row]]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_markdown(rows: dict[str, list[Row]], plot: str | None = None, plot_note: str | None = None) -> str:
+def render_markdown(rows: dict[str, list[Row]], plot: str | None = None, plot_note: str | None = None, set_aside: list[SetAside] = ()) -> str:
     """The tables as markdown; ``plot``: a link to the figure that works from where the markdown is read, or ``plot_note``: where it went."""
     out = ["## pplgate throughput history", ""]
     for test, runs in rows.items():
@@ -171,6 +216,7 @@ def render_markdown(rows: dict[str, list[Row]], plot: str | None = None, plot_no
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in runs]
         newest = runs[-1]
         out += ["", f"Newest: {newest.verdict.sentence}" + (f"  \n{newest.drift.sentence}" if newest.drift else ""), ""]
+    out += [f"- {shown(a.line())}" for a in set_aside] + ([""] if set_aside else [])
     if plot:
         out += [f"![perplexity and tokens/s per saved run]({plot})", ""]
     elif plot_note:
@@ -209,7 +255,8 @@ def _series_labels(rows: dict[str, list[Row]]) -> dict[tuple, str]:
 
 
 def read_history(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
-    runs, rows = _judged(storage, threshold)
+    found = judged(storage, threshold)
+    runs, rows = found.runs, found.rows
     labels = _series_labels(rows)
     series: dict[str, Series] = {}
     for test, test_rows in rows.items():
@@ -219,7 +266,7 @@ def read_history(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> History
             s.runs.append(r.index)
             s.tokens_per_second.append(t.tokens_per_second)
             s.tokens_per_second_std.append(t.tokens_per_second * t.spread)
-            s.perplexity.append(float(t.extra.get("perplexity", float("nan"))))
+            s.perplexity.append(_perplexity(t))
             s.kinds.append(r.verdict.kind)
     return History(runs, series)
 

@@ -469,6 +469,16 @@ def mask(text: str) -> str:
     return _URL.sub(lambda m: _mask_url(m.group(0)), text)
 
 
+# Control characters (C0, DEL, C1): a file name may hold a newline or a terminal escape,
+# which printed raw could forge a line ("... passed") or rewrite the screen.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\n(?!$)")
+
+
+def shown(text: str) -> str:
+    """``text`` as printed and kept in reports: addresses masked, control characters written as escapes (a newline as \\n)."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], mask(text))
+
+
 def describe_words(words: list[str]) -> list[str]:
     """A command's words with their secrets masked (a suggested command is printed and kept in logs)."""
     return [mask(w) for w in words]

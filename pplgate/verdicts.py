@@ -89,16 +89,61 @@ class Timing:
         return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
 
 
+class UnreadableRun(ValueError):
+    """A saved run, or one benchmark of it, that is not what pytest-benchmark writes: named and set aside, never judged."""
+
+
+def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float:
+    """``value`` as a finite float above (or at least) ``minimum``; UnreadableRun saying what it is otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnreadableRun(f"{what} is {_shown(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise UnreadableRun(f"{what} is a {len(str(abs(value)))}-digit number, beyond any float") from None
+    if not math.isfinite(number) or (number <= minimum if above else number < minimum):
+        raise UnreadableRun(f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}")
+    return number
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def of_type(value, kinds, what: str, optional: bool = True):
+    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return value
+    names = {dict: "an object", list: "a list", str: "text", int: "an integer"}
+    wanted = " or ".join(names.get(k, k.__name__) for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+    raise UnreadableRun(f"{what} is {_shown(value)}, not {wanted}")
+
+
 def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> Timing | None:
-    """A Timing from one benchmark of a saved run (or of this run's JSON), None if it is not pplgate's."""
-    extra, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
-    median = stats.get("median")
-    if not median or "tokens" not in extra or "test" not in extra:
+    """A Timing from one benchmark of a saved run (or of this run's JSON); None if it is not pplgate's.
+
+    A benchmark of pplgate's whose fields are not what pplgate writes (text
+    where numbers belong, a zero or NaN time, a perplexity of 0) raises
+    UnreadableRun: the run is set aside and named, never judged.
+    """
+    bench = of_type(bench, dict, "a benchmark", optional=False)
+    extra = of_type(bench.get("extra_info"), dict, "extra_info") or {}
+    if "tokens" not in extra or "test" not in extra:
         return None
-    if not (isinstance(median, (int, float)) and math.isfinite(median) and median > 0 and isinstance(extra["tokens"], int) and extra["tokens"] > 0):
-        return None  # a NaN, zero or negative time, or no tokens: nothing a verdict can be drawn from
-    return Timing(extra["test"], run, datetime, commit, node, float(median), float(stats.get("stddev") or 0.0) / float(median),
-                  int(stats.get("rounds") or 1), int(extra["tokens"]), extra)
+    test = of_type(extra["test"], str, "extra_info.test", optional=False)
+    stats = of_type(bench.get("stats"), dict, f"{test}: stats", optional=False)
+    median = _number(stats.get("median"), f"{test}: stats.median")
+    tokens = int(_number(of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"))
+    stddev = 0.0 if stats.get("stddev") is None else _number(stats["stddev"], f"{test}: stats.stddev", above=False)
+    rounds = 1 if stats.get("rounds") is None else int(_number(of_type(stats["rounds"], int, f"{test}: stats.rounds"), f"{test}: stats.rounds"))
+    if extra.get("perplexity") is not None:
+        _number(extra["perplexity"], f"{test}: extra_info.perplexity")
+    conditions = of_type(extra.get("conditions"), dict, f"{test}: extra_info.conditions") or {}
+    if conditions.get("others_cpu_share") is not None:
+        _number(conditions["others_cpu_share"], f"{test}: extra_info.conditions.others_cpu_share", above=False)
+    for key in ("model_sha256", "blocks_sha256", *RUNTIME[:2]):
+        of_type(extra.get(key), str, f"{test}: extra_info.{key}")
+    return Timing(test, run, datetime, commit, node, median, stddev / median, rounds, tokens, extra)
 
 
 @dataclass
@@ -158,7 +203,7 @@ class Saved:
             self._calm.setdefault(key, []).append(t)
         self._newest_here[(t.test, t.node)] = t
         self._nodes.setdefault(t.test, set()).add(t.node)
-        if "perplexity" in t.extra:
+        if t.extra.get("perplexity") is not None:
             self._accuracy[(t.test, *t.accuracy_key)] = t
 
     def series(self, current: Timing) -> list[Timing]:
@@ -204,8 +249,8 @@ def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold
     conditions = current.extra.get("conditions") or {}
     if current.under_load:
         share = conditions.get("others_cpu_share")
-        return Verdict(current.test, "under load",
-                       f"{current.test}: taken under load (other processes took {share:.0%} of the CPU): not judged, and not a baseline for later runs")
+        took = f" (other processes took {share:.0%} of the CPU)" if isinstance(share, (int, float)) else ""
+        return Verdict(current.test, "under load", f"{current.test}: taken under load{took}: not judged, and not a baseline for later runs")
     if not series:
         return Verdict(current.test, "first run", f"{current.test}: {_new_series(current, history)}")
     if len(baseline) < BASELINE_MIN_RUNS:
@@ -235,8 +280,8 @@ def drift(current: Timing, history: Saved | list[Timing]) -> Verdict | None:
     last = _saved(history).last_on_same_inputs(current)
     if last is None:
         return None
-    before, now = last.extra["perplexity"], current.extra["perplexity"]
-    if before == now:
+    before, now = last.extra["perplexity"], current.extra.get("perplexity")
+    if now is None or before == now:
         return None
     changed = _changes(last.runtime, current.runtime)
     if last.node != current.node:

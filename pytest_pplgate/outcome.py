@@ -37,17 +37,17 @@ def obtain(strict: bool, make):
     """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other faults fail with their sentence."""
     __tracebackhide__ = True
     from pplgate.errors import NotApplicable, PplgateError, ProviderUnavailable, SourceUnavailable
-    from pplgate.sources import mask
+    from pplgate.sources import shown
 
     missing = broken = inapplicable = None
     try:
         return make()
     except NotApplicable as err:
-        inapplicable = str(err)
+        inapplicable = shown(str(err))
     except (ProviderUnavailable, SourceUnavailable) as err:
-        missing = mask(str(err))  # a skip reason is printed and kept in reports: no credentials
+        missing = shown(str(err))  # a skip reason is printed and kept in reports: no credentials
     except PplgateError as err:
-        broken = mask(str(err))
+        broken = shown(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
     if inapplicable is not None:
         pytest.skip(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip

@@ -319,14 +319,39 @@ def perplexity_regression(gate: GateSession, gate_target: Target, request: pytes
 
 @pytest.fixture(scope="session")
 def gate_history(pytestconfig: pytest.Config) -> list:
-    """The throughput Timings of the runs pytest-benchmark saved (file or Elasticsearch storage), oldest first."""
-    from pplgate.history import timings_of_run
+    """The throughput Timings of the runs pytest-benchmark saved (file or Elasticsearch storage), oldest first.
+
+    A saved run that cannot be read (not JSON, text where numbers belong, a
+    zero time) is set aside with a warning that names it: never a traceback,
+    never a baseline.
+    """
+    import warnings
+
+    from pplgate.history import SetAside, load_run, timings_of_run
+    from pplgate.sources import shown
+    from pplgate.verdicts import UnreadableRun
 
     bench = getattr(pytestconfig, "_benchmarksession", None)  # pytest-benchmark's session, as its own fixture finds it
     if bench is None or getattr(bench, "disabled", False):
         return []
-    runs = sorted(bench.storage.load(), key=lambda item: item[1].get("datetime", ""))
-    return [t for path, data in runs for t in timings_of_run(Path(str(path)).stem.split("_")[0], data)]
+    storage, runs, aside = bench.storage, [], []
+    if hasattr(storage, "query"):  # file storage: the files pytest-benchmark would compare with, each read on its own
+        for path in storage.query():
+            try:
+                runs.append((path, load_run(Path(path))))
+            except UnreadableRun as err:
+                aside.append(SetAside(Path(path), str(err)))
+    else:
+        runs = list(storage.load())
+    timings = []
+    for path, data in sorted(runs, key=lambda item: str(item[1].get("datetime", "")) if isinstance(item[1], dict) else ""):
+        try:
+            timings += timings_of_run(Path(str(path)).stem.split("_")[0], data)
+        except UnreadableRun as err:
+            aside.append(SetAside(Path(str(path)), str(err)))
+    for run in aside:
+        warnings.warn(pytest.PytestWarning(f"pplgate: {shown(run.line())}"))
+    return timings
 
 
 @pytest.fixture

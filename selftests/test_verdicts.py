@@ -14,6 +14,8 @@ import pytest
 from pplgate.history import draw_history, judged_rows, read_history, render_markdown, timings_of_run
 from pplgate.verdicts import drift, throughput_verdict
 
+pytest_plugins = ["pytester"]
+
 TOKENS = 4096
 
 
@@ -127,10 +129,12 @@ def test_an_identical_perplexity_says_nothing():
 
 
 def write_storage(folder: Path, runs: list[dict]) -> Path:
-    machine = folder / "Linux-CPython-3.11-64bit"
+    from pytest_benchmark.utils import get_machine_id
+
+    machine = folder / get_machine_id()  # where pytest-benchmark looks for this machine's runs
     machine.mkdir(parents=True)
     for i, data in enumerate(runs, 1):
-        data["datetime"] = f"2026-11-{i:02d}T02:00:00"
+        data.setdefault("datetime", f"2026-11-{i:02d}T02:00:00")
         (machine / f"{i:04d}_abcdef01_20261127_000000.json").write_text(json.dumps(data))
     return folder
 
@@ -206,3 +210,73 @@ def test_the_plot_draws_a_line_per_series_with_load_and_verdicts_marked(tmp_path
     assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): slower" in labels
     judged_line = top.get_lines()[0]
     assert list(judged_line.get_xdata()) == [0, 1, 2, 3, 4, 6]  # the run under load is off the line
+
+
+def corrupt(run: dict, path: list, value) -> dict:
+    """``run`` with the field at ``path`` (keys and list indexes) set to ``value``."""
+    run = json.loads(json.dumps(run))
+    node = run
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return run
+
+
+BENCH = ["benchmarks", 0]
+HOSTILE = {
+    "median text": (BENCH + ["stats", "median"], "fast", "stats.median is \"fast\", not a number"),
+    "median zero": (BENCH + ["stats", "median"], 0, "stats.median is 0.0, not a finite number above 0"),
+    "median negative": (BENCH + ["stats", "median"], -0.5, "stats.median is -0.5"),
+    "median huge": (BENCH + ["stats", "median"], 10**400, "stats.median is a 401-digit number, beyond any float"),
+    "median a list": (BENCH + ["stats", "median"], [1], "stats.median is a list, not a number"),
+    "stats a list": (BENCH + ["stats"], [], "stats is a list, not an object"),
+    "stddev text": (BENCH + ["stats", "stddev"], "x", "stats.stddev is \"x\", not a number"),
+    "rounds float": (BENCH + ["stats", "rounds"], 2.5, "stats.rounds is 2.5, not an integer"),
+    "tokens text": (BENCH + ["extra_info", "tokens"], "4096", "extra_info.tokens is \"4096\", not an integer"),
+    "tokens zero": (BENCH + ["extra_info", "tokens"], 0, "extra_info.tokens is 0.0, not a finite number above 0"),
+    "perplexity zero": (BENCH + ["extra_info", "perplexity"], 0, "extra_info.perplexity is 0.0, not a finite number above 0"),
+    "perplexity text": (BENCH + ["extra_info", "perplexity"], "29.4", "extra_info.perplexity is \"29.4\", not a number"),
+    "conditions a list": (BENCH + ["extra_info", "conditions"], [], "extra_info.conditions is a list, not an object"),
+    "share text": (BENCH + ["extra_info", "conditions", "others_cpu_share"], "half", "others_cpu_share is \"half\", not a number"),
+    "sha a number": (BENCH + ["extra_info", "model_sha256"], 5, "extra_info.model_sha256 is 5, not text"),
+    "datetime an int": (["datetime"], 20261101, "datetime is 20261101, not text"),
+    "machine_info a list": (["machine_info"], ["node-a"], "machine_info is a list, not an object"),
+    "benchmarks an object": (["benchmarks"], {}, "benchmarks is an object, not a list"),
+    "benchmark a list": (BENCH, [], "a benchmark is a list, not an object"),
+}
+
+
+def test_a_saved_run_that_cannot_be_read_is_named_and_set_aside(tmp_path):
+    """35 hostile storage files once gave tracebacks in history, its plot and the gate: each is now named and never judged."""
+    runs = [saved_run(s) for s in STEADY] + [corrupt(saved_run(0.9), path, value) for path, value, _ in HOSTILE.values()] + [saved_run(0.5)]
+    storage = write_storage(tmp_path / "bench", runs)
+    machine = next(storage.iterdir())
+    (machine / "9001_x_20261201_000000.json").write_text("{not json")
+    (machine / "9002_x_20261201_000000.json").write_text('{"datetime": ' + "9" * 5000 + "}")
+    (machine / "9003_x_20261201_000000.json").write_text("[" * 100000 + "]" * 100000)
+    (machine / "9004_x_20261201_000000.json").write_bytes(b"\xff\xfe")
+    result = subprocess.run([sys.executable, "-m", "pplgate", "history", "--storage", str(storage), "--plot", str(tmp_path / "h.png"),
+                             "--markdown", str(tmp_path / "h.md")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    aside = [line for line in result.stdout.splitlines() if line.startswith("set aside ")]
+    assert len(aside) == len(HOSTILE) + 4
+    for i, (_, _, reason) in enumerate(HOSTILE.values(), len(STEADY) + 1):
+        line = next(a for a in aside if f"{i:04d}_abcdef01" in a)
+        assert reason in line and line.endswith("not judged and not a baseline: remove it or restore it"), (reason, line)
+    # 5,000 digits: not JSON to Python >= 3.11 (its int limit), an integer datetime to older ones; set aside either way.
+    assert any("9002_x" in a for a in aside) and any("9003_x" in a and "nested deeper" in a for a in aside)
+    table = [line.split()[0] for line in result.stdout.splitlines()[2:] if line.startswith("  0")]
+    assert table == ["0001", "0002", "0003", "0004", "0005", f"{len(runs):04d}"], "only the readable runs are judged"
+    assert "within noise" in result.stdout.splitlines()[2 + len(STEADY)]
+    assert (tmp_path / "h.png").stat().st_size > 0 and "set aside" in (tmp_path / "h.md").read_text()
+
+
+def test_the_gate_sets_a_hostile_saved_run_aside_with_a_warning(pytester, tmp_path):
+    """The throughput fixture reads pytest-benchmark's storage too: a run it cannot read is a warning, not an error."""
+    storage = write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY] + [corrupt(saved_run(0.5), BENCH + ["stats", "median"], "fast")])
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    pytester.makepyfile(test_history="def test_reads(gate_history):\n    assert len(gate_history) == 5\n")
+    result = pytester.runpytest_subprocess(f"--benchmark-storage=file://{storage}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*pplgate: set aside *0006_abcdef01_20261127_000000.json: tiny-cpu-fp32: stats.median is \"fast\", not a number*"])
