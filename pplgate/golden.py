@@ -169,13 +169,26 @@ class Tolerance:
         return math.isfinite(self.obtained) and self.rel_difference <= self.rel_tol
 
 
+def digits(value: int) -> int:
+    """How many decimal digits an int has, without str(), which Python >= 3.11 refuses past 4,300."""
+    return len(str(abs(value))) if value.bit_length() < 10000 else int(value.bit_length() * math.log10(2)) + 1
+
+
 def _require(data: dict, key: str, kind, where: str, path: Path):
     if key not in data:
         raise GoldenError(f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with --gate-update-golden.")
     value = data[key]
     if kind is float and isinstance(value, bool) or not isinstance(value, kind if kind is not float else (int, float)):
         want = {float: "a number", str: "a string", dict: "an object"}[kind]
-        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {json.dumps(value)}: fix it, or regenerate the entry with --gate-update-golden.")
+        shown = json.dumps(value)
+        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {shown if len(shown) <= 60 else shown[:57] + '...'}: "
+                          "fix it, or regenerate the entry with --gate-update-golden.")
+    if kind is float:
+        try:
+            float(value)
+        except OverflowError:
+            raise GoldenError(f"golden file {path}: key {where}{key} is a {digits(value)}-digit number, beyond any float: "
+                              "write it with at most 17 significant digits, or regenerate the entry with --gate-update-golden.") from None
     return value
 
 
@@ -310,6 +323,9 @@ def _read(path: Path) -> dict:
         raise GoldenError(f"golden file {path} holds key {dup.args[0]!r} twice in one object, and only the last would count: keep one.") from None
     except RecursionError:
         raise GoldenError(f"golden file {path} nests too deeply to be a case: restore it with git checkout.") from None
+    except ValueError as err:  # an integer of more digits than Python converts (4,300 since 3.11)
+        raise GoldenError(f"golden file {path} holds a number Python cannot read ({str(err).splitlines()[0][:80]}): "
+                          "write it with at most 17 significant digits, or restore the file with git checkout.") from None
     if not isinstance(data, dict):
         raise GoldenError(f"golden file {path} must hold a JSON object: restore it with git checkout.")
     return data

@@ -28,6 +28,8 @@ PAST = re.compile(r"^past_key_values\.\d+\.(key|value)$")
 # onnxruntime's NodeArg.type -> numpy
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
            "tensor(float16)": np.float16, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
+# What logits may be: scored in float32 (float16 and double are cast), as the vendor's host code scores them.
+LOGITS_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ def inspect(session, name: str) -> GraphInterface:
                                    "export it with optimum, or without a past key/value cache.")
             past_shapes[i.name] = (shape[1], shape[3])
     logits = _find_logits(session.get_outputs(), name)
+    if logits.type not in LOGITS_TYPES:
+        raise PplgateError(f"model {name}'s logits output {logits.name} is {logits.type}, not {', '.join(LOGITS_TYPES)}: "
+                           "export the language model with floating-point logits.")
+    if logits.shape and len(logits.shape) != 3:
+        raise logits_rank(name, len(logits.shape))
     ids_shape = next(i for i in inputs if i.name == IDS).shape
     if len(ids_shape) == 2 and len(logits.shape) == 3 and None not in (_dim(ids_shape[1]), _dim(logits.shape[1])) and ids_shape[1] != logits.shape[1]:
         raise logits_short(name, logits.shape[1], ids_shape[1])
@@ -87,7 +94,7 @@ def _find_logits(outputs, name: str):
     by_name = {o.name: o for o in outputs}
     if "logits" in by_name:
         return by_name["logits"]
-    candidates = [o for o in outputs if not o.name.startswith("present") and len(o.shape) == 3 and o.type in ("tensor(float)", "tensor(float16)")]
+    candidates = [o for o in outputs if not o.name.startswith("present") and len(o.shape) == 3 and o.type in LOGITS_TYPES]
     if len(candidates) != 1:
         raise PplgateError(f"model {name} has no logits output (its outputs: {', '.join(by_name) or 'none'}): export it with a [batch, sequence, vocab] output named logits.")
     return candidates[0]
@@ -111,6 +118,12 @@ def feeds(iface: GraphInterface, ids: np.ndarray) -> dict[str, np.ndarray]:
             value = np.zeros((b, heads, 0, head_dim))  # [B, H, 0, D]: a past of length 0
         out[name] = np.ascontiguousarray(value, dtype=dtype)
     return out
+
+
+def logits_rank(name: str, rank: int) -> PplgateError:
+    """The sentence for logits that are not [batch, sequence, vocab]."""
+    return PplgateError(f"model {name} gives logits of rank {rank}, not [batch, sequence, vocab] (rank 3), so no position can be scored: "
+                        "export the language model with logits for every input position, as transformers' export does.")
 
 
 def logits_short(name: str, rows: int, tokens: int) -> PplgateError:

@@ -22,7 +22,7 @@ from pplgate.data import TokenStream, load_tokens
 from pplgate.devices import Device, check_precision, refuse_precision_options
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.interface import check_fits, logits_short
+from pplgate.interface import check_fits, logits_rank, logits_short
 from pplgate.method import Method
 from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
@@ -69,8 +69,10 @@ def _probe(session: LMSession, name: str, length: int) -> None:
         logits = session.session.run([session.iface.logits], session.feeds(short))[0]
     except ORT_RUN_ERRORS as err:
         raise PplgateError(f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): check it with --device cpu --precision fp32.") from err
-    if logits.ndim != 3 or logits.shape[:2] != short.shape:
-        raise logits_short(name, logits.shape[1] if logits.ndim == 3 else 0, short.shape[1])
+    if logits.ndim != 3:
+        raise logits_rank(name, logits.ndim)
+    if logits.shape[:2] != short.shape:
+        raise logits_short(name, logits.shape[1], short.shape[1])
     # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
     try:
         session.token_losses(np.zeros((batch, length), dtype=np.int64))

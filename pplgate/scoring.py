@@ -115,7 +115,7 @@ def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto
     picked = node("Squeeze", [picked, const("axis2p", [2])], "picked_2d")  # [B, R]
     node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
 
-    elem = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}[logits_dtype]
+    elem = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}[logits_dtype]
     graph = helper.make_graph(
         nodes,
         "pplgate_scoring",

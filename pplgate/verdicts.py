@@ -100,7 +100,7 @@ def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float
     try:
         number = float(value)
     except OverflowError:
-        raise UnreadableRun(f"{what} is a {len(str(abs(value)))}-digit number, beyond any float") from None
+        raise UnreadableRun(f"{what} is a {int(abs(value)).bit_length() * 30103 // 100000 + 1}-digit number or so, beyond any float") from None
     if not math.isfinite(number) or (number <= minimum if above else number < minimum):
         raise UnreadableRun(f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}")
     return number

@@ -98,9 +98,35 @@ def test_localize_refuses_a_tolerance_that_compares_nothing(value, capsys):
 
 @pytest.mark.parametrize("median", [float("nan"), 0.0, -0.5])
 def test_a_run_with_no_real_time_is_never_judged(median):
+    """Named as unreadable, so history and the gate set the run aside and say so."""
+    from pplgate.verdicts import UnreadableRun
+
     bench = {"stats": {"median": median, "stddev": 0.01, "rounds": 3}, "extra_info": {"test": "t", "tokens": 4096}}
-    assert timing_of(bench, "0001", "", "", "node") is None
-    assert timing_of({**bench, "stats": {**bench["stats"], "median": 0.5}, "extra_info": {"test": "t", "tokens": 0}}, "0001", "", "", "node") is None
+    with pytest.raises(UnreadableRun, match="t: stats.median is"):
+        timing_of(bench, "0001", "", "", "node")
+    with pytest.raises(UnreadableRun, match="t: extra_info.tokens is 0.0"):
+        timing_of({**bench, "stats": {**bench["stats"], "median": 0.5}, "extra_info": {"test": "t", "tokens": 0}}, "0001", "", "", "node")
+
+
+def test_a_numpy_reference_of_a_model_pplgate_did_not_build_is_one_sentence(tiny_model, blocks, tmp_path):
+    from pplgate.testmodel import cached_reference_perplexity
+
+    model = onnx.load(str(tiny_model))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "exported.onnx"))
+    with pytest.raises(PplgateError, match=r'^model exported\.onnx was not built by pplgate .*"computed": "numpy-reference" is for builtin: models'):
+        cached_reference_perplexity(tmp_path / "exported.onnx", blocks.head(1), tmp_path / "c")
+
+
+def test_a_damaged_reference_cache_is_computed_again(tiny_model, blocks, tmp_path):
+    from pplgate.testmodel import cached_reference_perplexity
+
+    first = cached_reference_perplexity(tiny_model, blocks.head(1), tmp_path)
+    (entry,) = (tmp_path / "reference").iterdir()
+    for damaged in (entry.read_text()[:10], '{"perplexity": "x"}', '{"perplexity": 0}', "[]"):
+        entry.write_text(damaged)
+        assert cached_reference_perplexity(tiny_model, blocks.head(1), tmp_path) == first
+        assert json.loads(entry.read_text())["perplexity"] == first
 
 
 def test_fetch_never_deletes_a_file_it_did_not_write(dataset_dir, tokenizer_dir, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -48,6 +49,27 @@ def _celu_head(m):
     m.graph.node.sort(key=lambda n: n.output[0] == "logits")
 
 
+def _logits_as(elem_type):
+    """The logits cast to another type at the graph's end, as an export in another precision gives them."""
+    def change(m):
+        final = next(n for n in m.graph.node if n.output and n.output[0] == "logits")
+        final.output[0] = "logits_raw"
+        m.graph.node.append(helper.make_node("Cast", ["logits_raw"], ["logits"], to=elem_type))
+        m.graph.output[0].type.tensor_type.elem_type = elem_type
+    return change
+
+
+def _rank_2(m):
+    """Logits flattened to [batch * sequence, vocab]."""
+    final = next(n for n in m.graph.node if n.output and n.output[0] == "logits")
+    final.output[0] = "logits_3d"
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, 0], dtype=np.int64), "flat_shape"))
+    m.graph.node.append(helper.make_node("Reshape", ["logits_3d", "flat_shape"], ["logits"]))
+    dims = m.graph.output[0].type.tensor_type.shape.dim
+    del dims[0]
+    dims[0].dim_param = "rows"
+
+
 def bad_models(tiny_model, tmp_path):
     """name -> (path, precision, expected sentence fragment)."""
     d = tmp_path
@@ -67,10 +89,14 @@ def bad_models(tiny_model, tmp_path):
         "vocabulary": (small_vocab, "fp32", "predicts 1000 tokens, but the tokenizer has 50257"),
         "short sequence": (_edit(tiny_model, d / "seq512.onnx", _fixed_512), "fp32", "takes sequences of 512 tokens, fewer than the 1024"),
         "fp16 impossible": (_edit(tiny_model, d / "celu.onnx", _celu_head), "fp16", "cannot build a fp16 session of celu.fp16.onnx on cpu"),
+        "int32 logits": (_edit(tiny_model, d / "int32.onnx", _logits_as(TensorProto.INT32)), "fp32",
+                         "int32.onnx's logits output logits is tensor(int32), not tensor(float), tensor(float16), tensor(double)"),
+        "rank-2 logits": (_edit(tiny_model, d / "rank2.onnx", _rank_2), "fp32", "gives logits of rank 2, not [batch, sequence, vocab] (rank 3)"),
     }
 
 
-CASES = ["missing", "directory", "empty", "truncated", "not onnx", "no input_ids", "no logits", "vocabulary", "short sequence", "fp16 impossible"]
+CASES = ["missing", "directory", "empty", "truncated", "not onnx", "no input_ids", "no logits", "vocabulary", "short sequence", "fp16 impossible",
+         "int32 logits", "rank-2 logits"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -122,3 +148,17 @@ def test_concurrent_runs_convert_to_fp16_once(tiny_model, tmp_path):
     assert {out.strip() for out, _ in outs} == {str(tmp_path / "model.fp16.onnx")}
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model.fp16.onnx", "model.fp16.onnx.json", "model.onnx"]
     onnx.checker.check_model(str(tmp_path / "model.fp16.onnx"))
+
+
+@pytest.mark.parametrize("scoring", ["graph", "host"])
+def test_float64_logits_are_scored(scoring, tiny_model, tmp_path, dataset_dir, tokenizer_dir, token_cache, capsys):
+    """A graph that gives double logits is scored as the float32 ones it was cast from: the same perplexity."""
+    import json
+
+    wide = _edit(tiny_model, tmp_path / "float64.onnx", _logits_as(TensorProto.DOUBLE))
+    perplexities = []
+    for path in (tiny_model, wide):
+        assert main(["--model", str(path), "--dataset", dataset_dir, "--tokenizer", tokenizer_dir, "--cache-dir", str(token_cache),
+                     "--max-blocks", "1", "--no-progress", "--scoring", scoring]) == 0
+        perplexities.append(json.loads(capsys.readouterr().out.split("Final report:\n", 1)[1])["perplexity"])
+    assert perplexities[0] == perplexities[1]

@@ -8,6 +8,7 @@ wiring mistake in either shows up as a disagreement.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from onnx import numpy_helper
 
 from pplgate.blocks import Blocks
 from pplgate.digest import file_digest
+from pplgate.errors import PplgateError
 from pplgate.fileio import CACHE_FIX, write_json_atomic
 from pplgate.metric import perplexity
 from pplgate.testmodel.config import GPT2Config
@@ -25,6 +27,9 @@ from pplgate.testmodel.graph import CONFIG_KEY
 def load_weights(path: Path) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
+    if CONFIG_KEY not in props:
+        raise PplgateError(f"model {path.name} was not built by pplgate (its metadata has no {CONFIG_KEY}), so no numpy reference can recompute it: "
+                           '"computed": "numpy-reference" is for builtin: models; give the entry a "perplexity" instead.')
     cfg = GPT2Config(**json.loads(props[CONFIG_KEY]))
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     return cfg, weights
@@ -91,8 +96,12 @@ def cached_reference_perplexity(path: Path, blocks: Blocks, cache_dir: Path) -> 
     """``reference_perplexity``, kept in ``<cache>/reference`` by model file and blocks fingerprint."""
     key = f"{file_digest(path, cache_dir).sha256[:24]}-{blocks.fingerprint()[:24]}"
     cached = Path(cache_dir) / "reference" / f"{key}.json"
-    if cached.is_file():
-        return float(json.loads(cached.read_text())["perplexity"])
+    try:
+        value = float(json.loads(cached.read_text())["perplexity"])
+        if math.isfinite(value) and value > 0:
+            return value
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or a cache entry cut short or damaged: computed again
     value = reference_perplexity(path, blocks)
     write_json_atomic(cached, {"model": path.name, "blocks": len(blocks), "perplexity": value}, fix=CACHE_FIX)
     return value
