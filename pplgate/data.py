@@ -21,10 +21,10 @@ import numpy as np
 
 from pplgate.blocks import Blocks, group
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.fileio import CACHE_FIX, write_atomic
+from pplgate.fileio import CACHE_FIX, make_folder, write_atomic
 from pplgate.method import BLOCK_SIZE
 from pplgate.metric import count_words
-from pplgate.sources import DATASET_CONFIG, DEFAULT_DATASET, SPLIT, looks_local
+from pplgate.sources import DATASET_CONFIG, DEFAULT_DATASET, NO_ROOM, SPLIT, local_path, looks_local
 
 log = logging.getLogger("pplgate")
 
@@ -90,11 +90,19 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
 
     where = {} if arrow_cache is None else {"cache_dir": str(arrow_cache)}
     try:
-        ds = datasets.load_dataset(str(Path(source).expanduser()) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
+        ds = datasets.load_dataset(str(local_path(source)) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
     except ConnectionError as err:
         raise _unreachable(source) from err
     except (ValueError, FileNotFoundError) as err:
         raise PplgateError(f"dataset {source} has no {DATASET_CONFIG} {SPLIT} split ({err}): pass --dataset with a copy of {DEFAULT_DATASET}.") from err
+    except datasets.exceptions.DatasetGenerationError as err:
+        # Raised over the file reader's own error: a parquet file with no rows, or cut short.
+        cause = err.__cause__ or err
+        if isinstance(cause, OSError) and cause.errno in NO_ROOM:
+            raise PplgateError(f"dataset {source} cannot be prepared: no room to write datasets' copy of it ({os.strerror(cause.errno)}): "
+                               "free space there, raise the file-size limit (ulimit -f), or point --cache-dir at a folder with room.") from err
+        raise PplgateError(f"dataset {source}'s files cannot be read ({type(cause).__name__}: {str(cause).strip().splitlines()[0][:200] if str(cause).strip() else 'no detail'}): "
+                           f"pass --dataset with a complete copy of {DEFAULT_DATASET}.") from err
     except PermissionError as err:
         raise PplgateError(f"dataset {source} cannot be prepared: {err.filename or 'a folder it needs'} is not writable ({err.strerror}): "
                            "point --cache-dir (in the gate --gate-cache-dir, or $PPLGATE_CACHE) and $HF_HOME at writable folders.") from err
@@ -134,7 +142,7 @@ def dataset_key(source: str) -> str:
     the commit of the repository (from the hub, or the local cache offline).
     """
     if looks_local(source):
-        folder = Path(source).expanduser()
+        folder = local_path(source)
         if not folder.is_dir():
             raise PplgateError(f"dataset folder {source} does not exist: pass --dataset with a folder laid out like the hub repository {DEFAULT_DATASET}, or its hub id.")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
@@ -152,7 +160,7 @@ def dataset_key(source: str) -> str:
 def resolve_tokenizer_dir(source: str) -> Path:
     """A local folder holding the tokenizer's files: the source itself, or the hub's cache."""
     if looks_local(source):
-        folder = Path(source).expanduser()
+        folder = local_path(source)
         if not folder.is_dir():
             raise PplgateError(f"tokenizer folder {source} does not exist: pass --tokenizer with a folder holding GPT-2's vocab.json and merges.txt (or tokenizer.json), or a hub id.")
         if not ((folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
@@ -229,7 +237,7 @@ def load_tokenizer(source: str):
     folder = resolve_tokenizer_dir(source) if not isinstance(source, Path) else source
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt merges.txt ("Error while initializing BPE")
         raise PplgateError(f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass --tokenizer with a complete copy of GPT-2's tokenizer files.") from err
 
 
@@ -261,6 +269,8 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
         log.info("token cache %s cannot be used (%s): tokenizing again", path, why)
+    # The cache folder before the dataset: a --cache-dir that cannot be written is named as such, not blamed on the data.
+    make_folder(Path(cache_dir) / "tokens", CACHE_FIX)
     arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
     made = tokenize(load_texts(dataset, arrow_cache), folder)
     write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))), fix=CACHE_FIX)

@@ -20,7 +20,7 @@ from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import remove_idle_locks, write_atomic
 from pplgate.modelfiles import check_locations, read_locations
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, read_sums, repo_folder_name, verify
-from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, beside, describe, download, hub_download, looks_local
+from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, beside, describe, download, hub_download, local_path, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
 TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]
@@ -44,7 +44,7 @@ def fetch(root: Path, model: str, dataset: str, tokenizer: str, cache_dir: Path,
 def _fetch_repo(spec: str, root: Path, cache_dir: Path, what: str, patterns: list[str], repo_type: str) -> str:
     """A hub repository's wanted files (or a local folder's) into ``root/<its name>``."""
     if looks_local(spec):
-        source = Path(spec).expanduser()
+        source = local_path(spec)
         if not source.is_dir():
             raise PplgateError(f"{what} folder {spec} does not exist: pass --{what} with a hub id or a folder laid out like one.")
         name = source.resolve().name
@@ -121,7 +121,7 @@ def _fetch_model_files(spec: str, folder: Path, cache_dir: Path, progress: bool)
     path = _fetch_file(spec, folder, progress)
     # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source,
     # and only from there (a location that leaves the folder is refused before any of it is read).
-    locations = _locations(path, Path(spec).expanduser() if looks_local(spec) else path)
+    locations = _locations(path, local_path(spec) if looks_local(spec) else path)
     extra = [_fetch_file(beside(spec, loc), folder / PurePosixPath(loc).parent, progress) for loc in locations]
     # Every model the folder holds: fetching a second case's model keeps the first's lines.
     listed = read_sums(folder / SUMS) if (folder / SUMS).is_file() else {}
@@ -138,7 +138,7 @@ def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
     """One file of a model (a URL, hf://<repo>/<file> or a path) into ``folder``, whole or not at all."""
     if spec.startswith(("https://", "http://")):
         return download(spec, folder, progress=progress)  # resumable, hashed while it streams
-    source = hub_download(spec) if spec.startswith("hf://") else Path(spec).expanduser()
+    source = hub_download(spec) if spec.startswith("hf://") else local_path(spec)
     if not source.is_file():
         raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
     path = folder / source.name  # a hub file keeps its name in the hub's cache too

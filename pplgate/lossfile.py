@@ -47,8 +47,10 @@ def load_losses(path: Path) -> SavedLosses:
         with np.load(path) as data:
             blocks = Blocks(data["ids"].astype(np.int64), data["lengths"].astype(np.int64))
             saved = SavedLosses(data["token_losses"], blocks, json.loads(str(data["meta"])))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as err:
         raise PplgateError(f"losses file {path} is not one pplgate wrote ({type(err).__name__}): write it again with --save-losses.") from err
+    if not isinstance(saved.meta, dict):
+        raise PplgateError(f"losses file {path} holds a report that is {type(saved.meta).__name__}, not a JSON object: write it again with --save-losses.")
     if blocks.ids.size != blocks.lengths.sum() or saved.token_losses.shape != (blocks.scored_tokens,):
         raise PplgateError(f"losses file {path} holds {saved.token_losses.size} losses that do not fit its {len(blocks)} blocks: write it again with --save-losses.")
     return saved

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pplgate.argtypes import key_value, positive_int, thread_count
 from pplgate.fileio import default_model_dir, user_cache_dir
-from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
+from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, local_path
 
 SOURCES_ENV = "PPLGATE_SOURCES"
 # "graph": cross-entropy in a scoring session fed the logits where they are; only losses leave the runtime.
@@ -59,7 +59,7 @@ class Option:
 def default_sources_folder() -> Path | None:
     """``$PPLGATE_SOURCES``, read when a run starts, not at import."""
     value = os.environ.get(SOURCES_ENV)
-    return Path(value).expanduser() if value else None
+    return local_path(value) if value else None
 
 
 def _ini(key: str, default: str) -> str:

@@ -13,6 +13,7 @@ itself and keeps what it made, so that tests share it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,25 @@ def _probe(session: LMSession, name: str, length: int) -> None:
     if logits.shape[:2] != short.shape:
         raise logits_short(name, logits.shape[1], short.shape[1])
     # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
+    # Its logits alone are batch x length x vocab: a block size past any context must not allocate them first.
+    need = batch * length * (session.iface.vocab_size or int(logits.shape[-1])) * np.dtype(session.iface.logits_dtype).itemsize
+    memory = physical_memory()
+    if memory is not None and need > memory:
+        raise PplgateError(f"blocks of {length} tokens (batch {batch}) need {need / 2**30:,.1f} GiB for their logits alone, more than this machine's "
+                           f"{memory / 2**30:,.1f} GiB of memory: pass --block-size (a case's method.block_size) no larger than the model's context.")
     try:
         session.token_losses(np.zeros((batch, length), dtype=np.int64))
     except ORT_RUN_ERRORS as err:
         raise PplgateError(f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
                            "pass --block-size (a case's method.block_size) no larger than its context.") from err
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has, where the system says (Linux, macOS); None elsewhere."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,

@@ -58,9 +58,18 @@ NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 log = logging.getLogger("pplgate")
 
 
+def local_path(text: str) -> Path:
+    """``text`` as a path, ``~`` and ``~user`` expanded; a ``~user`` of no user here is one sentence."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib's "Could not determine home directory"
+        user = str(text)[1:].split("/")[0]
+        raise PplgateError(f"{text} starts with ~{user}, but this machine has no user {user!r} (or no home folder for it): write the path in full.") from None
+
+
 def looks_local(source: str) -> bool:
     """A path is local when it exists or is spelled as a path (./x, ../x, /x, ~/x)."""
-    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+    return source.startswith((".", "/", "~")) or local_path(source).exists()
 
 
 def unreadable_model(spec: str) -> str | None:
@@ -69,7 +78,7 @@ def unreadable_model(spec: str) -> str | None:
         return None
     if spec.startswith("file://"):
         spec = urllib.request.url2pathname(urllib.parse.urlsplit(spec).path)
-    path = Path(spec).expanduser()
+    path = local_path(spec)
     if not path.exists():
         return "no such file"
     if not path.is_file():
@@ -100,7 +109,7 @@ def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: fl
         for location in external_locations(path, cache_dir):
             hub_download(beside(spec, location))  # into the same snapshot folder, beside the model
         return path
-    path = Path(spec).expanduser()
+    path = local_path(spec)
     if not path.exists():
         raise SourceUnavailable(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.", option="--model")
     if not path.is_file():
@@ -114,7 +123,7 @@ def beside(spec: str, name: str) -> str:
     if spec.startswith(("https://", "http://", "hf://")):
         parts = urllib.parse.urlsplit(spec)
         return urllib.parse.urlunsplit(parts._replace(path=str(PurePosixPath(parts.path).parent / name), fragment=""))
-    return str(Path(spec).expanduser().parent / name)
+    return str(local_path(spec).parent / name)
 
 
 def build_builtin(name: str, model_dir: Path) -> Path:

@@ -149,3 +149,65 @@ def test_summary_reasons_wrap_whole(scratch_gate):
     summary = result.stdout.str().split("- pplgate -")[1]
     text = " ".join(line.strip() for line in summary.splitlines() if line.startswith("    "))
     assert "install Enflame's onnxruntime build (TopsInference) to test gcu." in text
+
+
+def wikitext_folder(tmp_path: Path, column) -> Path:
+    folder = tmp_path / "wikitext"
+    (folder / "wikitext-2-raw-v1").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: wikitext-2-raw-v1\n  data_files:\n  - split: test\n"
+                                      "    path: wikitext-2-raw-v1/test-*\n---\n")
+    pq.write_table(pa.table({"text": column}), folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet")
+    return folder
+
+
+def with_option(args: list[str], option: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(option) + 1] = value
+    return args
+
+
+def test_a_dataset_file_with_no_rows(base_args, tmp_path):
+    folder = wikitext_folder(tmp_path, pa.array([], type=pa.string()))
+    line = last_error(cli(*with_option(with_option(base_args, "--dataset", str(folder)), "--cache-dir", str(tmp_path / "c"))))
+    assert line.startswith(f"pplgate: error: dataset {folder}") and line.endswith("pass --dataset with a complete copy of Salesforce/wikitext."), line
+
+
+def test_a_corrupt_merges_file(base_args, tokenizer_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "gpt2"
+    shutil.copytree(tokenizer_dir, folder)
+    (folder / "merges.txt").write_text("#version: 0.2\nthis line has three\n")
+    line = last_error(cli(*with_option(with_option(base_args, "--tokenizer", str(folder)), "--cache-dir", str(tmp_path / "c"))))
+    assert line.startswith(f"pplgate: error: tokenizer in {folder} cannot be loaded (") and "--tokenizer with a complete copy" in line
+
+
+@pytest.mark.parametrize("option", ["--model", "--dataset", "--tokenizer"])
+def test_a_home_folder_of_no_user(base_args, option):
+    args = base_args if option in base_args else [*base_args, option, "x"]
+    line = last_error(cli(*with_option(args, option, "~no-such-user-here/x"), "--max-blocks", "1"))
+    assert line == ("pplgate: error: ~no-such-user-here/x starts with ~no-such-user-here, but this machine has no user 'no-such-user-here' "
+                    "(or no home folder for it): write the path in full.")
+
+
+def test_a_block_larger_than_memory_is_refused_before_it_is_allocated(base_args):
+    line = last_error(cli(*base_args, "--grouping", "contiguous", "--block-size", "283287"))
+    assert line.startswith("pplgate: error: blocks of 283287 tokens (batch 1) need 53.0 GiB for their logits alone, more than this machine's")
+
+
+def test_losses_whose_report_is_not_an_object(tmp_path):
+    import json
+
+    import numpy as np
+
+    path = tmp_path / "l.npz"
+    np.savez_compressed(path, token_losses=np.zeros(3, np.float32), ids=np.arange(4, dtype=np.int32), lengths=np.array([4]), meta=np.array(json.dumps([1, 2])))
+    line = last_error(subprocess.run([sys.executable, "-m", "pplgate", "diff", str(path), str(path)], capture_output=True, text=True, timeout=120))
+    assert line == f"pplgate: error: losses file {path} holds a report that is list, not a JSON object: write it again with --save-losses."
+
+
+def test_a_file_name_with_control_characters_is_printed_escaped(base_args, tmp_path):
+    """A newline or a terminal escape in a name must not forge a line of output."""
+    name = tmp_path / "evil\nPASSED all 10 checks\x1b[2K.onnx"
+    line = last_error(cli(*base_args, "--model", str(name)))
+    assert "evil\\nPASSED all 10 checks\\x1b[2K.onnx does not exist" in line
