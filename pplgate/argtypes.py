@@ -99,9 +99,17 @@ def checked(parse):
 
 def device_list(text: str) -> tuple[str, ...]:
     """'cpu GCU:1' or 'cpu,gcu:1' -> ('cpu', 'gcu:1'): each checked, and named as a label names it."""
-    return tuple(checked(parse_device)(name).spec for name in text.replace(",", " ").split())
+    return _once(tuple(checked(parse_device)(name).spec for name in text.replace(",", " ").split()), "device")
 
 
 def precision_list(text: str) -> tuple[str, ...]:
     """'fp32 FP16' -> ('fp32', 'fp16'): each checked, and named as a label names it."""
-    return tuple(checked(parse_precision)(name) for name in text.replace(",", " ").split())
+    return _once(tuple(checked(parse_precision)(name) for name in text.replace(",", " ").split()), "precision")
+
+
+def _once(names: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A list that names one twice would run, count and report its tests twice: refused."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{' '.join(names)!r} names the {what} {twice[0]} twice: name each once")
+    return names

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import WriteFailed, default_model_dir, user_cache_dir, write_json_atomic
 from pplgate.method import BLOCK_SIZE, GROUPINGS, Method
 from pplgate.options import RunSettings, RuntimeOptions, add_global_options
-from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe
+from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, shown
 from pplgate.verdicts import DEFAULT_THRESHOLD
 
 
@@ -85,7 +87,7 @@ def plot_main(argv: list[str]) -> int:
     from pplgate.history import plot_history
 
     args = build_plot_parser().parse_args(argv)
-    return _exit_status(lambda: print(plot_history(args.storage, args.output)))
+    return _exit_status(lambda: _emit(plot_history(args.storage, args.output)))
 
 
 def build_history_parser() -> argparse.ArgumentParser:
@@ -102,7 +104,6 @@ def build_history_parser() -> argparse.ArgumentParser:
 
 
 def history_main(argv: list[str]) -> int:
-    from pplgate.sources import shown
     from pplgate.history import judged, plot_history, plot_reference, render_markdown, render_table
 
     args = build_history_parser().parse_args(argv)
@@ -111,9 +112,9 @@ def history_main(argv: list[str]) -> int:
     def work() -> None:
         found = judged(args.storage, args.threshold)
         rows = found.rows
-        print(render_table(rows), end="")
+        _emit(render_table(rows), end="")
         for aside in found.set_aside:
-            print(shown(aside.line()))
+            _emit(shown(aside.line()))
         if args.plot is not None:
             plot_history(args.storage, args.plot, args.threshold)
         if args.markdown is not None:
@@ -122,7 +123,7 @@ def history_main(argv: list[str]) -> int:
                 out.write(text)
         regressions.extend(runs[-1].verdict.sentence for runs in rows.values() if runs[-1].verdict.regression)
         for sentence in regressions:
-            print(f"regression: {sentence}")
+            _emit(f"regression: {sentence}")
 
     status = _exit_status(work)
     if status == 0 and regressions and args.fail_on_regression:
@@ -148,7 +149,7 @@ def diff_main(argv: list[str]) -> int:
 
     def work() -> None:
         a, b = load_losses(args.a), load_losses(args.b)
-        print(render(a, b, load_tokenizer(args.tokenizer or a.meta["tokenizer"]).decode, count=args.top))
+        _emit(render(a, b, load_tokenizer(args.tokenizer or a.meta["tokenizer"]).decode, count=args.top))
 
     return _exit_status(work)
 
@@ -181,7 +182,7 @@ def localize_main(argv: list[str]) -> int:
     def work() -> None:
         loc = localize_run(_sources(args), (args.device, args.precision), args.reference, Method(args.grouping, args.block_size, args.blocks),
                            args.reference_model, args.threshold, _settings(args).options)
-        print(render(loc))
+        _emit(render(loc))
         _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, loc.report(), fix))
         _write(args.plot, "--plot", lambda path, fix: plot(loc, path))
 
@@ -220,8 +221,8 @@ def fetch_main(argv: list[str]) -> int:
         case = load_case(args.case).sources if args.case is not None else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
         lines = fetch(args.folder, args.model or case["model"], args.dataset or case["dataset"], args.tokenizer or case["tokenizer"],
                       args.cache_dir, progress=not args.no_progress)
-        print("\n".join(lines))
-        print(f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
+        _emit("\n".join(lines))
+        _emit(f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
 
     return _exit_status(work)
 
@@ -244,7 +245,7 @@ def convert_main(argv: list[str]) -> int:
 
     args = build_convert_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    return _exit_status(lambda: print(write_session_model(args.model, args.device, args.precision, args.output, args.model_dir, args.cache_dir)))
+    return _exit_status(lambda: _emit(write_session_model(args.model, args.device, args.precision, args.output, args.model_dir, args.cache_dir)))
 
 
 def _write(path: Path | None, option: str, write) -> None:
@@ -259,8 +260,9 @@ def _write(path: Path | None, option: str, write) -> None:
 
 def _exit_status(work) -> int:
     """Runs ``work``: 0, or its fault as one sentence and 1, or 130 for Ctrl-C."""
-    from pplgate.sources import shown
-
+    if sys.stdout is None:  # started with standard output closed (>&-): every printed result would vanish
+        print("pplgate: error: standard output is closed, so the result would be lost: run with it open, or redirected to a file.", file=sys.stderr)
+        return 1
     try:
         work()
     except PplgateError as err:
@@ -276,6 +278,28 @@ def _exit_status(work) -> int:
         print("pplgate: interrupted: no report was written.", file=sys.stderr)
         return 130
     return 0
+
+
+def _emit(text: object, end: str = "\n") -> None:
+    """A result onto standard output, flushed: one that cannot be written (a full disk, /dev/full, a closed pipe) is named, never lost in silence."""
+    try:
+        sys.stdout.write(f"{text}{end}")
+        sys.stdout.flush()
+    except OSError as err:
+        where = _stdout_name()
+        # What is left in the buffer would fail again at exit: standard output goes to /dev/null from here.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise PplgateError(f"cannot write the result to standard output ({where}: {err.strerror or type(err).__name__}), so it is lost: "
+                           "redirect it to a file with room (or use --report-json where the command has it) and run again.") from None
+
+
+def _stdout_name() -> str:
+    """What standard output is: a path where the system says (/dev/full, a file), else its description."""
+    try:
+        return shown(os.readlink("/proc/self/fd/1"))
+    except OSError:
+        return "standard output"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         report, evaluation = run(_sources(args), args.device, args.precision, Method(args.grouping, args.block_size, args.max_blocks),
                                  _settings(args, progress=not args.no_progress), args.measure_forward, args.reference)
         # The result first: a file that cannot be written must not lose it.
-        print("Final report:")
-        print(json.dumps(report, indent=2), flush=True)
-        _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, report, fix))
-        _write(args.save_losses, "--save-losses", lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix))
+        try:
+            _emit("Final report:\n" + json.dumps(report, indent=2))
+        finally:  # an output that cannot be written must not lose the files asked for either
+            _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, report, fix))
+            _write(args.save_losses, "--save-losses", lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix))
 
     return _exit_status(work)

@@ -88,6 +88,9 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     # By content: a same-size, same-time replacement of the source is another model.
     # Its weights files too: the same graph with other external data is another model.
     key = {"source": source.name, "source_sha256": model_identity(source, cache_dir or user_cache_dir()).sha256}
+    made = _read_meta(meta)
+    if target.is_file() and _made_from(made, key) and unchanged(made, target):
+        return target  # converted before and untouched since: read without the lock, so a read-only folder serves
     try:
         with locked(target):
             made = _read_meta(meta)

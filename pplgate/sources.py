@@ -81,8 +81,10 @@ def unreadable_model(spec: str) -> str | None:
     path = local_path(spec)
     if not path.exists():
         return "no such file"
+    if path.is_dir():
+        return "a directory, not a file"
     if not path.is_file():
-        return "not a file"
+        return "not a regular file but a device, pipe or socket"
     if not os.access(path, os.R_OK):
         return "not readable by this user"
     return None
@@ -112,8 +114,10 @@ def resolve_model(spec: str, model_dir: Path, progress: bool = True, timeout: fl
     path = local_path(spec)
     if not path.exists():
         raise SourceUnavailable(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.", option="--model")
-    if not path.is_file():
+    if path.is_dir():
         raise PplgateError(f"model path {spec} is a directory, not a file: pass --model with the path of the .onnx file inside it.")
+    if not path.is_file():
+        raise PplgateError(f"model path {spec} is not a regular file but a device, pipe or socket: pass --model with the path of an .onnx file.")
     check_present(path, external_locations(path, cache_dir), "copy the model's folder whole, its weights files with it")
     return path
 
@@ -136,6 +140,8 @@ def build_builtin(name: str, model_dir: Path) -> Path:
     path = model_dir / f"builtin-{name}-{key}.onnx"
     make_folder(model_dir, MODEL_DIR_FIX)
     meta = sidecar(path)
+    if path.is_file() and _record(meta).get("built") == BUILTIN_PREFIX + name and unchanged(_record(meta), path):
+        return path  # built whole before (written, then recorded): read without the lock, so a read-only checkout runs
     with locked(path):
         if path.is_file() and not unchanged(_record(meta), path):
             # Written whole by an earlier run and changed since (truncated, copied over): built again.
@@ -175,6 +181,10 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
     want_sha = declared_sha256(url)
     final = model_dir / file_name(url)
     meta = sidecar(final)  # where the file came from, and its hash, computed while it streamed
+    record = _record(meta)
+    if (final.is_file() and record.get("url") == describe(url) and unchanged(record, final)
+            and (want_sha is None or record.get("sha256") == want_sha)):
+        return final  # downloaded whole before, and untouched since: read without the lock, so a read-only folder serves
     make_folder(model_dir, MODEL_DIR_FIX)
     with locked(final):
         if final.is_file():
@@ -197,12 +207,17 @@ def download(url: str, model_dir: Path, progress: bool = True, timeout: float = 
                 final.unlink()  # a file that no longer matches its source is not the model
         part = final.with_name(final.name + ".part")
         log.info("downloading %s into %s", describe(url), model_dir)
-        got_sha = _fetch(url, part, progress, timeout)
+        got_sha, sized = _fetch(url, part, progress, timeout)
+        part_size = part.stat().st_size
         sent = not_a_model(part)
         if sent is not None:
             _discard(part)
             raise PplgateError(f"{describe(url)} sent {sent}, not an ONNX model, so nothing was kept: check the address "
                                "(a signed link that expired or a login page answers this way), or pass --model with a local copy.")
+        if not sized and not _whole_model(part):
+            _discard(part)
+            raise PplgateError(f"{describe(url)} sent {part_size:,} bytes without announcing its size, and they are not a whole ONNX model, "
+                               "so nothing was kept: run again, or pass --model with a local copy.")
         if want_sha is not None and got_sha != want_sha:
             _discard(part)
             raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; check the URL's #sha256= value and run again.")
@@ -307,8 +322,22 @@ def _content_length(url: str, response, offset: int) -> int | None:
     return offset + int(length)
 
 
-def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
-    """Fills ``part`` with the whole body and returns its sha256."""
+def _whole_model(path: Path) -> bool:
+    """Whether ``path`` parses as an ONNX graph: the only proof a body sent without Content-Length ended where it should."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError):
+        return False
+    # The graph is one length-prefixed field, so a cut inside it fails to parse; a cut after it loses
+    # the opset imports, which exporters write last and every model has.
+    return model.HasField("graph") and len(model.opset_import) > 0
+
+
+def _fetch(url: str, part: Path, progress: bool, timeout: float) -> tuple[str, bool]:
+    """Fills ``part`` with the whole body; returns its sha256, and whether the server announced its size (so that whole is proven)."""
     offset, validator = _resumable(url, part)
     response = _open(url, offset, timeout, validator) if offset else None
     if response is not None and response.status != 206:
@@ -356,7 +385,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> str:
             raise PplgateError(f"download of {describe(url)} sent {done:,} bytes, more than the {expected:,} it announced, so nothing was kept: run again.")
         raise PplgateError(f"download of {describe(url)} broke off after {done:,} bytes of {expected:,}: run again to resume it.")
     sidecar(part).unlink(missing_ok=True)
-    return h.hexdigest()
+    return h.hexdigest(), expected is not None
 
 
 def _of(expected: int | None) -> str:
@@ -439,7 +468,8 @@ def describe(spec: str) -> str:
     """The spec as shown in reports: an address (https, http, hf, any scheme) without its user info, query string and fragment."""
     if "://" in spec:
         parts = urllib.parse.urlsplit(spec)
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
     return spec
 
 

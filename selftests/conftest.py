@@ -91,6 +91,7 @@ class ModelServer:
       ignores-if-range  honours Range even when If-Range names another version (a broken server)
       novalidator       as ok, without ETag or Last-Modified
       length-X  Content-Length: X (abc, -5), then 10 bytes
+      unsized   the whole body without Content-Length; unsized-cut: half of it
 
     Every answer but novalidator's carries a strong ETag of the body as it is
     now (a test may change ``body``), and a Range under an If-Range that is not
@@ -126,6 +127,12 @@ class ModelServer:
                         self.send_header("ETag", etag)
                         self.send_header("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT")
 
+                if mode in ("unsized", "unsized-cut"):  # no Content-Length: the closed connection ends the body
+                    send_response(200)
+                    self.end_headers()
+                    self.wfile.write(body if mode == "unsized" else body[: len(body) // 2])
+                    self.close_connection = True
+                    return
                 if mode.startswith("length-"):  # a Content-Length that is no size
                     send_response(200)
                     self.send_header("Content-Length", mode[len("length-"):])

@@ -196,3 +196,26 @@ def test_a_content_length_that_is_no_size_is_one_sentence(model_server, tmp_path
     with pytest.raises(PplgateError, match=rf"^download of .* failed: the server sent Content-Length '{length}', which is not a size"):
         download(model_server.url(f"length-{length}"), tmp_path, progress=False)
     assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
+
+
+def test_a_body_of_unannounced_size_is_kept_only_when_it_is_a_whole_model(model_server, tmp_path):
+    path = download(model_server.url("unsized"), tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    with pytest.raises(PplgateError, match=r"sent [\d,]+ bytes without announcing its size, and they are not a whole ONNX model, so nothing was kept"):
+        download(model_server.url("unsized-cut", "cut.onnx"), tmp_path, progress=False)
+    assert "cut.onnx" not in listing(tmp_path) and "cut.onnx.part" not in listing(tmp_path)
+
+
+def test_a_model_built_before_is_used_without_taking_its_lock(tmp_path, monkeypatch):
+    """A read-only checkout (or model folder) with the model already there runs: no lock file needs to be made."""
+    import pplgate.sources
+    from pplgate.fileio import WriteFailed
+    from pplgate.sources import build_builtin
+
+    path = build_builtin("tiny", tmp_path)
+
+    def no_locks(_):
+        raise WriteFailed("cannot lock: the folder is read-only")
+
+    monkeypatch.setattr(pplgate.sources, "locked", no_locks)
+    assert build_builtin("tiny", tmp_path) == path

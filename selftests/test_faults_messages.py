@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +213,25 @@ def test_a_file_name_with_control_characters_is_printed_escaped(base_args, tmp_p
     name = tmp_path / "evil\nPASSED all 10 checks\x1b[2K.onnx"
     line = last_error(cli(*base_args, "--model", str(name)))
     assert "evil\\nPASSED all 10 checks\\x1b[2K.onnx does not exist" in line
+
+
+def test_a_result_that_cannot_be_printed_is_named_and_the_report_file_kept(base_args, tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "pplgate", "--no-progress", *base_args, "--max-blocks", "1", "--report-json", str(tmp_path / "r.json")],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pplgate: error: cannot write the result to standard output (/dev/full: No space left on device)")
+    assert json.loads((tmp_path / "r.json").read_text())["blocks"] == 1
+
+
+def test_a_closed_standard_output_is_refused():
+    result = subprocess.run([sys.executable, "-m", "pplgate", "history"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "pplgate: error: standard output is closed, so the result would be lost: run with it open, or redirected to a file."
+
+
+def test_the_same_device_twice_is_a_usage_error(scratch_gate):
+    result = scratch_gate.run("--gate-devices=cpu CPU")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "names the device cpu twice: name each once" in result.stderr.str()

@@ -87,7 +87,7 @@ def test_a_model_option_that_names_no_readable_file_is_a_usage_error(project, tm
     (tmp_path / "folder").mkdir()
     result = run("-k", "cpu and fp32", f"--model={tmp_path / given}", subprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    why = "no such file" if given == "nope.onnx" else "not a file"
+    why = "no such file" if given == "nope.onnx" else "a directory, not a file"
     assert f"ERROR: --gate-model {tmp_path / given}: {why}: pass the path of a readable ONNX file" in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
 
