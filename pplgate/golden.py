@@ -143,7 +143,7 @@ class GoldenCase:
         target = self.expected.get(entry.relative_to)
         if target is None or target.relative_to is not None:
             raise GoldenError(f"golden file {self.path}: expected.{key} is a rule relative to {entry.relative_to}, which holds no value yet: "
-                              f"record {entry.relative_to} first, on a node that has its device, with\n  {record_command(entry.relative_to)}")
+                              f"record {entry.relative_to} first, on a node that has its device, with: {record_command(entry.relative_to)}")
         return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to, target.computed, target.blocks, target.model)
 
 

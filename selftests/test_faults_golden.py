@@ -88,8 +88,8 @@ def test_a_case_of_rules_only_says_which_entry_to_record_first(scratch_gate):
     result = scratch_gate.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*expected.cpu-fp16 is a rule relative to cpu-fp32, which holds no value yet: record cpu-fp32 first, on a node that has its device, with",
-        f"  {sys.executable} -m pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --gate-update-golden*",
+        "*expected.cpu-fp16 is a rule relative to cpu-fp32, which holds no value yet: record cpu-fp32 first, on a node that has its device, "
+        f"with: {sys.executable} -m pytest 'test_gate.py::test_perplexity?mini-cpu-fp32?' --gate-update-golden*",
     ])
     assert "Traceback" not in result.stdout.str() and "GoldenError" not in result.stdout.str()
 
