@@ -171,7 +171,8 @@ def with_option(args: list[str], option: str, value: str) -> list[str]:
 def test_a_dataset_file_with_no_rows(base_args, tmp_path):
     folder = wikitext_folder(tmp_path, pa.array([], type=pa.string()))
     line = last_error(cli(*with_option(with_option(base_args, "--dataset", str(folder)), "--cache-dir", str(tmp_path / "c"))))
-    assert line.startswith(f"pplgate: error: dataset {folder}") and line.endswith("pass --dataset with a complete copy of Salesforce/wikitext."), line
+    # datasets >= 3 fails reading the file, 2.x finds no split in it: one sentence either way.
+    assert line.startswith(f"pplgate: error: dataset {folder}") and "pass --dataset with a" in line and "copy of Salesforce/wikitext." in line, line
 
 
 def test_a_corrupt_merges_file(base_args, tokenizer_dir, tmp_path):
