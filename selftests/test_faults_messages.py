@@ -236,3 +236,14 @@ def test_the_same_device_twice_is_a_usage_error(scratch_gate):
     result = scratch_gate.run("--gate-devices=cpu CPU")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "names the device cpu twice: name each once" in result.stderr.str()
+
+
+def test_a_file_size_limit_while_datasets_prepares_is_one_sentence(base_args, tmp_path):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # ulimit -f: Python ignores SIGXFSZ, so writes fail with EFBIG
+
+    line = last_error(cli(*with_option(base_args, "--cache-dir", str(tmp_path / "c")), "--max-blocks", "1", preexec_fn=limit,
+                          env=dict(os.environ, HF_HOME=str(tmp_path / "hf"))))
+    assert line.startswith("pplgate: error: dataset ") and "(File too large)" in line and "raise the file-size limit (ulimit -f)" in line, line
