@@ -13,6 +13,8 @@ from pplgate.modelfiles import model_identity
 from pplgate.sourcefolder import Sources
 from pplgate.sources import resolve_model
 
+pytest_plugins = ["pytester"]
+
 
 def save_external(folder: Path, location: str = "model.onnx_data") -> Path:
     """builtin:tiny as a graph with its weights in ``folder/location``."""
@@ -190,3 +192,23 @@ def test_the_model_folder_checks_every_weights_file_the_graph_names(external_mod
     (models / "SHA256SUMS").write_text((models / "SHA256SUMS").read_text() + f"{'0' * 64}  weights.bin\n")
     with pytest.raises(PplgateError, match=r"weights\.bin does not match its checksum"):
         Sources(folder=folder, cache_dir=tmp_path / "c", model=url).resolved()
+
+
+def test_the_gate_fails_the_pin_of_changed_weights(scratch_gate, external_model, tmp_path):
+    """As found: a golden pinned on model.onnx, its weights changed, and --gate-strict passed with the same model_sha256."""
+    import json
+
+    folder = tmp_path / "exported"
+    shutil.copytree(external_model.parent, folder)
+    scratch_gate.ini(devices="cpu")
+    path = scratch_gate.case({}, model=str(folder / "model.onnx"), max_blocks=1)
+    scratch_gate.run("--gate-update-golden").assert_outcomes(passed=1)
+    pin = json.loads(path.read_text())["expected"]["cpu-fp32"]["model"]
+    assert pin["sha256"] == model_identity(folder / "model.onnx", tmp_path / "c").sha256
+    weights = folder / "model.onnx_data"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = scratch_gate.run("--gate-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*the model of mini-cpu-fp32 is not the one the value in {path} [[]expected.cpu-fp32[]] was measured on (recorded sha256 {pin['sha256']}*"])
