@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from pplgate.devices import parse_device, parse_precision
 from pplgate.errors import PplgateError
 from pplgate.method import Method
+from pplgate.target import Device, Precision, Target
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -39,10 +39,6 @@ def block_size(text: str) -> int:
 def max_blocks(text: str) -> int:
     """The first N blocks only, as Method takes them."""
     return checked(lambda v: Method(max_blocks=v).max_blocks)(_whole(text))
-
-
-def non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0)
 
 
 def thread_count(text: str) -> int:
@@ -97,19 +93,27 @@ def checked(parse):
     return convert
 
 
-def device_list(text: str) -> tuple[str, ...]:
-    """'cpu GCU:1' or 'cpu,gcu:1' -> ('cpu', 'gcu:1'): each checked, and named as a label names it."""
-    return _once(tuple(checked(parse_device)(name).spec for name in text.replace(",", " ").split()), "device")
+device = checked(Device.parse)
+precision = checked(Precision.parse)
+target = checked(Target.parse)
 
 
-def precision_list(text: str) -> tuple[str, ...]:
-    """'fp32 FP16' -> ('fp32', 'fp16'): each checked, and named as a label names it."""
-    return _once(tuple(checked(parse_precision)(name) for name in text.replace(",", " ").split()), "precision")
+def device_list(text: str) -> tuple[Device, ...]:
+    """'cpu GCU:1' or 'cpu,gcu:1' -> (cpu, gcu:1): each checked."""
+    devices = tuple(device(name) for name in text.replace(",", " ").split())
+    _once([d.spec for d in devices], "device")
+    return devices
 
 
-def _once(names: tuple[str, ...], what: str) -> tuple[str, ...]:
+def precision_list(text: str) -> tuple[Precision, ...]:
+    """'fp32 FP16' -> (fp32, fp16): each checked."""
+    precisions = tuple(precision(name) for name in text.replace(",", " ").split())
+    _once([p.value for p in precisions], "precision")
+    return precisions
+
+
+def _once(names: list[str], what: str) -> None:
     """A list that names one twice would run, count and report its tests twice: refused."""
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise argparse.ArgumentTypeError(f"{' '.join(names)!r} names the {what} {twice[0]} twice: name each once")
-    return names

@@ -1,4 +1,4 @@
-"""``python -m pplgate``: the vendor's run_onnx.py flags, and a Final report."""
+"""``python -m pplgate`` (also the installed ``pplgate`` command): the vendor's run_onnx.py flags, a Final report, and the subcommands."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, checked, max_blocks, percent, positive_int, relative_error
-from pplgate.devices import DEVICES, PRECISIONS, parse_device, parse_precision, parse_target
+from pplgate.argtypes import block_size, device, max_blocks, percent, positive_int, precision, relative_error, target
 from pplgate.errors import PplgateError
-from pplgate.fileio import WriteFailed, default_model_dir, user_cache_dir, write_json_atomic
-from pplgate.method import BLOCK_SIZE, GROUPINGS, Method
+from pplgate.fileio import WriteFailed, write_json_atomic
+from pplgate.method import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, GROUPINGS, VENDOR_MODEL_URL, Method
 from pplgate.options import RunSettings, RuntimeOptions, add_global_options
-from pplgate.sources import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, shown
+from pplgate.redact import printable
+from pplgate.target import DEVICES, PRECISIONS, Target
 from pplgate.verdicts import DEFAULT_THRESHOLD
 
 
@@ -24,9 +24,11 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Appends the default where the help does not say it already (the shared options write theirs)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+        if "(default:" in (action.help or "") or action.required:
+            return action.help or ""
+        if action.default is None and action.option_strings:
+            return f"{action.help} (default: none)"
+        return super()._get_help_string(action) or ""
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -36,8 +38,8 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _add_target(p: argparse.ArgumentParser, which: str) -> None:
     """What is evaluated, on what, and how the split becomes blocks: the same for a run and for localize."""
     add_global_options(p.add_argument)
-    p.add_argument("--device", type=checked(parse_device), default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N")
-    p.add_argument("--precision", type=checked(parse_precision), default="fp32", help=f"{which} {', '.join(PRECISIONS)}")
+    p.add_argument("--device", type=device, default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N")
+    p.add_argument("--precision", type=precision, default="fp32", help=f"{which} {', '.join(PRECISIONS)}")
     p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
                    help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
     p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
@@ -47,6 +49,10 @@ def _sources(args: argparse.Namespace):
     from pplgate.sourcefolder import Sources
 
     return Sources(args.pplgate_model, args.pplgate_dataset, args.pplgate_tokenizer, args.pplgate_model_dir, args.pplgate_cache_dir, args.pplgate_sources)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    return Target(args.device, args.precision)
 
 
 def _settings(args: argparse.Namespace, progress: bool = True) -> RunSettings:
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-blocks", type=max_blocks, default=None, help="evaluate only the first N blocks (smoke runs)")
     p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file, once it is printed")
     p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
-    p.add_argument("--reference", type=checked(parse_target), nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
+    p.add_argument("--reference", type=target, nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
                    help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
     p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -114,7 +120,7 @@ def history_main(argv: list[str]) -> int:
         rows = found.rows
         _emit(render_table(rows), end="")
         for aside in found.set_aside:
-            _emit(shown(aside.line()))
+            _emit(printable(aside.line()))
         if args.plot is not None:
             plot_history(args.storage, args.plot, args.threshold)
         if args.markdown is not None:
@@ -159,13 +165,12 @@ def build_localize_parser() -> argparse.ArgumentParser:
                 "Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same blocks, "
                 "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.")
     _add_target(p, "the run's: one of")
-    p.add_argument("--reference", type=checked(parse_target), default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
+    p.add_argument("--reference", type=target, default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
     p.add_argument("--reference-model", default=None, metavar="SOURCE",
                    help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
     p.add_argument("--blocks", type=positive_int, default=1, help="how many of the first blocks to feed")
-    # --tolerance, a relative error as a golden file's rel_tol is; --threshold, its earlier name, for one release
-    # (history's --threshold is a percentage).
-    p.add_argument("--tolerance", "--threshold", dest="threshold", type=relative_error, default=None, metavar="REL_L2",
+    # A relative error, as a golden file's rel_tol is (history's --threshold is a percentage).
+    p.add_argument("--tolerance", dest="threshold", type=relative_error, default=None, metavar="REL_L2",
                    help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
     p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
@@ -180,7 +185,7 @@ def localize_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
 
     def work() -> None:
-        loc = localize_run(_sources(args), (args.device, args.precision), args.reference, Method(args.grouping, args.block_size, args.blocks),
+        loc = localize_run(_sources(args), _target(args), args.reference, Method(args.grouping, args.block_size, args.blocks),
                            args.reference_model, args.threshold, _settings(args).options)
         _emit(render(loc))
         _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, loc.report(), fix))
@@ -198,10 +203,8 @@ def build_fetch_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, metavar="DIR", help="the folder to write (created if missing; what it holds already is replaced item by item)")
     p.add_argument("--case", type=Path, default=None, metavar="GOLDEN_FILE",
                    help="take the sources of this golden file (e.g. golden/gpt2-small.json); the options below override them (default: the vendor's, as for a run)")
-    p.add_argument("--model", default=None, help=f"ONNX model: a path, an https URL or hf://<repo>/<file> (default: the case's, else {describe(VENDOR_MODEL_URL)})")
-    p.add_argument("--dataset", default=None, help=f"dataset hub id or local folder laid out like it (default: the case's, else {DEFAULT_DATASET})")
-    p.add_argument("--tokenizer", default=None, help=f"tokenizer hub id or local folder (default: the case's, else {DEFAULT_TOKENIZER})")
-    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help=f"where the files' hashes are kept (default: {user_cache_dir()})")
+    add_global_options(p.add_argument, names=("model", "dataset", "tokenizer"), unset="the case's")
+    add_global_options(p.add_argument, names=("cache-dir",))
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     return p
 
@@ -219,8 +222,8 @@ def fetch_main(argv: list[str]) -> int:
             known = f": one of {', '.join(str(args.case.parent / n) for n in cases)}" if cases else ""
             raise PplgateError(f"--case {args.case}: no such golden file; pass the path of a case file{known}.")
         case = load_case(args.case).sources if args.case is not None else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
-        lines = fetch(args.folder, args.model or case["model"], args.dataset or case["dataset"], args.tokenizer or case["tokenizer"],
-                      args.cache_dir, progress=not args.no_progress)
+        lines = fetch(args.folder, args.pplgate_model or case["model"], args.pplgate_dataset or case["dataset"],
+                      args.pplgate_tokenizer or case["tokenizer"], args.pplgate_cache_dir, progress=not args.no_progress)
         _emit("\n".join(lines))
         _emit(f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
 
@@ -231,12 +234,11 @@ def build_convert_parser() -> argparse.ArgumentParser:
     p = _parser("python -m pplgate convert",
                 "Write the graph the gate runs for a device and precision: the same conversion, from the same cache, so that what was gated is what gets deployed.")
     p.add_argument("model", metavar="MODEL", help="the ONNX model as given to --model: a path, an https URL, hf://<repo>/<file> or builtin:tiny")
-    p.add_argument("--precision", type=checked(parse_precision), default="fp16", help=f"one of {', '.join(PRECISIONS)}")
-    p.add_argument("--device", type=checked(parse_device), default="cpu",
+    p.add_argument("--precision", type=precision, default="fp16", help=f"one of {', '.join(PRECISIONS)}")
+    p.add_argument("--device", type=device, default="cpu",
                    help=f"the device it is for, one of {', '.join(DEVICES)}: every converting provider runs the same fp16 graph; gcu runs its own fp16 mode on the fp32 model")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="the file to write (weights over 2 GB go beside it, in the file the model names)")
-    p.add_argument("--model-dir", type=Path, default=default_model_dir(), help="where downloaded and built models go")
-    p.add_argument("--cache-dir", type=Path, default=user_cache_dir(), help="where file hashes are kept")
+    add_global_options(p.add_argument, names=("model-dir", "cache-dir"))
     return p
 
 
@@ -245,7 +247,7 @@ def convert_main(argv: list[str]) -> int:
 
     args = build_convert_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    return _exit_status(lambda: _emit(write_session_model(args.model, args.device, args.precision, args.output, args.model_dir, args.cache_dir)))
+    return _exit_status(lambda: _emit(write_session_model(args.model, _target(args), args.output, args.pplgate_model_dir, args.pplgate_cache_dir)))
 
 
 def _write(path: Path | None, option: str, write) -> None:
@@ -266,12 +268,12 @@ def _exit_status(work) -> int:
     try:
         work()
     except PplgateError as err:
-        print(f"pplgate: error: {shown(str(err))}", file=sys.stderr)
+        print(f"pplgate: error: {printable(str(err))}", file=sys.stderr)
         return 1
     except OSError as err:
         # A file fault no step foresaw: still one sentence, with the file.
         where = f" {err.filename}" if err.filename else ""
-        print(f"pplgate: error: cannot use{shown(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
+        print(f"pplgate: error: cannot use{printable(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
               "is the kind of file or folder asked for, and is readable (writable for outputs and caches).", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -297,25 +299,12 @@ def _emit(text: object, end: str = "\n") -> None:
 def _stdout_name() -> str:
     """What standard output is: a path where the system says (/dev/full, a file), else its description."""
     try:
-        return shown(os.readlink("/proc/self/fd/1"))
+        return printable(os.readlink("/proc/self/fd/1"))
     except OSError:
         return "standard output"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["plot"]:
-        return plot_main(argv[1:])
-    if argv[:1] == ["diff"]:
-        return diff_main(argv[1:])
-    if argv[:1] == ["localize"]:
-        return localize_main(argv[1:])
-    if argv[:1] == ["fetch"]:
-        return fetch_main(argv[1:])
-    if argv[:1] == ["history"]:
-        return history_main(argv[1:])
-    if argv[:1] == ["convert"]:
-        return convert_main(argv[1:])
+def run_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     # Say when a model is downloaded, built or converted: those take minutes.
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
@@ -324,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         from pplgate.lossfile import save_losses
         from pplgate.pipeline import run
 
-        report, evaluation = run(_sources(args), args.device, args.precision, Method(args.grouping, args.block_size, args.max_blocks),
+        report, evaluation = run(_sources(args), _target(args), Method(args.grouping, args.block_size, args.max_blocks),
                                  _settings(args, progress=not args.no_progress), args.measure_forward, args.reference)
         # The result first: a file that cannot be written must not lose it.
         try:
@@ -334,3 +323,20 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.save_losses, "--save-losses", lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix))
 
     return _exit_status(work)
+
+
+# The subcommands, by their first word; anything else is a run.
+COMMANDS = {
+    "convert": convert_main,
+    "diff": diff_main,
+    "fetch": fetch_main,
+    "history": history_main,
+    "localize": localize_main,
+    "plot": plot_main,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    return command(argv[1:]) if command is not None else run_main(argv)

@@ -10,19 +10,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pplgate.devices import Device, check_precision, converts_to_fp16
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
 from pplgate.modelfiles import model_identity
+from pplgate.models import resolve_model
 from pplgate.precision import session_model
-from pplgate.sources import describe, resolve_model
+from pplgate.redact import bare_address
+from pplgate.target import Precision, Target
 
 
-def write_session_model(spec: str, device: Device, precision: str, output: Path, model_dir: Path, cache_dir: Path) -> str:
-    """Writes what a ``device``-``precision`` session of ``spec`` loads to ``output``; returns the line that says what it is."""
-    check_precision(device, precision)
+def write_session_model(spec: str, target: Target, output: Path, model_dir: Path, cache_dir: Path) -> str:
+    """Writes what a ``target`` session of ``spec`` loads to ``output``; returns the line that says what it is."""
+    target.check()
     source = resolve_model(spec, Path(model_dir), cache_dir=cache_dir)
-    graph = session_model(source, device, precision, cache_dir)
+    graph = session_model(source, target, cache_dir)
     output = Path(output)
     if output.exists() and output.resolve() in (source.resolve(), graph.resolve()):
         raise PplgateError(f"--output {output} is the model it would be written from: pass another path.")
@@ -36,11 +37,12 @@ def write_session_model(spec: str, device: Device, precision: str, output: Path,
             write_atomic(output.with_name(weights.name), lambda out: shutil.copyfileobj(src, out), fix)
         beside = f", its weights beside it in {weights.name} (the name the model reads them by)"
     digest = model_identity(output, cache_dir).sha256  # the graph and its weights: what a golden file pins
-    if converts_to_fp16(device, precision):
-        what = f"onnxruntime's fp16 conversion of {describe(spec)}, as the {device.kind.name}-{precision} session loads it"
-    elif precision == "fp16":
-        what = (f"{describe(spec)} itself: {device.kind.name} runs fp16 as its provider's own mixed precision on the fp32 model "
-                f"({device.kind.fp16_env}=1 when the session is created)")
+    kind = target.device.kind
+    if target.converts_to_fp16:
+        what = f"onnxruntime's fp16 conversion of {bare_address(spec)}, as the {target.key} session loads it"
+    elif target.precision is Precision.FP16:
+        what = (f"{bare_address(spec)} itself: {kind.name} runs fp16 as its provider's own mixed precision on the fp32 model "
+                f"({kind.fp16_env}=1 when the session is created)")
     else:
-        what = f"{describe(spec)} itself: {device.kind.name}-{precision} runs the model as given"
+        what = f"{bare_address(spec)} itself: {target.key} runs the model as given"
     return f"wrote {output} (sha256 {digest}){beside}: {what}"

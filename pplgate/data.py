@@ -10,21 +10,26 @@ either grouping, skips tokenizing, and skips importing ``datasets`` and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pplgate.blocks import Blocks, group
+from pplgate.download import NO_ROOM
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import CACHE_FIX, make_folder, write_atomic
-from pplgate.method import BLOCK_SIZE
+from pplgate.hub import offline_advice, snapshot
+from pplgate.method import BLOCK_SIZE, DATASET_CONFIG, DEFAULT_DATASET, SPLIT
 from pplgate.metric import count_words
-from pplgate.sources import DATASET_CONFIG, DEFAULT_DATASET, NO_ROOM, SPLIT, local_path, looks_local
+from pplgate.spec import local_path, looks_local
 
 log = logging.getLogger("pplgate")
 
@@ -79,7 +84,22 @@ class TokenStream:
         return n_bytes, n_words
 
 
-def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
+@contextlib.contextmanager
+def _datasets_bars(shown: bool) -> Iterator[None]:
+    """datasets' own bars ("Generating test split") only where pplgate's would show: on a terminal, progress asked for."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not shown and not was_disabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not shown and not was_disabled:
+            enable_progress_bars()
+
+
+def load_texts(source: str, arrow_cache: Path | None = None, progress: bool = True) -> list[str]:
     """The split's rows, through ``datasets.load_dataset`` as the vendor loads them.
 
     ``arrow_cache``: where datasets keeps its prepared copy.  A local folder
@@ -90,7 +110,8 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
 
     where = {} if arrow_cache is None else {"cache_dir": str(arrow_cache)}
     try:
-        ds = datasets.load_dataset(str(local_path(source)) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
+        with _datasets_bars(progress and sys.stderr.isatty()):
+            ds = datasets.load_dataset(str(local_path(source)) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
     except ConnectionError as err:
         raise _unreachable(source) from err
     except (ValueError, FileNotFoundError) as err:
@@ -120,14 +141,6 @@ def load_texts(source: str, arrow_cache: Path | None = None) -> list[str]:
     return texts
 
 
-def offline_advice(option: str, copy: str) -> str:
-    """What to do about a hub source that cannot be had, without advising what is already done."""
-    folder = "--sources DIR (in the gate --gate-sources=DIR, or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote"
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return f"it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass {option} with {copy}, or {folder}"
-    return f"pass {option} with {copy}, or {folder}, or set HF_HUB_OFFLINE=1 to use the Hugging Face cache"
-
-
 def _unreachable(source: str) -> SourceUnavailable:
     return SourceUnavailable(
         f"dataset {source} cannot be reached: {offline_advice('--dataset', f'a local copy of {DEFAULT_DATASET}')}.",
@@ -147,14 +160,9 @@ def dataset_key(source: str) -> str:
             raise PplgateError(f"dataset folder {source} does not exist: pass --dataset with a folder laid out like the hub repository {DEFAULT_DATASET}, or its hub id.")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
         return "|".join(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    import huggingface_hub
-    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
-
-    try:
-        snapshot = huggingface_hub.snapshot_download(source, repo_type="dataset", allow_patterns=["README.md"])
-    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
-        raise _unreachable(source) from err
-    return f"{source}@{Path(snapshot).name}"  # the snapshot folder is named by its commit
+    folder = snapshot(source, ["README.md"], "dataset", "dataset", offline_advice("--dataset", f"a local copy of {DEFAULT_DATASET}"),
+                      "--dataset", name_error=False)
+    return f"{source}@{folder.name}"  # the snapshot folder is named by its commit
 
 
 def resolve_tokenizer_dir(source: str) -> Path:
@@ -166,16 +174,8 @@ def resolve_tokenizer_dir(source: str) -> Path:
         if not ((folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
             raise PplgateError(f"tokenizer folder {source} holds neither tokenizer.json nor vocab.json with merges.txt: copy the tokenizer's files there, or pass --tokenizer with a hub id.")
         return folder
-    import huggingface_hub
-    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
-
-    try:
-        return Path(huggingface_hub.snapshot_download(source, allow_patterns=list(TOKENIZER_FILES) + ["config.json"]))
-    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
-        raise SourceUnavailable(
-            f"tokenizer {source} cannot be reached ({type(err).__name__}): {offline_advice('--tokenizer', 'a local folder of its files')}.",
-            option="--tokenizer",
-        ) from err
+    return snapshot(source, list(TOKENIZER_FILES) + ["config.json"], "model", "tokenizer",
+                    offline_advice("--tokenizer", "a local folder of its files"), "--tokenizer")
 
 
 def tokenizer_key(folder: Path) -> str:
@@ -253,7 +253,7 @@ def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, in
     return ids, row_lengths, len(tok), vocab_bytes, vocab_offsets
 
 
-def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
+def load_tokens(dataset: str, tokenizer: str, cache_dir: Path, progress: bool = True) -> TokenStream:
     folder = resolve_tokenizer_dir(tokenizer)
     data_key = dataset_key(dataset)
     key = hashlib.sha256(f"{CACHE_VERSION}|{data_key}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
@@ -272,7 +272,7 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path) -> TokenStream:
     # The cache folder before the dataset: a --cache-dir that cannot be written is named as such, not blamed on the data.
     make_folder(Path(cache_dir) / "tokens", CACHE_FIX)
     arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
-    made = tokenize(load_texts(dataset, arrow_cache), folder)
+    made = tokenize(load_texts(dataset, arrow_cache, progress), folder)
     write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))), fix=CACHE_FIX)
     ids, rows, vocab, vb, vo = made
     return TokenStream(ids, rows, vocab, vb, vo, dataset, tokenizer, cache_hit=False)

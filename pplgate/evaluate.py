@@ -58,7 +58,7 @@ def _score(session: LMSession, ids: np.ndarray, first_block: int) -> np.ndarray:
         return session.token_losses(ids)
     except ORT_RUN_ERRORS as err:
         raise PplgateError(
-            f"onnxruntime failed on block {first_block} on {session.device.spec}-{session.precision} "
+            f"onnxruntime failed on block {first_block} on {session.target.spec} "
             f"({str(err).strip().splitlines()[0]}): check the model and the tokenizer with --device cpu --precision fp32."
         ) from err
 
@@ -98,7 +98,7 @@ def evaluate(
             baseline.forward_in_place(ids)
     eval_seconds = forward_seconds = 0.0
     block_loss_sum = 0.0  # of the blocks done: the running perplexity a log shows
-    with Progress(len(blocks), f"{session.device.spec}-{session.precision}", "blocks", enabled=progress) as bar:
+    with Progress(len(blocks), session.target.spec, "blocks", enabled=progress) as bar:
         for i, (batch, ids) in enumerate(plan):
             # The bare run goes first on even batches and second on odd ones,
             # so neither side always inherits the other's warm caches.
@@ -119,7 +119,7 @@ def evaluate(
         block = int(np.searchsorted(offsets, int(np.argmax(bad)), side="right") - 1)
         at, n = int(offsets[block]), int(blocks.lengths[block]) - 1
         raise PplgateError(
-            f"block {block} has {int(bad[at : at + n].sum())} NaN or infinite token losses on {session.device.spec}-{session.precision}: "
+            f"block {block} has {int(bad[at : at + n].sum())} NaN or infinite token losses on {session.target.spec}: "
             "the model's output is broken there; compare with --device cpu --precision fp32."
         )
     return Evaluation(losses, blocks, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None)

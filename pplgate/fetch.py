@@ -16,11 +16,16 @@ from pathlib import Path, PurePosixPath
 
 from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
-from pplgate.errors import PplgateError, SourceUnavailable
+from pplgate.download import download
+from pplgate.errors import PplgateError
 from pplgate.fileio import remove_idle_locks, write_atomic
+from pplgate.hub import hub_download, snapshot
+from pplgate.method import DATASET_CONFIG, SPLIT
 from pplgate.modelfiles import check_locations, read_locations
+from pplgate.models import beside
+from pplgate.redact import bare_address
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, read_sums, repo_folder_name, verify
-from pplgate.sources import BUILTIN_PREFIX, DATASET_CONFIG, SPLIT, beside, describe, download, hub_download, local_path, looks_local
+from pplgate.spec import is_builtin, is_hub, is_url, local_path, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
 TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]
@@ -34,10 +39,10 @@ def fetch(root: Path, model: str, dataset: str, tokenizer: str, cache_dir: Path,
         _fetch_repo(dataset, root, cache_dir, "dataset", DATASET_PATTERNS, repo_type="dataset"),
         _fetch_repo(tokenizer, root, cache_dir, "tokenizer", TOKENIZER_PATTERNS, repo_type="model"),
     ]
-    if model.startswith(BUILTIN_PREFIX):
+    if is_builtin(model):
         lines.append(f"model {model}: built where it runs, nothing to fetch")
     else:
-        lines.append(_fetch_model(model, root / MODEL_SUBDIR, cache_dir, progress))
+        lines.append(fetch_model(model, root / MODEL_SUBDIR, cache_dir, progress))
     return lines
 
 
@@ -49,7 +54,7 @@ def _fetch_repo(spec: str, root: Path, cache_dir: Path, what: str, patterns: lis
             raise PplgateError(f"{what} folder {spec} does not exist: pass --{what} with a hub id or a folder laid out like one.")
         name = source.resolve().name
     else:
-        source = _snapshot(spec, patterns, repo_type, what)
+        source = snapshot(spec, patterns, repo_type, what, f"run fetch on a machine with network, or pass --{what} with a local copy", f"--{what}")
         name = repo_folder_name(spec)
     files = {p.relative_to(source).as_posix(): p for pattern in patterns for p in sorted(source.glob(pattern)) if p.is_file()}
     if what == "dataset" and not any(rel.startswith(f"{DATASET_CONFIG}/") for rel in files):
@@ -59,17 +64,6 @@ def _fetch_repo(spec: str, root: Path, cache_dir: Path, what: str, patterns: lis
     target = root / name
     _replace_folder(files, target, cache_dir)
     return f"{what} {spec}: {len(files)} files, {_megabytes(files.values())} into {target}"
-
-
-def _snapshot(spec: str, patterns: list[str], repo_type: str, what: str) -> Path:
-    import huggingface_hub
-    import huggingface_hub.utils  # its errors; huggingface_hub.errors lacks them before 0.25
-
-    try:
-        return Path(huggingface_hub.snapshot_download(spec, repo_type=repo_type, allow_patterns=patterns))
-    except (OSError, huggingface_hub.utils.HfHubHTTPError) as err:
-        raise SourceUnavailable(f"{what} {spec} cannot be reached ({type(err).__name__}): run fetch on a machine with network, or pass --{what} with a local copy.",
-                                option=f"--{what}") from err
 
 
 def _replace_folder(files: dict[str, Path], target: Path, cache_dir: Path) -> None:
@@ -109,7 +103,7 @@ def _refuse_foreign_files(target: Path) -> None:
                            "move them out, or fetch into another folder.")
 
 
-def _fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
+def fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool = True) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         return _fetch_model_files(spec, folder, cache_dir, progress)
@@ -131,14 +125,14 @@ def _fetch_model_files(spec: str, folder: Path, cache_dir: Path, progress: bool)
     for name in [path.name, *locations]:
         verify(folder, cache_dir, only=name)
     weights = f" and its weights in {', '.join(locations)}" if locations else ""
-    return f"model {describe(spec)}: {_megabytes([path, *extra])} into {path}{weights}"
+    return f"model {bare_address(spec)}: {_megabytes([path, *extra])} into {path}{weights}"
 
 
 def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
     """One file of a model (a URL, hf://<repo>/<file> or a path) into ``folder``, whole or not at all."""
-    if spec.startswith(("https://", "http://")):
+    if is_url(spec):
         return download(spec, folder, progress=progress)  # resumable, hashed while it streams
-    source = hub_download(spec) if spec.startswith("hf://") else local_path(spec)
+    source = hub_download(spec) if is_hub(spec) else local_path(spec)
     if not source.is_file():
         raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
     path = folder / source.name  # a hub file keeps its name in the hub's cache too

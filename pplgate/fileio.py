@@ -83,6 +83,15 @@ def write_json_atomic(path: Path, data: object, fix: str = DEFAULT_FIX) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()), fix)
 
 
+def read_json_dict(path: Path) -> dict:
+    """A JSON object kept beside a file or in a cache; {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -123,9 +132,9 @@ def remove_leftovers(folder: Path, prefix: str) -> None:
                 item.unlink()
 
 
-def user_cache_dir() -> Path:
+def user_cache_dir(ignore_env: bool = False) -> Path:
     """``$PPLGATE_CACHE``, else ``$XDG_CACHE_HOME/pplgate``, else ``~/.cache/pplgate``."""
-    if os.environ.get("PPLGATE_CACHE"):
+    if os.environ.get("PPLGATE_CACHE") and not ignore_env:
         return Path(os.environ["PPLGATE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pplgate"

@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-from pplgate.method import BLOCK_SIZE, ROWS_PER_BATCH, Method
-from pplgate.sources import DATASET_CONFIG, SPLIT
-from pplgate.devices import DEVICES, PRECISIONS, parse_target, widened
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.fileio import locked, write_json_atomic
+from pplgate.method import BLOCK_SIZE, DATASET_CONFIG, ROWS_PER_BATCH, SPLIT, Method
+from pplgate.target import DEVICES, PRECISIONS, Device, Precision, Target, golden_key
 
 # What a case may bound about a run against a reference session on the same
 # blocks (pplgate.reference): each as <name>_max or <name>_min in "limits".
@@ -45,7 +44,7 @@ LIMITED = ("kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement", "perple
 # Tolerances given to a value recorded by --gate-update-golden where the entry had
 # none.  fp32 results differ across devices by accumulation order only; fp16
 # by rounding of every activation.
-DEFAULT_REL_TOL = {"fp32": 2e-4, "fp16": 2e-3}
+DEFAULT_REL_TOL = {Precision.FP32: 2e-4, Precision.FP16: 2e-3, Precision.TF32: 1e-2}
 
 
 COMPUTED = ("numpy-reference",)
@@ -84,7 +83,7 @@ class ModelPin:
 class Expected:
     perplexity: float | None
     rel_tol: float
-    relative_to: str | None = None
+    relative_to: Target | None = None
     why: str = ""
     provenance: dict = field(default_factory=dict)
     limits: Limits | None = None
@@ -97,7 +96,7 @@ class Expected:
 class Limits:
     """Bounds on a run against a reference session, e.g. fp16 against cpu-fp32."""
 
-    reference: str  # DEVICE-PRECISION
+    reference: Target
     blocks: int | None  # the first N blocks only: the comparison fetches every logit; None: all
     bounds: dict[str, tuple[str, float]]  # metric -> ("max" | "min", value)
 
@@ -118,8 +117,8 @@ class Resolved:
 
     perplexity: float | None  # None for a computed entry: the gate computes it
     rel_tol: float
-    key: str
-    via: str | None  # the entry a rule pointed at, if any
+    key: Target
+    via: Target | None  # the entry a rule pointed at, if any
     computed: str | None = None
     blocks: BlocksPin | None = None  # what the value was measured on, where recorded
     model: ModelPin | None = None
@@ -131,20 +130,30 @@ class GoldenCase:
     path: Path
     sources: dict[str, str]  # model, dataset, tokenizer
     method: Method  # how the split becomes blocks: grouping, block size, max blocks
-    expected: dict[str, Expected]
+    expected: dict[Target, Expected]  # by golden key: targets without a card index
 
-    def resolve(self, key: str, record_command: Callable[[str], str] = lambda key: "--gate-update-golden") -> Resolved | None:
-        """The value and tolerance ``key`` is checked against; ``record_command(k)`` says how entry k is recorded."""
+    def entry(self, target: Target) -> Expected | None:
+        """The entry for ``target``, whatever card it runs on."""
+        return self.expected.get(entry_key(target))
+
+    def resolve(self, target: Target, record_command: Callable[[Target], str] = lambda key: "--gate-update-golden") -> Resolved | None:
+        """The value and tolerance ``target`` is checked against; ``record_command(t)`` says how entry t is recorded."""
+        key = entry_key(target)
         entry = self.expected.get(key)
         if entry is None:
             return None
         if entry.relative_to is None:
             return Resolved(entry.perplexity, entry.rel_tol, key, None, entry.computed, entry.blocks, entry.model)
-        target = self.expected.get(entry.relative_to)
-        if target is None or target.relative_to is not None:
-            raise GoldenError(f"golden file {self.path}: expected.{key} is a rule relative to {entry.relative_to}, which holds no value yet: "
-                              f"record {entry.relative_to} first, on a node that has its device, with: {record_command(entry.relative_to)}")
-        return Resolved(target.perplexity, entry.rel_tol, key, entry.relative_to, target.computed, target.blocks, target.model)
+        other = self.expected.get(entry.relative_to)
+        if other is None or other.relative_to is not None:
+            raise GoldenError(f"golden file {self.path}: expected.{key.key} is a rule relative to {entry.relative_to.key}, which holds no value yet: "
+                              f"record {entry.relative_to.key} first, on a node that has its device, with: {record_command(entry.relative_to)}")
+        return Resolved(other.perplexity, entry.rel_tol, key, entry.relative_to, other.computed, other.blocks, other.model)
+
+
+def entry_key(target: Target) -> Target:
+    """The golden entry a target is checked against: its device kind, without the card index, at its precision."""
+    return Target(Device(target.device.kind), target.precision)
 
 
 @dataclass(frozen=True)
@@ -214,10 +223,10 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
             raise GoldenError(f"golden file {path}: key {where}{name} is {bound}, not a finite number: write the bound, or remove the key for none.")
         bounds[metric] = (side, bound)
     try:
-        parse_target(reference)
+        target = Target.parse(reference)
     except PplgateError as err:
         raise GoldenError(f"golden file {path}: key {where}reference: {err}") from None
-    return Limits(reference, blocks, bounds)
+    return Limits(target, blocks, bounds)
 
 
 # What each object of a golden file may hold; any other key is refused, so a
@@ -255,7 +264,9 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
     limits = _limits(data, where, path)
     why = _require(data, "why", str, where, path) if "why" in data else ""
     if "relative_to" in data:
-        return Expected(None, rel_tol, _require(data, "relative_to", str, where, path), why, limits=limits)
+        other = _require(data, "relative_to", str, where, path)
+        # It may name an entry not recorded yet: the test says to record that one first.
+        return Expected(None, rel_tol, _key(other, path, f"expected.{key}.relative_to = {other!r}"), why, limits=limits)
     if "computed" in data:
         how = _require(data, "computed", str, where, path)
         if how not in COMPUTED:
@@ -345,13 +356,13 @@ def _method(raw: dict, path: Path) -> Method:
         raise GoldenError(f"golden file {path}: key method: {err}") from None
 
 
-def _key(key: str, path: Path, where: str) -> str:
+def _key(key: str, path: Path, where: str) -> Target:
     """An expected entry's key, ``<device>-<precision>`` of known names, as written."""
-    device, sep, precision = key.rpartition("-")
-    if not sep or device not in DEVICES or precision not in PRECISIONS:
+    try:
+        return golden_key(key)
+    except PplgateError:
         raise GoldenError(f"golden file {path}: key {where} is not <device>-<precision> of known names: "
-                          f"devices {', '.join(DEVICES)}; precisions {', '.join(PRECISIONS)} (lower case, no card index).")
-    return key
+                          f"devices {', '.join(DEVICES)}; precisions {', '.join(PRECISIONS)} (lower case, no card index).") from None
 
 
 def load_case(path: Path) -> GoldenCase:
@@ -370,22 +381,21 @@ def load_case(path: Path) -> GoldenCase:
     expected = _require(data, "expected", dict, "", path)
     entries = {_key(k, path, f"expected.{k}"): _entry(v, k, path) for k, v in expected.items()}
     for key, entry in entries.items():
-        if entry.relative_to is not None:
-            # It may name an entry not recorded yet: the test says to record that one first.
-            _key(entry.relative_to, path, f"expected.{key}.relative_to = {entry.relative_to!r}")
-            if widened(entry.relative_to) and key.rpartition("-")[0] != entry.relative_to.rpartition("-")[0]:
-                raise GoldenError(f"golden file {path}: expected.{key} is relative to {entry.relative_to}, which the CPU provider computes "
-                                  f"mostly in fp32: it is no evidence for {key}; make {key} relative to cpu-fp32, or record it on its device.")
+        other = entry.relative_to
+        if other is not None and other.widens_fp16 and key.device != other.device:
+            raise GoldenError(f"golden file {path}: expected.{key.key} is relative to {other.key}, which the CPU provider computes "
+                              f"mostly in fp32: it is no evidence for {key.key}; make {key.key} relative to cpu-fp32, or record it on its device.")
     return GoldenCase(name, path, sources, method, entries)
 
 
-def golden_record(path: Path, key: str, report: dict, precision: str, provenance: dict) -> None:
+def golden_record(path: Path, target: Target, report: dict, provenance: dict) -> None:
     """Writes one measured entry, keeping every other entry and key of the file as it was.
 
     Under a lock (pytest-xdist workers may update one file together) and
     atomically: an interruption leaves the old file whole.
     """
     path = Path(path)
+    key = entry_key(target).key
     value = report["perplexity"]
     if not (isinstance(value, (int, float)) and math.isfinite(value)):
         raise PplgateError(f"the obtained perplexity for {key} is {value}, which is never recorded: a golden file holds finite values only; "
@@ -399,8 +409,8 @@ def golden_record(path: Path, key: str, report: dict, precision: str, provenance
             pin["converted_sha256"] = model.converted_sha256
         entry = {
             "perplexity": report["perplexity"],
-            "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[precision]),
-            "why": old.get("why", f"default {precision} tolerance of pplgate"),
+            "rel_tol": old.get("rel_tol", DEFAULT_REL_TOL[target.precision]),
+            "why": old.get("why", f"default {target.precision} tolerance of pplgate"),
             "blocks": asdict(BlocksPin.of(report)),
             "model": pin,
             "provenance": provenance,

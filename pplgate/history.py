@@ -17,8 +17,9 @@ from pathlib import Path
 
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
-from pplgate.sources import shown
-from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, Saved, Timing, UnreadableRun, Verdict, of_type, drift, throughput_verdict, timing_of
+from pplgate.redact import printable
+from pplgate.timings import Saved, Timing, UnreadableRun, of_type, timing_of
+from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, ThroughputJudgment, Verdict, drift, throughput_verdict
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Series:
     tokens_per_second: list[float] = field(default_factory=list)
     tokens_per_second_std: list[float] = field(default_factory=list)
     perplexity: list[float] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # each run's verdict: "slower", "under load", ...
+    kinds: list[Verdict] = field(default_factory=list)  # each run's verdict: slower, under load, ...
 
     @property
     def perplexity_change_percent(self) -> list[float]:
@@ -133,8 +134,8 @@ class Row:
 
     index: int  # the saved run's position in the history, oldest first
     timing: Timing
-    verdict: Verdict
-    drift: Verdict | None
+    verdict: ThroughputJudgment
+    drift: ThroughputJudgment | None
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,10 @@ def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str
     return judged(storage, threshold).rows
 
 
-def _verdict_cell(v: Verdict) -> str:
-    if v.kind == "baseline":
+def _verdict_cell(v: ThroughputJudgment) -> str:
+    if v.verdict is Verdict.BASELINE:
         return f"baseline ({v.baseline_runs} of {BASELINE_MIN_RUNS})"
-    return v.kind if v.change is None else f"{v.kind} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
+    return str(v.verdict) if v.change is None or v.uncertainty is None else f"{v.verdict} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
 
 
 def _cells(row: Row) -> list[str]:
@@ -216,7 +217,7 @@ def render_markdown(rows: dict[str, list[Row]], plot: str | None = None, plot_no
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in runs]
         newest = runs[-1]
         out += ["", f"Newest: {newest.verdict.sentence}" + (f"  \n{newest.drift.sentence}" if newest.drift else ""), ""]
-    out += [f"- {shown(a.line())}" for a in set_aside] + ([""] if set_aside else [])
+    out += [f"- {printable(a.line())}" for a in set_aside] + ([""] if set_aside else [])
     if plot:
         out += [f"![perplexity and tokens/s per saved run]({plot})", ""]
     elif plot_note:
@@ -267,12 +268,12 @@ def read_history(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> History
             s.tokens_per_second.append(t.tokens_per_second)
             s.tokens_per_second_std.append(t.tokens_per_second * t.spread)
             s.perplexity.append(_perplexity(t))
-            s.kinds.append(r.verdict.kind)
+            s.kinds.append(r.verdict.verdict)
     return History(runs, series)
 
 
 # How each verdict is marked on the tokens/s line.
-MARKS = {"slower": ("v", "red"), "faster": ("^", "green")}
+MARKS = {Verdict.SLOWER: ("v", "red"), Verdict.FASTER: ("^", "green")}
 
 
 def draw_history(history: History, title: str):
@@ -288,8 +289,8 @@ def draw_history(history: History, title: str):
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(history.runs) + 4), 8), sharex=True)
     for name, s in history.series.items():
-        judged = [i for i, kind in enumerate(s.kinds) if kind != "under load"]
-        loaded = [i for i, kind in enumerate(s.kinds) if kind == "under load"]
+        judged = [i for i, kind in enumerate(s.kinds) if kind is not Verdict.UNDER_LOAD]
+        loaded = [i for i, kind in enumerate(s.kinds) if kind is Verdict.UNDER_LOAD]
         line = top.errorbar([s.runs[i] for i in judged], [s.tokens_per_second[i] for i in judged],
                             yerr=[s.tokens_per_second_std[i] for i in judged], marker="o", capsize=3, label=name)
         color = line[0].get_color()

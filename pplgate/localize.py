@@ -37,12 +37,12 @@ import onnx
 from onnx import TensorProto
 
 from pplgate.blocks import Blocks
-from pplgate.devices import Device
 from pplgate.errors import PplgateError
 from pplgate.fileio import remove_leftovers, write_atomic
 from pplgate.interface import feeds, inspect
 from pplgate.precision import session_model
 from pplgate.runtime import ORT_RUN_ERRORS, RuntimeOptions, create_session
+from pplgate.target import Precision, Target
 
 # Tensors fetched per run of a side, for one block: about 400 MB of a GPT-2-small layer.
 GROUP = 32
@@ -164,17 +164,16 @@ class Side:
     """One side of the comparison: a model file on a device at a precision."""
 
     path: Path  # the file the session loads (an fp16 conversion where the provider needs one)
-    device: Device
-    precision: str
+    target: Target
 
     @property
     def label(self) -> str:
-        return f"{self.device.spec}-{self.precision} of {self.path.name}"
+        return f"{self.target.spec} of {self.path.name}"
 
     @classmethod
-    def of(cls, model: Path, device: Device, precision: str, cache_dir: Path | None = None) -> Side:
-        """``model`` as a session on ``device`` at ``precision`` loads it: converted to fp16 where the provider has no mode of its own."""
-        return cls(session_model(Path(model), device, precision, cache_dir), device, precision)
+    def of(cls, model: Path, target: Target, cache_dir: Path | None = None) -> Side:
+        """``model`` as a session on ``target`` loads it: converted to fp16 where the provider has no mode of its own."""
+        return cls(session_model(Path(model), target, cache_dir), target)
 
 
 class TapModel:
@@ -249,19 +248,19 @@ def _add(group: list[TensorError], xs: list[np.ndarray], ys: list[np.ndarray], r
 
 def _session(tap: Path, side: Side, options: RuntimeOptions):
     try:
-        return create_session(str(tap), side.device, side.precision, options, side.path.name)
+        return create_session(str(tap), side.target, options, side.path.name)
     except PplgateError as err:
         raise PplgateError(_no_taps(side, str(err))) from err
 
 
 def _no_taps(side: Side, why: str) -> str:
-    return (f"{side.device.kind.provider} cannot expose the intermediate tensors of {side.path.name} ({why.rstrip('.')}); "
-            f"compare on the CPU at the same precision instead: --device cpu --precision {side.precision}.")
+    return (f"{side.target.provider} cannot expose the intermediate tensors of {side.path.name} ({why.rstrip('.')}); "
+            f"compare on the CPU at the same precision instead: --device cpu --precision {side.target.precision}.")
 
 
 def _session_logits(side: Side, blocks: Blocks, options: RuntimeOptions, each=None) -> list[np.ndarray]:
     """The logits of ``side``'s model as a session runs it, nothing exposed: kept, or handed to ``each(block, logits)``."""
-    session = create_session(str(side.path), side.device, side.precision, options, side.path.name)
+    session = create_session(str(side.path), side.target, options, side.path.name)
     iface = inspect(session, side.path.name)
     kept = []
     for i in range(len(blocks)):
@@ -282,7 +281,7 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
     """The sessions' logits first, then ``blocks`` through both sides, GROUP tensors at a time; only statistics are kept."""
     options = options or RuntimeOptions()
     if threshold is None:
-        threshold = DEFAULT_THRESHOLD["fp16" in (run.precision, reference.precision)]
+        threshold = DEFAULT_THRESHOLD[Precision.FP16 in (run.target.precision, reference.target.precision)]
     workdir = Path(workdir or tempfile.gettempdir())
     # As the user's sessions run: one alive at a time, the run's logits kept for the tapped graphs too.
     as_run = _session_logits(run, blocks, options)

@@ -20,7 +20,6 @@ import numpy as np
 
 from pplgate.blocks import Blocks
 from pplgate.data import TokenStream, load_tokens
-from pplgate.devices import Device, check_precision, refuse_precision_options
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
 from pplgate.interface import check_fits, logits_rank, logits_short
@@ -29,31 +28,31 @@ from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
 from pplgate.report import final_report
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, open_session
+from pplgate.models import resolve_model
 from pplgate.sourcefolder import Sources
-from pplgate.sources import resolve_model
+from pplgate.target import Target
 
 
-def check_target(device: Device, precision: str, provider_options: dict[str, str] | None = None) -> None:
+def check_target(target: Target, provider_options: dict[str, str] | None = None) -> None:
     """Before any source: a precision the device does not have (tf32 on the CPU), a provider
     option that contradicts the precision (use_tf32=1 with fp32), a provider this onnxruntime lacks."""
-    check_precision(device, precision)
-    refuse_precision_options(device, precision, provider_options or {})
-    check_provider(device)
+    target.check(provider_options)
+    check_provider(target.device)
 
 
-def load_blocks(sources: Sources, method: Method = Method()) -> tuple[TokenStream, Blocks]:
+def load_blocks(sources: Sources, method: Method = Method(), progress: bool = True) -> tuple[TokenStream, Blocks]:
     """The token stream and its blocks, the first ``method.max_blocks`` only if given."""
-    tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir)
+    tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir, progress)
     blocks = tokens.blocks(method.grouping, method.block_size)
     if len(blocks) == 0:
         raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, no block to score: pass --dataset with the full wikitext-2-raw-v1 test split.")
     return tokens, blocks.head(method.max_blocks)
 
 
-def build_session(sources: Sources, device: Device, precision: str, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
-    """The session of the model on ``device``, checked to take ``blocks`` before any of them is scored."""
+def build_session(sources: Sources, target: Target, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
+    """The session of the model on ``target``, checked to take ``blocks`` before any of them is scored."""
     path = resolve_model(sources.model, sources.model_dir, progress=settings.progress, cache_dir=sources.cache_dir)
-    session = open_session(path, device, precision, settings.scoring, settings.options, cache_dir=sources.cache_dir)
+    session = open_session(path, target, settings.scoring, settings.options, cache_dir=sources.cache_dir)
     longest = int(blocks.lengths.max())
     check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()), min(settings.batch_size, len(blocks)))
     if session.iface.sequence_length is None:
@@ -99,43 +98,42 @@ def physical_memory() -> int | None:
 def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,
                     settings: RunSettings = RunSettings(), measure_forward: bool = False) -> tuple[dict, Evaluation]:
     """The blocks scored, and the Final report of it."""
-    baseline = open_session(session.source_path, session.device, session.precision, "host", settings.options, cache_dir=sources.cache_dir) if measure_forward else None
+    baseline = open_session(session.source_path, session.target, "host", settings.options, cache_dir=sources.cache_dir) if measure_forward else None
     evaluation = evaluate(session, blocks, settings.batch_size, progress=settings.progress, baseline=baseline)
     return final_report(sources, session, evaluation, tokens, method), evaluation
 
 
-def compare(session: LMSession, reference: tuple[Device, str], blocks: Blocks, settings: RunSettings = RunSettings(), cache_dir: Path | None = None) -> dict:
+def compare(session: LMSession, reference: Target, blocks: Blocks, settings: RunSettings = RunSettings(), cache_dir: Path | None = None) -> dict:
     """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
-    device, precision = reference
     # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
-    ref = open_session(session.source_path, device, precision, "host", settings.options, lean=True, cache_dir=cache_dir)
+    ref = open_session(session.source_path, reference, "host", settings.options, lean=True, cache_dir=cache_dir)
     return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
 
 
-def run(sources: Sources, device: Device, precision: str, method: Method = Method(), settings: RunSettings = RunSettings(),
-        measure_forward: bool = False, reference: tuple[Device, str] | None = None) -> tuple[dict, Evaluation]:
+def run(sources: Sources, target: Target, method: Method = Method(), settings: RunSettings = RunSettings(),
+        measure_forward: bool = False, reference: Target | None = None) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it: the Final report, and the losses (of ``evaluation.layout``)."""
-    check_target(device, precision, settings.options.provider_options)
+    check_target(target, settings.options.provider_options)
     if reference:
-        check_target(*reference, settings.options.provider_options)
+        check_target(reference, settings.options.provider_options)
     sources = sources.resolved()
-    tokens, blocks = load_blocks(sources, method)
-    session = build_session(sources, device, precision, tokens, blocks, settings)
+    tokens, blocks = load_blocks(sources, method, settings.progress)
+    session = build_session(sources, target, tokens, blocks, settings)
     report, evaluation = evaluate_report(sources, session, tokens, blocks, method, settings, measure_forward)
     if reference is not None:
         report.update(compare(session, reference, blocks, settings, sources.cache_dir))
     return report, evaluation
 
 
-def localize_run(sources: Sources, run_side: tuple[Device, str], reference: tuple[Device, str], method: Method,
+def localize_run(sources: Sources, run_side: Target, reference: Target, method: Method,
                  reference_model: str | None = None, threshold: float | None = None, options: RuntimeOptions = RuntimeOptions()):
     """Where a run departs from a reference, node by node (pplgate.localize), on the first ``method.max_blocks`` blocks."""
     from pplgate.localize import Side, localize
 
-    check_target(*run_side, options.provider_options)
-    check_target(*reference, options.provider_options)
+    check_target(run_side, options.provider_options)
+    check_target(reference, options.provider_options)
     sources = sources.resolved()
     _, blocks = load_blocks(sources, method)
     model = resolve_model(sources.model, sources.model_dir, cache_dir=sources.cache_dir)
     other = resolve_model(reference_model, sources.model_dir, cache_dir=sources.cache_dir) if reference_model else model
-    return localize(Side.of(model, *run_side, sources.cache_dir), Side.of(other, *reference, sources.cache_dir), blocks, threshold, options)
+    return localize(Side.of(model, run_side, sources.cache_dir), Side.of(other, reference, sources.cache_dir), blocks, threshold, options)

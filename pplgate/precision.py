@@ -11,7 +11,6 @@ changes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from pplgate.devices import Device, converts_to_fp16
-from pplgate.digest import sha256_of, sidecar, stamp, unchanged
+from pplgate.artifacts import Artifact
+from pplgate.digest import sha256_of
 from pplgate.errors import PplgateError
-from pplgate.fileio import locked, log, remove_leftovers, user_cache_dir, write_atomic, write_json_atomic
+from pplgate.fileio import remove_leftovers, user_cache_dir, write_atomic
 from pplgate.modelfiles import model_identity
+from pplgate.target import Target
 
 
 def load(path: Path) -> onnx.ModelProto:
@@ -34,18 +34,6 @@ def load(path: Path) -> onnx.ModelProto:
         raise PplgateError(f"model file {path} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
 
 
-def _made_from(meta: dict, key: dict) -> bool:
-    return all(meta.get(k) == v for k, v in key.items())
-
-
-def _read_meta(meta: Path) -> dict:
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def fp16_path(source: Path) -> Path:
     return source.with_name(source.stem + ".fp16.onnx")
 
@@ -53,13 +41,14 @@ def fp16_path(source: Path) -> Path:
 # protobuf cannot serialize a message of 2 GiB or more: larger conversions keep
 # their weights in a file of their own beside the model (ONNX external data).
 PROTOBUF_LIMIT = 2**31 - 2**20
+CONVERSION_FIX = "copy the model to a writable folder and pass that path to --model"
 
 
 def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
     """Writes ``model`` to ``target`` atomically; returns the sha256 of ``target``'s bytes."""
     if model.ByteSize() < external_over:
         data = model.SerializeToString()
-        write_atomic(target, lambda f: f.write(data), fix="copy the model to a writable folder with room and pass that path to --model")
+        write_atomic(target, lambda f: f.write(data), fix=CONVERSION_FIX)
         return hashlib.sha256(data).hexdigest()
     # onnx writes the weights beside the file it saves: save into a scratch
     # folder beside the target, then move the weights, then the model, into place.
@@ -80,33 +69,21 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     except ImportError as err:  # a build without onnxruntime.transformers, or without what it imports
         import onnxruntime
 
-        raise PplgateError(f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime {onnxruntime.__version__} "
-                           f"cannot import ({err}): install an onnxruntime build that ships onnxruntime.transformers, or run fp32.") from None
-
+        raise PplgateError(f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime "
+                           f"{onnxruntime.__version__} cannot import ({err}): install an onnxruntime build that ships onnxruntime.transformers, "
+                           "or run fp32.") from None
     target = fp16_path(source)
-    meta = sidecar(target)
-    # By content: a same-size, same-time replacement of the source is another model.
-    # Its weights files too: the same graph with other external data is another model.
-    key = {"source": source.name, "source_sha256": model_identity(source, cache_dir or user_cache_dir()).sha256}
-    made = _read_meta(meta)
-    if target.is_file() and _made_from(made, key) and unchanged(made, target):
-        return target  # converted before and untouched since: read without the lock, so a read-only folder serves
+    # By content: a same-size, same-time replacement of the source is another model,
+    # and so is the same graph with other external data.
+    identity = model_identity(source, cache_dir or user_cache_dir()).sha256
+    artifact = Artifact(target, source.name, {"source_sha256": identity}, verb="converting", fix=CONVERSION_FIX)
     try:
-        with locked(target):
-            made = _read_meta(meta)
-            if target.is_file() and _made_from(made, key):
-                if unchanged(made, target):
-                    return target
-                log.info("the fp16 conversion %s is not the file written for it (changed or truncated since): converting %s again", target, source.name)
-            log.info("converting %s to fp16 into %s", source.name, target)
-            model = convert_float_to_float16(load(source), keep_io_types=True)
-            # Hashed from the bytes just written, so checking a golden pin costs no second read.
-            write_json_atomic(meta, {**key, **stamp(target, _save(model, target, external_over))})
+        # Hashed from the bytes just written, so checking a golden pin costs no second read.
+        return artifact.ensure(lambda: _save(convert_float_to_float16(load(source), keep_io_types=True), target, external_over))
     except PermissionError as err:
-        raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: copy the model to a writable folder and pass that path to --model.") from err
-    return target
+        raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: {CONVERSION_FIX}.") from err
 
 
-def session_model(source: Path, device: Device, precision: str, cache_dir: Path | None = None) -> Path:
-    """The file a session of ``source`` on ``device`` at ``precision`` loads: the source, or its fp16 conversion."""
-    return convert_fp16(source, cache_dir) if converts_to_fp16(device, precision) else source
+def session_model(source: Path, target: Target, cache_dir: Path | None = None) -> Path:
+    """The file a session of ``source`` on ``target`` loads: the source, or its fp16 conversion."""
+    return convert_fp16(source, cache_dir) if target.converts_to_fp16 else source

@@ -77,7 +77,7 @@ def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks,
         # Let this batch's logits go before the next batch's are made.
         del z_all, z_ref_all
     return ReferenceComparison(
-        reference=f"{reference.device.spec}-{reference.precision}",
+        reference=reference.target.spec,
         kl=kl,
         top1_agree=agree,
         perplexity=perplexity(blocks.block_means(losses)),

@@ -13,15 +13,14 @@ import numpy as np
 import onnxruntime as ort
 
 from pplgate import __version__
-from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.data import TokenStream
-from pplgate.devices import computed_as
 from pplgate.evaluate import Evaluation
+from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.metric import CrossToolMetrics
 from pplgate.modelfiles import model_identity
+from pplgate.redact import bare_address
 from pplgate.runtime import LMSession
 from pplgate.sourcefolder import Sources
-from pplgate.sources import describe
 
 
 def onnxruntime_distribution() -> str:
@@ -73,7 +72,7 @@ def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, t
     n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
     cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {
-        "model": describe(sources.model),
+        "model": bare_address(sources.model),
         "model_file": session.model_path.name,
         # The bytes that ran, which golden files pin: the file as given with
         # its external-data files (pplgate.modelfiles), and the fp16
@@ -85,9 +84,9 @@ def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, t
         "dataset": sources.dataset,
         "tokenizer": sources.tokenizer,
         "device": session.device.spec,
-        "precision": session.precision,
+        "precision": session.precision.value,
         # What computed it: the CPU provider's fp16 is mostly fp32, CUDA's fp32 is TF32 unless switched off.
-        "computed_as": computed_as(session.device, session.precision),
+        "computed_as": session.target.computed_as,
         "batch_size": ev.batch_size,
         "perplexity": ev.perplexity,
         "perplexity_stderr": ev.perplexity_stderr,
@@ -153,8 +152,8 @@ def throughput_info(
         "test": test,
         "case": case,
         "device": session.device.spec,
-        "precision": session.precision,
-        "computed_as": computed_as(session.device, session.precision),
+        "precision": session.precision.value,
+        "computed_as": session.target.computed_as,
         "blocks": ev.blocks,
         "batch_size": ev.batch_size,
         "tokens": tokens,  # fed per round

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pplgate.devices import Device, check_precision, converts_to_fp16, precision_provider_options, refuse_precision_options
 from pplgate.errors import PplgateError, ProviderUnavailable
 from pplgate.interface import GraphInterface, feeds, inspect, logits_short
 from pplgate.metric import host_token_losses
 from pplgate.options import SCORINGS, RuntimeOptions
 from pplgate.precision import session_model
 from pplgate.scoring import LABELS, LOGITS, TOKEN_LOSSES, labels_of, scoring_model
+from pplgate.target import Device, Precision, Target
 
 # What onnxruntime raises when it cannot build or run a session.
 _state = ort.capi.onnxruntime_pybind11_state
@@ -31,11 +31,10 @@ ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
 SCORED_ROWS = 128
 
 
-def resolve_scoring(scoring: str, device: Device, precision: str) -> str:
+def resolve_scoring(scoring: str, target: Target) -> str:
     if scoring != "auto":
         return scoring
-    lowered_by_provider = precision == "fp16" and not converts_to_fp16(device, precision)
-    return "host" if lowered_by_provider else "graph"
+    return "host" if target.lowered_by_provider else "graph"
 
 
 @contextlib.contextmanager
@@ -73,8 +72,7 @@ class LMSession:
     # logits + input_ids -> token losses, on the same device; None for host scoring.
     scorer: ort.InferenceSession | None
     iface: GraphInterface
-    device: Device
-    precision: str
+    target: Target
     scoring: str
     source_path: Path  # the model as given
     model_path: Path  # what the session loaded, by path: the source, or its fp16 conversion
@@ -82,12 +80,20 @@ class LMSession:
     _logits: np.ndarray | None = field(default=None, repr=False)  # the CPU path's logits buffer
 
     @property
+    def device(self) -> Device:
+        return self.target.device
+
+    @property
+    def precision(self) -> Precision:
+        return self.target.precision
+
+    @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
     @property
     def requested_provider_options(self) -> dict[str, str]:
-        return {**self.device.provider_options(), **self.options.provider_options, **precision_provider_options(self.device, self.precision)}
+        return self.target.provider_options(self.options.provider_options)
 
     @property
     def effective_provider_options(self) -> dict[str, str]:
@@ -191,14 +197,15 @@ class LMSession:
         return self._logits
 
 
-def create_session(what: str | bytes, device: Device, precision: str, options: RuntimeOptions, name: str,
+def create_session(what: str | bytes, target: Target, options: RuntimeOptions, name: str,
                    spin: bool = True, lean: bool = False) -> ort.InferenceSession:
-    """An InferenceSession on ``device`` alone, refusing a silent fallback to another provider.
+    """An InferenceSession on the target's device alone, refusing a silent fallback to another provider.
 
+    The target was checked when the run started (``pipeline.check_target``).
     ``spin`` False: the session's threads sleep as soon as a run ends, rather
     than spinning for the next one on cores another session needs.
     """
-    check_precision(device, precision)
+    device, precision = target.device, target.precision
     check_provider(device)  # every session is made here: none on a provider this build lacks
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
@@ -208,12 +215,10 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
         # A session beside another (a reference): no memory arena kept between
         # runs: its activations are freed as soon as each run ends.
         so.enable_cpu_mem_arena = False
-    refuse_precision_options(device, precision, options.provider_options)
-    # The user's win over the card index; the precision's (TF32 off for fp32) are the precision's.
-    provider_options = {**device.provider_options(), **options.provider_options, **precision_provider_options(device, precision)}
+    provider_options = target.provider_options(options.provider_options)
     # The vendor's GCU build reads its precision from the environment when the
     # session is created: 1 is fp16 mixed precision (its default), 0 is fp32.
-    env_value = "1" if precision == "fp16" else "0"
+    env_value = "1" if precision is Precision.FP16 else "0"
     try:
         with _environment(device.kind.fp16_env, env_value):
             session = ort.InferenceSession(what, so, providers=[(device.kind.provider, provider_options)])
@@ -221,7 +226,7 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
         raise PplgateError(f"model file {name} is not a readable ONNX model ({str(err).strip().splitlines()[0]}): check that it is a complete .onnx file.") from err
     except ORT_ERRORS as err:
         first_line = str(err).strip().splitlines()[0]
-        hint = f"use --precision fp32 on {device.kind.name}" if precision == "fp16" else "check the model and the provider options"
+        hint = f"use --precision fp32 on {device.kind.name}" if precision is Precision.FP16 else "check the model and the provider options"
         raise PplgateError(f"onnxruntime cannot build a {precision} session of {name} on {device.spec} ({first_line}): {hint}.") from err
     got = session.get_providers()
     if not got or got[0] != device.kind.provider:
@@ -235,8 +240,7 @@ def create_session(what: str | bytes, device: Device, precision: str, options: R
 
 def open_session(
     model_path: Path,
-    device: Device,
-    precision: str,
+    target: Target,
     scoring: str = "auto",
     options: RuntimeOptions | None = None,
     lean: bool = False,
@@ -246,12 +250,12 @@ def open_session(
     options = options or RuntimeOptions()
     if scoring not in SCORINGS:
         raise PplgateError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}.")
-    scoring = resolve_scoring(scoring, device, precision)
+    scoring = resolve_scoring(scoring, target)
     source_path = model_path = Path(model_path)
     if source_path.stat().st_size == 0:
         raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
-    model_path = session_model(source_path, device, precision, cache_dir)  # hashes in cache_dir: the conversion is by content
-    session = create_session(str(model_path), device, precision, options, model_path.name, lean=lean)
+    model_path = session_model(source_path, target, cache_dir)  # hashes in cache_dir: the conversion is by content
+    session = create_session(str(model_path), target, options, model_path.name, lean=lean)
     iface = inspect(session, model_path.name)
     if scoring == "graph" and iface.vocab_size is None:
         # Where the vocabulary stays symbolic, the logits cannot be given a buffer beforehand.
@@ -261,5 +265,5 @@ def open_session(
         # The scorer is pplgate's own float32 graph: created at fp32 whatever the run's precision.
         graph = scoring_model(iface.vocab_size, iface.logits_dtype)
         # It runs between the model's runs: spinning, its threads would take cores from the model's next run.
-        scorer = create_session(graph.SerializeToString(), device, "fp32", options, "pplgate's scoring graph", spin=False)
-    return LMSession(session, scorer, iface, device, precision, scoring, source_path, model_path, options)
+        scorer = create_session(graph.SerializeToString(), Target(target.device, Precision.FP32), options, "pplgate's scoring graph", spin=False)
+    return LMSession(session, scorer, iface, target, scoring, source_path, model_path, options)

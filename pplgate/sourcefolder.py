@@ -24,10 +24,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from pplgate.digest import file_digest
+from pplgate.download import file_name
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import default_model_dir, user_cache_dir
+from pplgate.method import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL
 from pplgate.modelfiles import external_locations, leaves_folder
-from pplgate.sources import BUILTIN_PREFIX, DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL, describe, file_name, looks_local
+from pplgate.redact import bare_address
+from pplgate.spec import is_hub, is_remote, looks_local
 
 SUMS = "SHA256SUMS"
 # A repository's card: documentation, which mirrors may leave out of their SHA256SUMS (see _check_card).
@@ -37,7 +40,7 @@ MODEL_SUBDIR = "model"
 
 def model_file_name(spec: str) -> str:
     """The file a remote model is kept under in ``DIR/model``: its URL's or hub path's last name."""
-    if spec.startswith("hf://"):
+    if is_hub(spec):
         return PurePosixPath(urllib.parse.urlsplit(spec).path).name
     return file_name(spec)
 
@@ -156,7 +159,7 @@ class SourceFolder:
         return self._folder(spec, "tokenizer", "--tokenizer")
 
     def model(self, spec: str) -> str:
-        if spec.startswith(BUILTIN_PREFIX) or not spec.startswith(("https://", "http://", "hf://")):
+        if not is_remote(spec):
             return spec
         name = model_file_name(spec)
         folder = self.root / MODEL_SUBDIR
@@ -179,7 +182,7 @@ class SourceFolder:
 
     def _missing(self, what: str, spec: str, where: Path, option: str) -> SourceUnavailable:
         return SourceUnavailable(
-            f"{what} {describe(spec)} is not in the sources folder {self.root} (no {where}): write it there with "
+            f"{what} {bare_address(spec)} is not in the sources folder {self.root} (no {where}): write it there with "
             f"'python -m pplgate fetch {self.root}' on a machine with network, or pass {option} with a local copy.",
             option=option,
         )

@@ -1,4 +1,13 @@
-"""Throughput and accuracy verdicts from the history pytest-benchmark keeps.
+"""Verdicts: pure functions from what a run obtained (and what was expected or saved before) to a Judgment.
+
+The fixtures of the gate only record and fail; every decision, and the
+sentence that explains it, is made here, so each can be tested as a function.
+
+Accuracy: a perplexity against its golden value (``pplgate.golden``), after
+the pins (the blocks and the model it was recorded on), and a run against a
+reference session within the case's limits.
+
+Throughput: from the history pytest-benchmark keeps (``pplgate.timings``).
 
 A fixed percentage against one previous run of three rounds cannot tell a
 regression from a shared node's noise (three runs of the same settings here:
@@ -36,132 +45,175 @@ by how much and what else differs from the last such run.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import Enum
 
-BASELINE_RUNS = 10
+from pplgate.golden import BlocksPin, Limits, ModelPin, Resolved, Tolerance
+from pplgate.target import Target
+from pplgate.timings import RUNTIME, SETTINGS, Saved, Timing
+
 # The fewest saved runs a verdict is given against: the median and the median
 # absolute deviation of five runs ignore any two odd ones (of three, only one).
 BASELINE_MIN_RUNS = 5
 SIGMAS = 3.0
 DEFAULT_THRESHOLD = 0.10
-# What identifies a series (besides the test and the machine): the knobs a user sets.
-SETTINGS = ("batch_size", "intra_op_threads", "provider_options", "blocks", "scoring")
-# What may change under a series, and is named when it does.
-RUNTIME = ("onnxruntime", "onnxruntime_distribution", "providers", "driver")
+# The timed blocks' perplexity against the accuracy path's on the same blocks
+# (MLPerf's TEST01): the same session and settings compute the same float32
+# losses, so anything past rounding is a fast path computing something else.
+TEST01_REL_TOL = 1e-6
+
+
+class Verdict(str, Enum):
+    """Every verdict the gate gives, as the summary, the reports and the history write it."""
+
+    # A gate test's outcome.
+    PASS = "pass"
+    FAIL = "FAIL"
+    NO_GOLDEN = "no golden"
+    UPDATED = "updated"
+    SKIP = "skip"
+    ERROR = "error"
+    CRASHED = "crashed"  # its pytest-xdist worker died
+    NOT_RUN = "not run"  # selected, and the session ended before it ran
+    # A throughput run against the saved runs.
+    FIRST_RUN = "first run"
+    BASELINE = "baseline"  # too few saved runs to judge yet
+    WITHIN_NOISE = "within noise"
+    SLOWER = "slower"
+    FASTER = "faster"
+    UNDER_LOAD = "under load"
+    DRIFT = "drift"  # the perplexity moved on the same model, blocks and method
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 @dataclass(frozen=True)
-class Timing:
-    """One test's throughput in one run: pytest-benchmark's stats and pplgate's extra_info."""
+class Judgment:
+    """A verdict and the sentence that explains it ("" for a plain pass)."""
 
-    test: str  # tiny-cpu-fp32
-    run: str  # the saved run's name (0007), or "this run"
-    datetime: str
-    commit: str
-    node: str  # the machine
-    median_seconds: float  # per round
-    spread: float  # the rounds' stddev / median
-    rounds: int
-    tokens_per_round: int
-    extra: dict  # extra_info: settings, runtime, perplexity, model and blocks sha256, conditions
+    verdict: Verdict
+    sentence: str = ""
+    expected: float | None = None  # the perplexity compared with, where one was
+    rel_tol: float | None = None
 
     @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_per_round / self.median_seconds
-
-    @property
-    def settings(self) -> dict:
-        return {k: self.extra.get(k) for k in SETTINGS}
-
-    @property
-    def runtime(self) -> dict:
-        return {k: self.extra.get(k) for k in RUNTIME}
-
-    @property
-    def under_load(self) -> bool:
-        return bool((self.extra.get("conditions") or {}).get("under_load"))
-
-    @property
-    def accuracy_key(self) -> tuple:
-        return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
+    def failed(self) -> bool:
+        return self.verdict in (Verdict.FAIL, Verdict.NO_GOLDEN)
 
 
-class UnreadableRun(ValueError):
-    """A saved run, or one benchmark of it, that is not what pytest-benchmark writes: named and set aside, never judged."""
+def columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float:
-    """``value`` as a finite float above (or at least) ``minimum``; UnreadableRun saying what it is otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UnreadableRun(f"{what} is {_shown(value)}, not a number")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise UnreadableRun(f"{what} is a {int(abs(value)).bit_length() * 30103 // 100000 + 1}-digit number or so, beyond any float") from None
-    if not math.isfinite(number) or (number <= minimum if above else number < minimum):
-        raise UnreadableRun(f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}")
-    return number
+def judge_missing(path, target: Target, obtained: float, command: str) -> Judgment:
+    """A case with no entry for the target."""
+    return Judgment(Verdict.NO_GOLDEN, f"{path} has no expected perplexity for {target.key} (obtained {obtained:.6g}): record it with\n  {command}")
 
 
-def _shown(value) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def of_type(value, kinds, what: str, optional: bool = True):
-    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
-        return value
-    names = {dict: "an object", list: "a list", str: "text", int: "an integer"}
-    wanted = " or ".join(names.get(k, k.__name__) for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-    raise UnreadableRun(f"{what} is {_shown(value)}, not {wanted}")
-
-
-def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> Timing | None:
-    """A Timing from one benchmark of a saved run (or of this run's JSON); None if it is not pplgate's.
-
-    A benchmark of pplgate's whose fields are not what pplgate writes (text
-    where numbers belong, a zero or NaN time, a perplexity of 0) raises
-    UnreadableRun: the run is set aside and named, never judged.
-    """
-    bench = of_type(bench, dict, "a benchmark", optional=False)
-    extra = of_type(bench.get("extra_info"), dict, "extra_info") or {}
-    if "tokens" not in extra or "test" not in extra:
+def judge_pins(test: str, resolved: Resolved, report: dict, where: str, command: str) -> Judgment | None:
+    """FAIL when the run's blocks or model are not those the value was recorded on; None when they are, or nothing is pinned."""
+    obtained = BlocksPin.of(report)
+    if resolved.blocks is not None and resolved.blocks != obtained:
+        return Judgment(Verdict.FAIL,
+                        f"the blocks of {test} differ from those the value in {where} was recorded on "
+                        f"(recorded: {resolved.blocks.describe()}; now: {obtained.describe()}), so the data, the tokenizer or the grouping changed, "
+                        f"not the model: pass the --dataset and --tokenizer it was recorded with, or re-record with\n  {command}")
+    model = ModelPin.of(report)
+    pinned = resolved.model
+    if pinned is None:
         return None
-    test = of_type(extra["test"], str, "extra_info.test", optional=False)
-    stats = of_type(bench.get("stats"), dict, f"{test}: stats", optional=False)
-    median = _number(stats.get("median"), f"{test}: stats.median")
-    tokens = int(_number(of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"))
-    stddev = 0.0 if stats.get("stddev") is None else _number(stats["stddev"], f"{test}: stats.stddev", above=False)
-    rounds = 1 if stats.get("rounds") is None else int(_number(of_type(stats["rounds"], int, f"{test}: stats.rounds"), f"{test}: stats.rounds"))
-    if extra.get("perplexity") is not None:
-        _number(extra["perplexity"], f"{test}: extra_info.perplexity")
-    conditions = of_type(extra.get("conditions"), dict, f"{test}: extra_info.conditions") or {}
-    if conditions.get("others_cpu_share") is not None:
-        _number(conditions["others_cpu_share"], f"{test}: extra_info.conditions.others_cpu_share", above=False)
-    for key in ("model_sha256", "blocks_sha256", *RUNTIME[:2]):
-        of_type(extra.get(key), str, f"{test}: extra_info.{key}")
-    return Timing(test, run, datetime, commit, node, median, stddev / median, rounds, tokens, extra)
+    if pinned.sha256 != model.sha256:
+        return Judgment(Verdict.FAIL,
+                        f"the model of {test} is not the one the value in {where} was measured on "
+                        f"(recorded sha256 {pinned.sha256}, {pinned.bytes} bytes; now {model.sha256}, {model.bytes} bytes, {report['model']}): "
+                        f"point --model at the original, or re-record with\n  {command}")
+    if resolved.via is None and None not in (pinned.converted_sha256, model.converted_sha256) and pinned.converted_sha256 != model.converted_sha256:
+        return Judgment(Verdict.FAIL,
+                        f"the fp16 conversion of {test} is not the one the value in {where} was measured on "
+                        f"(recorded sha256 {pinned.converted_sha256}; now {model.converted_sha256}), though the model is the same: "
+                        f"onnxruntime's float16 converter changed; re-record with\n  {command}")
+    return None
 
 
-@dataclass
-class Verdict:
+def judge_perplexity(case: str, target: Target, obtained: float, expected: float, rel_tol: float, where: str, command: str, hint: str) -> Judgment:
+    """PASS within the tolerance, else FAIL with the table (obtained, expected, difference, tolerance) and what to run next."""
+    c = Tolerance(obtained, expected, rel_tol)
+    if c.passed:
+        return Judgment(Verdict.PASS, expected=expected, rel_tol=rel_tol)
+    table = columns([
+        ("", "obtained", "expected", "difference", "tolerance"),
+        ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})",
+         f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
+    ])
+    return Judgment(Verdict.FAIL,
+                    f"perplexity of {case} on {target.spec} is outside its tolerance\n"
+                    f"{table}\ndevice {target.device.spec}, precision {target.precision}, golden {where}\n"
+                    f"If the change is intended, record the obtained value with:\n  {command}\n{hint}",
+                    expected, rel_tol)
+
+
+def judge_limits(test: str, limits: Limits, summary: dict, where: str, hint: str) -> Judgment:
+    """A run against its reference session: PASS within every bound, else FAIL with the broken ones."""
+    broken = limits.violations(summary)
+    if not broken:
+        return Judgment(Verdict.PASS)
+    table = columns([("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken])
+    return Judgment(Verdict.FAIL,
+                    f"{test} against {limits.reference.spec} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
+                    f"limits: {where}\n{hint}")
+
+
+def judge_timed(test: str, blocks: int, timed: float, accuracy: float) -> Judgment:
+    """MLPerf's TEST01: the timed run's perplexity is the accuracy path's on the same blocks, or the timed path computes something else."""
+    if abs(timed / accuracy - 1.0) <= TEST01_REL_TOL:
+        return Judgment(Verdict.PASS)
+    return Judgment(Verdict.FAIL,
+                    f"{test}: the timed run's perplexity of its {blocks} blocks is {timed!r}, "
+                    f"the accuracy path's on the same blocks {accuracy!r} ({timed / accuracy - 1.0:+.3g} relative, tolerance {TEST01_REL_TOL:g}): "
+                    "the timed path computes something else; compare both with --device cpu --precision fp32.")
+
+
+def judge_nothing_timed(test: str, strict: bool) -> Judgment:
+    """Never a pass: a throughput test that timed nothing has checked nothing."""
+    why = (f"{test}: nothing was timed: pytest-benchmark is off (--benchmark-disable, or pytest-xdist, under which it turns "
+           "itself off): run the throughput tests without -n and without --benchmark-disable")
+    return Judgment(Verdict.FAIL, f"{why} (--gate-strict)") if strict else Judgment(Verdict.SKIP, why)
+
+
+@dataclass(frozen=True)
+class ThroughputJudgment:
+    """A throughput run against the saved runs of its series."""
+
     test: str
-    kind: str  # "first run", "baseline" (too few runs yet), "within noise", "slower", "faster", "under load"
+    verdict: Verdict  # first run, baseline, within noise, slower, faster, under load; drift for a perplexity that moved
     sentence: str
-    change: float | None = None  # relative change in tokens/s; negative: slower
+    change: float | None = None  # relative change in tokens/s (or perplexity, for drift); negative: slower
     uncertainty: float | None = None
     baseline_runs: int = 0
     changed: dict = field(default_factory=dict)  # runtime field -> [before, now]
 
     @property
     def regression(self) -> bool:
-        return self.kind == "slower"
+        return self.verdict is Verdict.SLOWER
 
     def record(self) -> dict:
-        return asdict(self)
+        """As reports keep it: the verdict under "kind"."""
+        return {"test": self.test, "kind": self.verdict.value, "sentence": self.sentence, "change": self.change,
+                "uncertainty": self.uncertainty, "baseline_runs": self.baseline_runs, "changed": self.changed}
+
+
+def throughput_failure(judgment: ThroughputJudgment, moved: ThroughputJudgment | None, fail_beyond: float | None, drift_fails: bool) -> str | None:
+    """What fails a throughput test once judged: a slowdown with --gate-throughput-fail, a drift with --gate-drift-fail."""
+    if judgment.regression and fail_beyond is not None:
+        return f"{judgment.sentence}; --gate-throughput-fail={fail_beyond:.0%}"
+    if moved is not None and drift_fails:
+        return f"{moved.sentence}; --gate-drift-fail"
+    return None
 
 
 def _percent(x: float) -> str:
@@ -174,55 +226,6 @@ def _changes(before: dict, now: dict) -> dict:
 
 def _describe(changed: dict) -> str:
     return "; ".join(f"{k} {before} -> {now}" for k, (before, now) in changed.items())
-
-
-def _settings_key(t: Timing) -> str:
-    return json.dumps(t.settings, sort_keys=True, default=str)
-
-
-class Saved:
-    """Saved Timings, oldest first, indexed as the verdicts look them up.
-
-    Each lookup costs the same however many runs are saved, so judging every
-    saved run against those before it (``pplgate history``) is linear in them.
-    """
-
-    def __init__(self, timings: list[Timing] = ()):
-        self._series: dict[tuple, list[Timing]] = {}  # (test, node, settings) -> every run
-        self._calm: dict[tuple, list[Timing]] = {}  # the same, runs under load left out
-        self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
-        self._nodes: dict[str, set[str]] = {}  # test -> the machines it ran on
-        self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> its newest run with a perplexity
-        for t in timings:
-            self.add(t)
-
-    def add(self, t: Timing) -> None:
-        key = (t.test, t.node, _settings_key(t))
-        self._series.setdefault(key, []).append(t)
-        if not t.under_load:
-            self._calm.setdefault(key, []).append(t)
-        self._newest_here[(t.test, t.node)] = t
-        self._nodes.setdefault(t.test, set()).add(t.node)
-        if t.extra.get("perplexity") is not None:
-            self._accuracy[(t.test, *t.accuracy_key)] = t
-
-    def series(self, current: Timing) -> list[Timing]:
-        """The saved runs of the same test, machine and settings."""
-        return self._series.get((current.test, current.node, _settings_key(current)), [])
-
-    def baseline(self, current: Timing) -> list[Timing]:
-        """The last BASELINE_RUNS of them not taken under load."""
-        return self._calm.get((current.test, current.node, _settings_key(current)), [])[-BASELINE_RUNS:]
-
-    def newest_here(self, current: Timing) -> Timing | None:
-        return self._newest_here.get((current.test, current.node))
-
-    def nodes(self, test: str) -> set[str]:
-        return self._nodes.get(test, set())
-
-    def last_on_same_inputs(self, current: Timing) -> Timing | None:
-        """The newest run of the test on the same model, blocks and method."""
-        return self._accuracy.get((current.test, *current.accuracy_key))
 
 
 def _saved(history: Saved | list[Timing]) -> Saved:
@@ -242,7 +245,7 @@ def _new_series(current: Timing, history: Saved) -> str:
     return "first run on this machine with these settings: nothing to compare"
 
 
-def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold: float = DEFAULT_THRESHOLD) -> Verdict:
+def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold: float = DEFAULT_THRESHOLD) -> ThroughputJudgment:
     history = _saved(history)
     series = history.series(current)
     baseline = history.baseline(current)
@@ -250,11 +253,11 @@ def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold
     if current.under_load:
         share = conditions.get("others_cpu_share")
         took = f" (other processes took {share:.0%} of the CPU)" if isinstance(share, (int, float)) else ""
-        return Verdict(current.test, "under load", f"{current.test}: taken under load{took}: not judged, and not a baseline for later runs")
+        return ThroughputJudgment(current.test, Verdict.UNDER_LOAD, f"{current.test}: taken under load{took}: not judged, and not a baseline for later runs")
     if not series:
-        return Verdict(current.test, "first run", f"{current.test}: {_new_series(current, history)}")
+        return ThroughputJudgment(current.test, Verdict.FIRST_RUN, f"{current.test}: {_new_series(current, history)}")
     if len(baseline) < BASELINE_MIN_RUNS:
-        return Verdict(current.test, "baseline",
+        return ThroughputJudgment(current.test, Verdict.BASELINE,
                        f"{current.test}: baseline: {len(baseline)} of {BASELINE_MIN_RUNS} runs saved with these settings on this machine "
                        f"(runs under load not counted): not judged until {BASELINE_MIN_RUNS}, the fewest whose spread says what noise is",
                        baseline_runs=len(baseline))
@@ -267,15 +270,15 @@ def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold
     where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
     since = f"; since the last of them: {_describe(changed)}" if changed else ""
     if abs(change) > threshold and abs(change) > SIGMAS * u:
-        kind = "slower" if change < 0 else "faster"
+        kind = Verdict.SLOWER if change < 0 else Verdict.FASTER
         sentence = f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
     else:
-        kind = "within noise"
+        kind = Verdict.WITHIN_NOISE
         sentence = f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
-    return Verdict(current.test, kind, sentence, change, u, len(baseline), changed)
+    return ThroughputJudgment(current.test, kind, sentence, change, u, len(baseline), changed)
 
 
-def drift(current: Timing, history: Saved | list[Timing]) -> Verdict | None:
+def drift(current: Timing, history: Saved | list[Timing]) -> ThroughputJudgment | None:
     """None when the last run on the same model, blocks and method gave the same perplexity (or there is none)."""
     last = _saved(history).last_on_same_inputs(current)
     if last is None:
@@ -290,6 +293,6 @@ def drift(current: Timing, history: Saved | list[Timing]) -> Verdict | None:
         changed["provider_options"] = [last.extra.get("provider_options"), current.extra.get("provider_options")]
     relative = now / before - 1.0
     what = _describe(changed) if changed else "nothing recorded differs (the same runtime, provider and machine)"
-    return Verdict(current.test, "drift",
+    return ThroughputJudgment(current.test, Verdict.DRIFT,
                    f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (run {last.run}) on the same model, blocks and method; "
                    f"what differs: {what}", relative, None, 1, changed)

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from pplgate.verdicts import Verdict
+
 # user_properties keys: they carry a test's outcome to the controller under
 # pytest-xdist, and into --junitxml, as well as to the terminal summary.
 RESULT_PROPERTY = "pplgate_result"
 TARGET_PROPERTY = "pplgate_target"
 THROUGHPUT_PROPERTY = "pplgate_throughput"
+THROUGHPUT_TARGET_PROPERTY = "pplgate_throughput_target"
 
 
 @dataclass
@@ -21,7 +24,8 @@ class Outcome:
     """One line of the gate's summary and one record of its JSON report."""
 
     id: str
-    verdict: str  # pass, FAIL, no golden, updated, skip, error, crashed, not run
+    verdict: Verdict
+    target: str | None = None  # the golden key (cpu-fp16): what computed it
     perplexity: float | None = None
     perplexity_stderr: float | None = None
     expected: float | None = None
@@ -32,22 +36,25 @@ class Outcome:
     reason: str | None = None  # why it was skipped or could not run: the sentence
     report: dict | None = None  # the Final report, where there is one
 
+    def __post_init__(self) -> None:
+        self.verdict = Verdict(self.verdict)  # read back from JSON under pytest-xdist: the text
+
 
 def obtain(strict: bool, make):
     """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other faults fail with their sentence."""
     __tracebackhide__ = True
     from pplgate.errors import NotApplicable, PplgateError, ProviderUnavailable, SourceUnavailable
-    from pplgate.sources import shown
+    from pplgate.redact import printable
 
     missing = broken = inapplicable = None
     try:
         return make()
     except NotApplicable as err:
-        inapplicable = shown(str(err))
+        inapplicable = printable(str(err))
     except (ProviderUnavailable, SourceUnavailable) as err:
-        missing = shown(str(err))  # a skip reason is printed and kept in reports: no credentials
+        missing = printable(str(err))  # a skip reason is printed and kept in reports: no credentials
     except PplgateError as err:
-        broken = shown(str(err))
+        broken = printable(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
     if inapplicable is not None:
         pytest.skip(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip

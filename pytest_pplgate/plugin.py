@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pplgate.argtypes import device_list, percent, positive_int, precision_list
-from pplgate.devices import DEVICES, PRECISIONS
-from pplgate.errors import GoldenError
-from pplgate.fileio import default_model_dir
-from pplgate.options import RunSettings, RuntimeOptions, add_global_options, default_sources_folder
-from pytest_pplgate.outcome import TARGET_PROPERTY, obtain
-from pytest_pplgate.session import BrokenCase, GateSession, GateSettings, Target
+from pplgate.errors import GoldenError, PplgateError
+from pplgate.options import BY_NAME, OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
+from pplgate.target import DEVICES, Precision
+from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, obtain
+from pytest_pplgate.session import BrokenCase, CaseTarget, GateSession, GateSettings
 from pytest_pplgate.summary import GateSummary
 
 gate_key = pytest.StashKey[GateSession]()
@@ -37,104 +35,54 @@ def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pplgate", "pplgate: perplexity and throughput gate")
     add_global_options(group.addoption, prefix="gate-")
-    # The spellings of earlier releases (--strict-gate, --update-golden, --golden-dir) are accepted for one release.
-    group.addoption("--gate-strict", "--strict-gate", dest="pplgate_strict", action="store_true", default=None,
-                    help="fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing (default: skip; ini: pplgate_strict)")
-    group.addoption("--gate-update-golden", "--update-golden", dest="pplgate_update", action="store_true", default=False,
-                    help="record the obtained perplexities of the selected tests in their golden files (default: off, goldens are never changed)")
-    group.addoption("--gate-report", dest="pplgate_report", default=None, type=Path, metavar="PATH",
-                    help="write the gate's results as JSON to PATH (default: none)")
-    group.addoption("--gate-devices", dest="pplgate_devices", default=None, type=device_list, metavar="LIST",
-                    help=f"devices to parametrize over, e.g. 'cpu gcu:1' (default: cpu gpu gcu; ini: pplgate_devices; known: {', '.join(DEVICES)})")
-    group.addoption("--gate-precisions", dest="pplgate_precisions", default=None, type=precision_list, metavar="LIST",
-                    help=f"precisions to parametrize over (default: {' '.join(PRECISIONS)}; ini: pplgate_precisions)")
-    group.addoption("--gate-bench-blocks", dest="pplgate_bench_blocks", default=4, type=positive_int, metavar="N",
-                    help="blocks each throughput test times per round (default: 4)")
-    group.addoption("--gate-bench-rounds", dest="pplgate_bench_rounds", default=3, type=positive_int, metavar="N",
-                    help="timed rounds of each throughput test, after one warm-up round (default: 3)")
-    group.addoption("--gate-throughput-fail", dest="pplgate_throughput_fail", default=None, type=percent, metavar="PCT",
-                    help="fail a throughput test whose tokens/s fell by more than PCT percent and beyond the noise of its saved runs "
-                    "(default: such slowdowns beyond 10%% are only reported)")
-    group.addoption("--gate-drift-fail", dest="pplgate_drift_fail", action="store_true", default=False,
-                    help="fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method (default: a warning)")
-    group.addoption("--gate-cards", dest="pplgate_cards", default=None, type=positive_int, metavar="N",
-                    help="cards per device on this node: pytest-xdist worker n uses card n mod N (default: the number of workers; ini: pplgate_cards)")
-    group.addoption("--gate-golden-dir", "--golden-dir", dest="pplgate_golden_dir", default=None, type=Path, metavar="DIR",
-                    help="folder of golden JSON files (default: <rootdir>/golden; ini: pplgate_golden_dir)")
-    parser.addini("pplgate_model", "default for --model", default="")
-    parser.addini("pplgate_dataset", "default for --dataset (relative paths: from the rootdir)", default="")
-    parser.addini("pplgate_tokenizer", "default for --tokenizer (relative paths: from the rootdir)", default="")
-    parser.addini("pplgate_sources", "default for --sources (relative paths: from the rootdir)", default="")
-    parser.addini("pplgate_strict", "default for --gate-strict", type="bool", default=False)
-    parser.addini("pplgate_devices", "default for --gate-devices", default="cpu gpu gcu")
-    parser.addini("pplgate_precisions", "default for --gate-precisions", default=" ".join(PRECISIONS))
-    parser.addini("pplgate_cards", "default for --gate-cards", default="")
-    parser.addini("pplgate_golden_dir", "default for --gate-golden-dir", default="golden")
-    parser.addini("pplgate_model_dir", "default for --model-dir (relative paths: from the rootdir)", default="")
+    add_ini_keys(parser.addini)
 
 
-def _source(config: pytest.Config, name: str) -> str | None:
-    """An option if given, else the ini value, a local path there taken from the rootdir."""
-    value = config.getoption(f"pplgate_{name}")
-    if value:
-        return value
-    value = config.getini(f"pplgate_{name}")
-    if not value:
-        return None
-    # A relative path in pytest.ini means relative to that file, not to the cwd.
-    return str(config.rootpath / value) if value.startswith(".") else value
-
-
-def _sources_folder(config: pytest.Config) -> Path | None:
-    """--sources, else pplgate_sources in pytest.ini, else $PPLGATE_SOURCES."""
-    value = _source(config, "sources")
-    return Path(value) if value else default_sources_folder()
-
-
-def _ini(config: pytest.Config, name: str, parse):
-    """An ini value through its parser; a bad one is a usage error naming the key."""
-    try:
-        return parse(config.getini(name))
-    except argparse.ArgumentTypeError as err:
-        raise pytest.UsageError(f"{config.inipath}: {name} = {config.getini(name)!r}: {err}") from None
+def _options(config: pytest.Config) -> dict[str, object]:
+    """Every option's value, each from where the table says (option, pytest.ini, environment, default); a bad ini value is a usage error."""
+    values = {}
+    for o in OPTIONS:
+        ini = config.getini(o.ini) if o.ini else None
+        try:
+            values[o.name] = resolve(o, config.getoption(o.dest), ini, config.rootpath, in_gate=True)
+        except (argparse.ArgumentTypeError, PplgateError) as err:
+            raise pytest.UsageError(f"{config.inipath}: {o.ini} = {ini!r}: {err}") from None
+    return values
 
 
 def _settings(config: pytest.Config) -> GateSettings:
-    root = config.rootpath
-    strict = config.getoption("pplgate_strict")
+    v = _options(config)
     worker, workers = _worker(config)
-    cards = config.getoption("pplgate_cards") or (_ini(config, "pplgate_cards", positive_int) if config.getini("pplgate_cards") else workers)
+    golden = Path(v["golden-dir"])  # type: ignore[arg-type]
     return GateSettings(
-        golden_dir=config.getoption("pplgate_golden_dir") or root / config.getini("pplgate_golden_dir"),
-        model_dir=config.getoption("pplgate_model_dir") or (root / config.getini("pplgate_model_dir") if config.getini("pplgate_model_dir") else default_model_dir()),
-        cache_dir=config.getoption("pplgate_cache_dir"),
-        devices=config.getoption("pplgate_devices") or _ini(config, "pplgate_devices", device_list),
-        precisions=config.getoption("pplgate_precisions") or _ini(config, "pplgate_precisions", precision_list),
-        model=_source(config, "model"),
-        dataset=_source(config, "dataset"),
-        tokenizer=_source(config, "tokenizer"),
-        sources=_sources_folder(config),
-        strict=bool(strict if strict is not None else config.getini("pplgate_strict")),
-        update=config.getoption("pplgate_update"),
-        report_path=config.getoption("pplgate_report"),
+        golden_dir=golden if golden.is_absolute() else config.rootpath / golden,
+        model_dir=v["model-dir"],  # type: ignore[arg-type]
+        cache_dir=v["cache-dir"],  # type: ignore[arg-type]
+        devices=v["devices"],  # type: ignore[arg-type]
+        precisions=v["precisions"],  # type: ignore[arg-type]
+        model=v["model"],  # type: ignore[arg-type]
+        dataset=v["dataset"],  # type: ignore[arg-type]
+        tokenizer=v["tokenizer"],  # type: ignore[arg-type]
+        sources=v["sources"],  # type: ignore[arg-type]
+        strict=bool(v["strict"]),
+        update=bool(v["update-golden"]),
+        report_path=v["report"],  # type: ignore[arg-type]
         run=RunSettings(
-            batch_size=config.getoption("pplgate_batch_size"),
-            scoring=config.getoption("pplgate_scoring"),
-            options=RuntimeOptions(config.getoption("pplgate_intra_op_threads"), dict(config.getoption("pplgate_provider_option"))),
+            batch_size=v["batch-size"],  # type: ignore[arg-type]
+            scoring=v["scoring"],  # type: ignore[arg-type]
+            options=RuntimeOptions(v["intra-op-threads"], dict(v["provider-option"])),  # type: ignore[arg-type]
         ),
-        bench_blocks=config.getoption("pplgate_bench_blocks"),
-        bench_rounds=config.getoption("pplgate_bench_rounds"),
-        throughput_fail=config.getoption("pplgate_throughput_fail"),
-        drift_fail=config.getoption("pplgate_drift_fail"),
+        bench_blocks=v["bench-blocks"],  # type: ignore[arg-type]
+        bench_rounds=v["bench-rounds"],  # type: ignore[arg-type]
+        throughput_fail=v["throughput-fail"],  # type: ignore[arg-type]
+        drift_fail=bool(v["drift-fail"]),
         worker=worker,
-        cards=cards,
+        cards=v["cards"] or workers,  # type: ignore[arg-type]
     )
 
 
 # The options whose value is a path: written with a space, pytest takes that path for a test path.
-PATH_OPTIONS = tuple(f"--{prefix}{name}" for name in ("model", "dataset", "tokenizer", "sources", "golden-dir", "model-dir") for prefix in ("gate-", "")) + (
-    "--gate-cache-dir", "--gate-report")
-
+PATH_OPTIONS = tuple(f"--gate-{o.name}" for o in OPTIONS if o.path or o.source)
 
 # The files pytest reads its settings from, and what marks one as pytest's.
 INI_FILES = {"pytest.ini": "", ".pytest.ini": "", "pyproject.toml": "[tool.pytest", "tox.ini": "[pytest]", "setup.cfg": "[tool:pytest]"}
@@ -154,8 +102,8 @@ def _refuse_missed_ini(config: pytest.Config) -> None:
 
     pytest picks its rootdir and ini file from the path-like words on the
     command line before it knows any plugin's options (pytest-dev/pytest#8846):
-    in ``--dataset ../data`` it takes ``../data`` for a test path, looks for
-    pytest.ini from there, and runs without the gate's settings.
+    in ``--gate-dataset ../data`` it takes ``../data`` for a test path, looks
+    for pytest.ini from there, and runs without the gate's settings.
     """
     if config.inipath is not None:
         return
@@ -171,12 +119,13 @@ def _refuse_missed_ini(config: pytest.Config) -> None:
 
 
 def _refuse_unreadable_model(model: str | None) -> None:
-    """A --model that names no readable file is a usage error, never a run of the cases that do not use it."""
-    from pplgate.sources import describe, unreadable_model
+    """A --gate-model that names no readable file is a usage error, never a run of the cases that do not use it."""
+    from pplgate.redact import bare_address
+    from pplgate.spec import unreadable
 
-    why = unreadable_model(model) if model else None
-    if why is not None:
-        raise pytest.UsageError(f"--gate-model {describe(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
+    why = unreadable(model) if model else None
+    if model and why is not None:
+        raise pytest.UsageError(f"--gate-model {bare_address(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
                                 "or leave --gate-model out to run each case's own model.")
 
 
@@ -190,7 +139,7 @@ def _refuse_report_over_golden(report: Path | None, golden: Path) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, kind in DEVICES.items():
         config.addinivalue_line("markers", f"{name}: a pplgate case on {kind.provider}")
-    for precision in PRECISIONS:
+    for precision in Precision:
         config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
     _refuse_missed_ini(config)
     gate = GateSession(_settings(config))
@@ -202,7 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_unreadable_model(gate.settings.model)
     _refuse_report_over_golden(gate.settings.report_path, gate.settings.golden_dir)
     config.stash[gate_key] = gate
-    config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.targets), "pplgate-summary")
+    config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.params), "pplgate-summary")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -236,14 +185,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []  # not a gate project: a run that never uses the plugin does not pay for onnxruntime's import
     import onnxruntime as ort  # importable: pytest_configure checked
 
+    from pplgate.redact import bare_address
     from pplgate.report import onnxruntime_distribution
-    from pplgate.sources import describe
 
     return [
         f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
-        f"pplgate: model {describe(s.model) if s.model else 'per golden file'}, dataset {s.dataset or 'per golden file'}, tokenizer {s.tokenizer or 'per golden file'}"
-        + (f", remote sources from {s.sources}" if s.sources else ""),
-        f"pplgate: golden {s.golden_dir}, devices {' '.join(s.devices)}, precisions {' '.join(s.precisions)}"
+        f"pplgate: model {bare_address(s.model) if s.model else 'per golden file'}, dataset {s.dataset or 'per golden file'}, "
+        f"tokenizer {s.tokenizer or 'per golden file'}" + (f", remote sources from {s.sources}" if s.sources else ""),
+        f"pplgate: golden {s.golden_dir}, devices {' '.join(d.spec for d in s.devices)}, precisions {' '.join(s.precisions)}"
         + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),
         *config.stash[gate_key].ignored_options(),
     ]
@@ -254,25 +203,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     gate = metafunc.config.stash[gate_key]
     try:
-        targets = gate.targets()
+        params = gate.params()
     except GoldenError as err:
         # Raised as a usage error once collection ends: raised here it would
         # only be one module's collection error.
         metafunc.config.stash[golden_error_key] = err
-        targets = []
-    params = [pytest.param(t, id=t.id, marks=[getattr(pytest.mark, t.device.kind.name), getattr(pytest.mark, t.precision)]) for t in targets]
-    metafunc.parametrize("gate_target", params, indirect=True)
+        params = []
+    marked = [pytest.param(p, id=p.id, marks=[getattr(pytest.mark, p.target.device.kind.name), getattr(pytest.mark, p.target.precision.value)])
+              for p in params]
+    metafunc.parametrize("gate_target", marked, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     error = config.stash.get(golden_error_key, None)
     if error is not None:
         raise pytest.UsageError(str(error))
-    # Marks the accuracy tests for the summary; throughput tests report through pytest-benchmark.
+    # Marks the gate's tests for the summary: accuracy tests by their result, throughput tests by their verdicts.
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "gate_target" in callspec.params and "perplexity_regression" in item.fixturenames:
+        if callspec is None or "gate_target" not in callspec.params:
+            continue
+        if "perplexity_regression" in item.fixturenames:
             item.user_properties.append((TARGET_PROPERTY, callspec.params["gate_target"].id))
+        elif "throughput_regression" in item.fixturenames:
+            item.user_properties.append((THROUGHPUT_TARGET_PROPERTY, callspec.params["gate_target"].id))
 
 
 @pytest.fixture(scope="session")
@@ -282,35 +236,35 @@ def gate(pytestconfig: pytest.Config) -> GateSession:
 
 
 @pytest.fixture
-def gate_target(request: pytest.FixtureRequest) -> Target:
-    """The (case, device, precision) of this test."""
-    target = request.param
-    if isinstance(target, BrokenCase):
-        pytest.fail(str(target.error), pytrace=False)
-    return target
+def gate_target(request: pytest.FixtureRequest) -> CaseTarget:
+    """The case and target (device, precision) of this test."""
+    param = request.param
+    if isinstance(param, BrokenCase):
+        pytest.fail(str(param.error), pytrace=False)
+    return param
 
 
 @pytest.fixture
-def gate_model(gate: GateSession, gate_target: Target):
-    """The model of this test's case as an onnxruntime session on its device and precision (pplgate.runtime.LMSession), built once per pytest session."""
+def gate_model(gate: GateSession, gate_target: CaseTarget):
+    """The model of this test's case as an onnxruntime session on its target (pplgate.runtime.LMSession), built once per pytest session."""
     return obtain(gate.settings.strict, lambda: gate.session(gate_target))
 
 
 @pytest.fixture
-def gate_blocks(gate: GateSession, gate_target: Target):
+def gate_blocks(gate: GateSession, gate_target: CaseTarget):
     """The case's token blocks (pplgate.blocks.Blocks)."""
     return obtain(gate.settings.strict, lambda: gate.blocks(gate_target.case)[1])
 
 
 @pytest.fixture
-def gate_result(gate: GateSession, gate_target: Target, gate_model) -> dict:
+def gate_result(gate: GateSession, gate_target: CaseTarget, gate_model) -> dict:
     """The Final report of this test's evaluation, computed once per pytest session."""
     report, _ = obtain(gate.settings.strict, lambda: gate.evaluation(gate_target))
     return report
 
 
 @pytest.fixture
-def perplexity_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest):
+def perplexity_regression(gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest):
     """``perplexity_regression.check(report)`` compares with the golden file, or records with --gate-update-golden."""
     from pytest_pplgate.perplexity import PerplexityRegression
 
@@ -328,8 +282,8 @@ def gate_history(pytestconfig: pytest.Config) -> list:
     import warnings
 
     from pplgate.history import SetAside, load_run, timings_of_run
-    from pplgate.sources import shown
-    from pplgate.verdicts import UnreadableRun
+    from pplgate.redact import printable
+    from pplgate.timings import UnreadableRun
 
     bench = getattr(pytestconfig, "_benchmarksession", None)  # pytest-benchmark's session, as its own fixture finds it
     if bench is None or getattr(bench, "disabled", False):
@@ -350,12 +304,12 @@ def gate_history(pytestconfig: pytest.Config) -> list:
         except UnreadableRun as err:
             aside.append(SetAside(Path(str(path)), str(err)))
     for run in aside:
-        warnings.warn(pytest.PytestWarning(f"pplgate: {shown(run.line())}"))
+        warnings.warn(pytest.PytestWarning(f"pplgate: {printable(run.line())}"))
     return timings
 
 
 @pytest.fixture
-def throughput_regression(gate: GateSession, gate_target: Target, request: pytest.FixtureRequest, gate_history: list):
+def throughput_regression(gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest, gate_history: list):
     """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against the saved runs."""
     from pytest_pplgate.throughput import ThroughputRegression
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pplgate.devices import Device, assign_card, parse_device
 from pplgate.errors import GoldenError
 from pplgate.options import RunSettings
-from pplgate.sources import BUILTIN_PREFIX
+from pplgate.spec import is_builtin
+from pplgate.target import Device, Precision, Target
 
 if TYPE_CHECKING:
     from pplgate.blocks import Blocks
@@ -31,26 +31,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Target:
-    """What one gate test checks: a case on a device at a precision."""
+class CaseTarget:
+    """What one gate test checks: a case on a target."""
 
     case: GoldenCase
-    device: Device
-    precision: str
-
-    @property
-    def key(self) -> str:
-        """The golden entry's key: device kind without card index, and precision."""
-        return f"{self.device.kind.name}-{self.precision}"
+    target: Target
 
     @property
     def id(self) -> str:
-        return f"{self.case.name}-{self.key}"
+        return f"{self.case.name}-{self.target.key}"
 
 
 @dataclass(frozen=True)
 class BrokenCase:
-    """A (device, precision) of a golden file that could not be read: its test fails with the reason.
+    """A target of a golden file that could not be read: its test fails with the reason.
 
     It has the id and markers the file's test would have had, so any -k or -m
     that would select that test selects the failure.
@@ -58,12 +52,11 @@ class BrokenCase:
 
     path: Path
     error: GoldenError
-    device: Device
-    precision: str
+    target: Target
 
     @property
     def id(self) -> str:
-        return f"{self.path.stem}-{self.device.kind.name}-{self.precision}"
+        return f"{self.path.stem}-{self.target.key}"
 
 
 @dataclass(frozen=True)
@@ -71,12 +64,12 @@ class GateSettings:
     golden_dir: Path
     model_dir: Path
     cache_dir: Path
-    devices: tuple[str, ...]
-    precisions: tuple[str, ...]
+    devices: tuple[Device, ...]
+    precisions: tuple[Precision, ...]
     model: str | None  # None: each case's own model
     dataset: str | None
     tokenizer: str | None
-    sources: Path | None  # --sources: the folder remote sources are read from
+    sources: Path | None  # --gate-sources: the folder remote sources are read from
     strict: bool
     update: bool
     report_path: Path | None
@@ -87,6 +80,10 @@ class GateSettings:
     drift_fail: bool = False  # --gate-drift-fail: a perplexity that moved on the same model and blocks fails
     worker: int | None = None  # the pytest-xdist worker's number (gw3 -> 3), None without xdist
     cards: int | None = None  # cards per device kind on this node, for spreading workers over them
+
+    def targets(self) -> list[Target]:
+        """Every device and precision asked for, each device on this worker's card."""
+        return [Target(d.card(self.worker, self.cards), p) for d in self.devices for p in self.precisions]
 
 
 @dataclass
@@ -117,23 +114,23 @@ class GateSession:
             raise GoldenError(f"golden folder {folder} does not exist: pass --gate-golden-dir with the folder of the case files (golden/ of the repository).")
         files = sorted(folder.glob("*.json"))
         if not files:
-            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --gate-golden-dir with the folder of the case files, or add one (see README, Cases).")
+            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --gate-golden-dir with the folder of the case files, "
+                              "or add one (see README, Cases).")
         return files
 
-    def targets(self) -> list[Target | BrokenCase]:
-        """Every (case, device, precision) the golden folder and the settings call for."""
+    def params(self) -> list[CaseTarget | BrokenCase]:
+        """Every (case, target) the golden folder and the settings call for."""
         from pplgate.golden import load_case
 
-        s = self.settings
-        out: list[Target | BrokenCase] = []
+        out: list[CaseTarget | BrokenCase] = []
+        targets = self.settings.targets()
         for path in self.golden_files():
-            devices = [assign_card(parse_device(d), s.worker, s.cards) for d in s.devices]
             try:
                 case = load_case(path)
             except GoldenError as err:
-                out += [BrokenCase(path, err, d, p) for d in devices for p in s.precisions]
+                out += [BrokenCase(path, err, t) for t in targets]
                 continue
-            out += [Target(case, d, p) for d in devices for p in s.precisions]
+            out += [CaseTarget(case, t) for t in targets]
         return out
 
     def ignored_options(self) -> list[str]:
@@ -152,18 +149,18 @@ class GateSession:
                 model = load_case(path).sources["model"]
             except GoldenError:
                 continue  # its own tests fail and say why
-            if model.startswith(BUILTIN_PREFIX):
+            if is_builtin(model):
                 lines.append(f"pplgate: case {path.stem} ignores --gate-model: its model {model} is part of the case (the built model and its computed reference)")
         return lines
 
     def sources(self, case: GoldenCase) -> Sources:
-        """The case's sources after the options, each remote one read from --sources where given (checked once)."""
+        """The case's sources after the options, each remote one read from --gate-sources where given (checked once)."""
         from pplgate.sourcefolder import Sources
 
         s = self.settings
         model = case.sources["model"]
-        # A built model is part of the case's definition; real models follow --model.
-        if s.model and not model.startswith(BUILTIN_PREFIX):
+        # A built model is part of the case's definition; real models follow --gate-model.
+        if s.model and not is_builtin(model):
             model = s.model
         given = Sources(model, s.dataset or case.sources["dataset"], s.tokenizer or case.sources["tokenizer"], s.model_dir, s.cache_dir, s.sources)
         return self._once(("sources", given), given.resolved)
@@ -174,56 +171,54 @@ class GateSession:
         src = self.sources(case)
         return self._once(("blocks", src.dataset, src.tokenizer, case.method), lambda: load_blocks(src, case.method))
 
-    def session(self, target: Target) -> LMSession:
+    def session(self, param: CaseTarget) -> LMSession:
         from pplgate.pipeline import build_session, check_target
 
-        check_target(target.device, target.precision, self.settings.run.options.provider_options)  # the first cause: before any source is resolved, downloaded or checked
-        src = self.sources(target.case)
-        tokens, blocks = self.blocks(target.case)
-        key = ("session", src.model, target.device, target.precision)
-        return self._once(key, lambda: build_session(src, target.device, target.precision, tokens, blocks, self.settings.run))
+        check_target(param.target, self.settings.run.options.provider_options)  # the first cause: before any source is resolved, downloaded or checked
+        src = self.sources(param.case)
+        tokens, blocks = self.blocks(param.case)
+        key = ("session", src.model, param.target)
+        return self._once(key, lambda: build_session(src, param.target, tokens, blocks, self.settings.run))
 
-    def evaluation(self, target: Target) -> tuple[dict, Evaluation]:
+    def evaluation(self, param: CaseTarget) -> tuple[dict, Evaluation]:
         from pplgate.pipeline import evaluate_report
 
         def make() -> tuple[dict, Evaluation]:
-            tokens, blocks = self.blocks(target.case)
-            return evaluate_report(self.sources(target.case), self.session(target), tokens, blocks, target.case.method, self.settings.run)
+            tokens, blocks = self.blocks(param.case)
+            return evaluate_report(self.sources(param.case), self.session(param), tokens, blocks, param.case.method, self.settings.run)
 
-        return self._once(("evaluation", target.case.name, target.device, target.precision), make)
+        return self._once(("evaluation", param.case.name, param.target), make)
 
-    def accuracy_perplexity(self, target: Target, n_blocks: int) -> float:
+    def accuracy_perplexity(self, param: CaseTarget, n_blocks: int) -> float:
         """The accuracy path's perplexity of the case's first ``n_blocks``: this session's evaluation
         when it has run (the accuracy test runs first), else an untimed evaluation of those blocks."""
         from pplgate.evaluate import evaluate
         from pplgate.metric import perplexity
 
-        made = self._made.get(("evaluation", target.case.name, target.device, target.precision))
+        made: Any = self._made.get(("evaluation", param.case.name, param.target))
         if made is not None and not isinstance(made, Exception):
             return perplexity(made[1].block_losses[:n_blocks])
-        _, blocks = self.blocks(target.case)
-        return evaluate(self.session(target), blocks.head(n_blocks), self.settings.run.batch_size, progress=False).perplexity
+        _, blocks = self.blocks(param.case)
+        return evaluate(self.session(param), blocks.head(n_blocks), self.settings.run.batch_size, progress=False).perplexity
 
-    def reference_summary(self, target: Target, limits: Limits) -> dict:
+    def reference_summary(self, param: CaseTarget, limits: Limits) -> dict:
         """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""
-        from pplgate.devices import parse_target
         from pplgate.pipeline import check_target, compare
 
         def make() -> dict:
-            reference = parse_target(limits.reference)
-            check_target(*reference)
-            _, blocks = self.blocks(target.case)
-            return compare(self.session(target), reference, blocks.head(limits.blocks), self.settings.run, self.settings.cache_dir)
+            check_target(limits.reference)
+            _, blocks = self.blocks(param.case)
+            return compare(self.session(param), limits.reference, blocks.head(limits.blocks), self.settings.run, self.settings.cache_dir)
 
-        return self._once(("reference", target.case.name, target.device, target.precision, limits.reference, limits.blocks), make)
+        return self._once(("reference", param.case.name, param.target, limits.reference, limits.blocks), make)
 
-    def computed_perplexity(self, target: Target) -> float:
+    def computed_perplexity(self, param: CaseTarget) -> float:
         """A built model's perplexity by its float64 numpy forward pass, on this run's blocks."""
         from pplgate.testmodel import cached_reference_perplexity
 
         def make() -> float:
-            session = self.session(target)
-            _, blocks = self.blocks(target.case)
+            session = self.session(param)
+            _, blocks = self.blocks(param.case)
             return cached_reference_perplexity(session.source_path, blocks, self.settings.cache_dir)
 
-        return self._once(("computed", target.case.name), make)
+        return self._once(("computed", param.case.name), make)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pplgate.outcome import RESULT_PROPERTY, TARGET_PROPERTY, THROUGHPUT_PROPERTY, Outcome
+from pplgate.verdicts import Verdict
+from pytest_pplgate.outcome import RESULT_PROPERTY, TARGET_PROPERTY, THROUGHPUT_PROPERTY, THROUGHPUT_TARGET_PROPERTY, Outcome
 
-ORDER = ("pass", "FAIL", "no golden", "skip", "error", "crashed", "not run", "updated")
+ORDER = (Verdict.PASS, Verdict.FAIL, Verdict.NO_GOLDEN, Verdict.SKIP, Verdict.ERROR, Verdict.CRASHED, Verdict.NOT_RUN, Verdict.UPDATED)
 REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never cut
 
 
@@ -29,23 +30,29 @@ class GateSummary:
         self.selected: dict[str, str] = {}  # nodeid -> target id of every gate accuracy test selected
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
         self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
+        self.throughput_selected: set[str] = set()  # nodeids of the throughput tests selected
+        self.throughput_outcomes: dict[str, Verdict] = {}  # by nodeid: skip, FAIL or error, for those without verdicts
         self.write_error: str | None = None  # --gate-report could not be written: said last
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # In the process that collected: without xdist, this one.
         for item in session.items:
-            target = dict(item.user_properties).get(TARGET_PROPERTY)
-            if target is not None:
-                self.selected[item.nodeid] = target
+            props = dict(item.user_properties)
+            if props.get(TARGET_PROPERTY) is not None:
+                self.selected[item.nodeid] = props[TARGET_PROPERTY]
+            if props.get(THROUGHPUT_TARGET_PROPERTY) is not None:
+                self.throughput_selected.add(item.nodeid)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         """Under pytest-xdist the controller collects nothing: a worker's ids say what was selected."""
         targets = self._target_ids()
         for nodeid in ids:
-            target = _target_of(nodeid, targets)
+            target = _target_of(nodeid, targets, "test_perplexity")
             if target is not None:
                 self.selected.setdefault(nodeid, target)
+            if _target_of(nodeid, targets, "test_throughput") is not None:
+                self.throughput_selected.add(nodeid)
 
     def _target_ids(self) -> set[str]:
         from pplgate.errors import GoldenError
@@ -59,6 +66,12 @@ class GateSummary:
         props = {k: v for k, v in report.user_properties}
         if THROUGHPUT_PROPERTY in props and report.when == "call":
             self.throughput[report.nodeid] = json.loads(props[THROUGHPUT_PROPERTY])
+        if report.nodeid in self.throughput_selected or props.get(THROUGHPUT_TARGET_PROPERTY) is not None:
+            self.throughput_selected.add(report.nodeid)
+            if report.skipped:
+                self.throughput_outcomes[report.nodeid] = Verdict.SKIP
+            elif report.failed:
+                self.throughput_outcomes.setdefault(report.nodeid, Verdict.FAIL if report.when == "call" else Verdict.ERROR)
         target = props.get(TARGET_PROPERTY) or self.selected.get(report.nodeid)
         if target is None:
             return
@@ -66,17 +79,18 @@ class GateSummary:
             self.outcomes[report.nodeid] = Outcome(**json.loads(props[RESULT_PROPERTY]))
         elif report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.outcomes[report.nodeid] = Outcome(target, "skip", reason=_without(reason, "Skipped: "))
+            self.outcomes[report.nodeid] = Outcome(target, Verdict.SKIP, reason=_without(reason, "Skipped: "))
         elif report.failed and report.nodeid not in self.outcomes:
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = _without(crash.message if crash is not None else report.longreprtext.strip(), "Failed: ")
             # pytest-xdist reports a test whose worker died with the phase "???".
-            verdict = "crashed" if report.when not in ("setup", "call", "teardown") else "error"
-            lines = [line for line in reason.strip().splitlines() if line.strip()] or [verdict]
-            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=next((l for l in lines if "crashed" in l), lines[0]) if verdict == "crashed" else "\n".join(lines))
+            verdict = Verdict.CRASHED if report.when not in ("setup", "call", "teardown") else Verdict.ERROR
+            lines = [line for line in reason.strip().splitlines() if line.strip()] or [verdict.value]
+            crashed = next((line for line in lines if "crashed" in line), lines[0])
+            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=crashed if verdict is Verdict.CRASHED else "\n".join(lines))
 
     def _not_run(self) -> dict[str, Outcome]:
-        return {n: Outcome(t, "not run", reason="the session ended before it ran") for n, t in self.selected.items() if n not in self.outcomes}
+        return {n: Outcome(t, Verdict.NOT_RUN, reason="the session ended before it ran") for n, t in self.selected.items() if n not in self.outcomes}
 
     def _all(self) -> dict[str, Outcome]:
         return {**self.outcomes, **self._not_run()}
@@ -87,7 +101,7 @@ class GateSummary:
     def _complete(self, exitstatus: int) -> bool:
         """Whether every selected gate test ran to a verdict: no interruption, no dead worker, none left out."""
         counts = self.counts()
-        return exitstatus != pytest.ExitCode.INTERRUPTED and not counts["crashed"] and not counts["not run"]
+        return exitstatus != pytest.ExitCode.INTERRUPTED and not counts[Verdict.CRASHED] and not counts[Verdict.NOT_RUN]
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
@@ -97,21 +111,24 @@ class GateSummary:
             self._accuracy(terminalreporter, exitstatus)
         if self.write_error is not None:
             terminalreporter.write_line(self.write_error, red=True)
-        if self.throughput:
+        if self.throughput or self.throughput_outcomes:
             self._throughput(terminalreporter)
 
     def _throughput(self, tr) -> None:
-        """A line per throughput test: its verdict against the saved runs, and any perplexity drift."""
+        """A line per throughput test: its verdict against the saved runs, and any perplexity drift; then the counts."""
         tr.write_sep("-", "pplgate throughput, against the saved runs")
-        kinds = Counter()
+        kinds: Counter = Counter()
         for record in self.throughput.values():
             kinds[record["verdict"]["kind"]] += 1
             tr.write_line(record["verdict"]["sentence"])
             if record["drift"]:
                 kinds["perplexity drift"] += 1
                 tr.write_line(f"WARNING {record['drift']['sentence']}")
+        for nodeid, verdict in self.throughput_outcomes.items():
+            if nodeid not in self.throughput:  # no verdict against the history: skipped, failed before or errored
+                kinds[verdict.value] += 1
         tr.write_line("pplgate throughput: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
-        if kinds["slower"] and self.config.getoption("pplgate_throughput_fail") is None:
+        if kinds[Verdict.SLOWER.value] and self.config.getoption("pplgate_throughput_fail") is None:
             tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent)" + self._history_command())
 
     def _history_command(self) -> str:
@@ -124,7 +141,7 @@ class GateSummary:
         return f"; the history: python -m pplgate history --storage {shlex.quote(storage[len('file://'):])}"
 
     def _accuracy(self, tr, exitstatus: int) -> None:
-        from pplgate.devices import widened
+        from pplgate.target import Target
         from pytest_pplgate.commands import pytest_command
 
         tr.write_sep("-", "pplgate")
@@ -143,7 +160,7 @@ class GateSummary:
             tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
             err = f"{o.perplexity_stderr:.3g}" if o.perplexity_stderr is not None else "-"
             tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
-        widened_rows = [o.id for o in outcomes.values() if o.perplexity is not None and widened("-".join(o.id.rsplit("-", 2)[1:]))]
+        widened_rows = [o.id for o in outcomes.values() if o.perplexity is not None and o.target and Target.parse(o.target).widens_fp16]
         if widened_rows:
             tr.write_line(f"{', '.join(widened_rows)}: the CPU provider computes most fp16 operators in fp32: no evidence for a device that computes in fp16")
         unpinned = [o for o in self.outcomes.values() if o.model_pinned is False and o.model_sha256]
@@ -152,16 +169,16 @@ class GateSummary:
         counts = self.counts()
         tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in ORDER if counts[v]))
         if not self._complete(exitstatus):
-            tr.write_line(f"pplgate: INCOMPLETE: {counts['crashed']} crashed, {counts['not run']} not run (exit status {int(exitstatus)}); "
+            tr.write_line(f"pplgate: INCOMPLETE: {counts[Verdict.CRASHED]} crashed, {counts[Verdict.NOT_RUN]} not run (exit status {int(exitstatus)}); "
                           "no verdict on those, so this run proves nothing about them.")
-        to_fix = [o.id for o in outcomes.values() if o.verdict in ("FAIL", "no golden")]
+        to_fix = [o.id for o in outcomes.values() if o.verdict in (Verdict.FAIL, Verdict.NO_GOLDEN)]
         if to_fix:
             command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(to_fix))
             tr.write_line(f"To record the obtained values, if they are right: {command}")
         elif unpinned:
             command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(o.id for o in unpinned))
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
-        if counts["skip"] and not (counts["pass"] or counts["FAIL"] or counts["error"] or counts["crashed"]):
+        if counts[Verdict.SKIP] and not (counts[Verdict.PASS] or counts[Verdict.FAIL] or counts[Verdict.ERROR] or counts[Verdict.CRASHED]):
             tr.write_line("Every gate case skipped: nothing was checked. Use --gate-strict to make that a failure.")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -173,7 +190,7 @@ class GateSummary:
 
         records = []
         for nodeid, o in self._all().items():
-            record = {"test": nodeid, "id": o.id, "verdict": o.verdict, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
+            record = {"test": nodeid, "id": o.id, "verdict": o.verdict.value, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
             if o.reason is not None:
                 record["reason"] = o.reason
             records.append({**record, **(o.report or {})})
@@ -184,7 +201,7 @@ class GateSummary:
                 "exit_status": int(exitstatus),
                 "machine": machine_info(),
                 "commit": commit_info(str(self.config.rootpath)),
-                "counts": dict(self.counts()),
+                "counts": {verdict.value: n for verdict, n in self.counts().items()},
                 "results": records,
                 "throughput": list(self.throughput.values()),
             })
@@ -200,9 +217,9 @@ def _without(reason: str, prefix: str) -> str:
     return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
-def _target_of(nodeid: str, targets: set[str]) -> str | None:
-    """The gate target id in a test's nodeid (``...::test_perplexity[gpt2-small-cpu-fp32]``), if it is an accuracy test."""
-    if "::test_perplexity[" not in nodeid or not nodeid.endswith("]"):
+def _target_of(nodeid: str, targets: set[str], test: str) -> str | None:
+    """The gate test id in a test's nodeid (``...::test_perplexity[gpt2-small-cpu-fp32]``), if it is that test of the gate."""
+    if f"::{test}[" not in nodeid or not nodeid.endswith("]"):
         return None
     param = nodeid[nodeid.index("[") + 1 : -1]
     return param if param in targets else None

@@ -1,20 +1,86 @@
-"""Fixtures of the suite's own tests: the shared offline data and a built tiny model."""
+"""Fixtures of the suite's own tests: the shared offline data, a built tiny model, the CLI in-process, a scratch gate.
+
+Tests named after the module they test.  Tests that need a process of their
+own (exit codes, signals, an environment read at import) or a pytest run
+(pytester) are marked ``e2e``; ``pytest selftests -m "not e2e"`` is the
+inner loop.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pplgate.data import load_tokens
-from pplgate.sources import resolve_model
+from pplgate.models import resolve_model
 from scratch import write_case
+
+# Loaded here once, for every module of the suite (an initial conftest may name plugins).
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: runs a process or a pytest session of its own (slow); the inner loop is -m 'not e2e'")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A pytest run inside the test is end to end whatever its module says.
+    for item in items:
+        if "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What an in-process ``pplgate.cli.main`` run gave: its exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error(self) -> str:
+        """The one ``pplgate: error:`` line of a failed run (no traceback, nothing else said as an error)."""
+        lines = [line for line in self.err.splitlines() if line.startswith("pplgate: error:")]
+        assert self.code == 1 and len(lines) == 1 and "Traceback" not in self.err, (self.code, self.err)
+        return lines[0]
+
+    @property
+    def report(self) -> dict:
+        import json
+
+        return json.loads(self.out.split("Final report:\n", 1)[1])
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: ``python -m pplgate *args`` in this process; argparse's usage errors give code 2."""
+    from pplgate.cli import main
+
+    def run(*args: str) -> Ran:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
+
+
+def replaced(args: list[str], option: str, value: str) -> list[str]:
+    """``args`` with the value after ``option`` replaced."""
+    args = list(args)
+    args[args.index(option) + 1] = value
+    return args
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +138,24 @@ def base_args(dataset_dir, tokenizer_dir, token_cache, model_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model(model_dir) -> Path:
     return resolve_model("builtin:tiny", model_dir)
+
+
+@pytest.fixture(scope="session")
+def saved_runs(tmp_path_factory, dataset_dir, tokenizer_dir, token_cache, model_dir):
+    """Two-block runs (blocks of 512) of the tiny model: fp32 and fp16, each against a cpu-fp32 reference, losses saved."""
+    import json
+
+    from pplgate.cli import main
+
+    folder = tmp_path_factory.mktemp("runs")
+    out = {}
+    for precision in ("fp32", "fp16"):
+        report = folder / f"{precision}.json"
+        assert main(["--model", "builtin:tiny", "--model-dir", str(model_dir), "--dataset", dataset_dir, "--tokenizer", tokenizer_dir,
+                     "--cache-dir", str(token_cache), "--max-blocks", "2", "--block-size", "512", "--precision", precision, "--reference",
+                     "--save-losses", str(folder / f"{precision}.npz"), "--report-json", str(report), "--no-progress"]) == 0
+        out[precision] = (json.loads(report.read_text()), folder / f"{precision}.npz")
+    return out
 
 
 class ModelServer:
@@ -188,7 +272,8 @@ class ModelServer:
                 pass  # clients that give up mid-body are what these tests make
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, once a test.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def url(self, mode: str, name: str = "model.onnx") -> str:
@@ -264,7 +349,26 @@ class ScratchGate:
         return runner(*(self.source_args if sources else self.source_args[2:]), "-p", "no:cacheprovider", *args)
 
 
-@pytest.fixture(scope="session", autouse=True)
+def wikitext_folder(folder: Path, texts) -> Path:
+    """A dataset folder laid out like Salesforce/wikitext whose test split holds ``texts`` (a pyarrow array or a list)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "wikitext-2-raw-v1").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: wikitext-2-raw-v1\n  data_files:\n  - split: test\n"
+                                      "    path: wikitext-2-raw-v1/test-*\n---\n")
+    pq.write_table(pa.table({"text": texts}), folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _extension_modules_before_pytester(request) -> None:
+    """Only where a pytest run inside the test will restore sys.modules after it: elsewhere nothing to pay for."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("extension_modules")
+
+
+@pytest.fixture(scope="session")
 def extension_modules() -> None:
     """The libraries with compiled extensions, imported once for the session.
 
@@ -272,8 +376,8 @@ def extension_modules() -> None:
     imported since it started, and none of these can be imported twice in
     one process: datasets (pyarrow refuses to register its types again) and
     onnx (nanobind aborts the whole process, exit 134, on its enumerations).
-    An autouse session fixture is set up before any test's pytester, so
-    these stay, whichever test file or selection runs.
+    Set up before any test's pytester (``_extension_modules_before_pytester``),
+    so these stay, whichever test file or selection runs.
     """
     import datasets  # noqa: F401
     import onnx  # noqa: F401
@@ -288,4 +392,5 @@ def extension_modules() -> None:
 @pytest.fixture
 def scratch_gate(extension_modules, pytester, dataset_dir, tokenizer_dir, model_dir, token_cache, tokens) -> ScratchGate:
     """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
-    return ScratchGate(pytester, [f"--dataset={dataset_dir}", f"--tokenizer={tokenizer_dir}", f"--model-dir={model_dir}", f"--gate-cache-dir={token_cache}"])
+    return ScratchGate(pytester, [f"--gate-dataset={dataset_dir}", f"--gate-tokenizer={tokenizer_dir}", f"--gate-model-dir={model_dir}",
+                                  f"--gate-cache-dir={token_cache}"])

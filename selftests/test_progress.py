@@ -63,3 +63,15 @@ def test_bytes_are_shown_in_megabytes(clock, caplog):
     clock.now += 31
     bar.update(120_000_000, "3.9 MB/s")
     assert lines(caplog) == ["gpt2.onnx: 120.0/499.0 MB, 3.9 MB/s, ETA 0:01:38"]
+
+
+def test_a_run_logs_its_progress_when_output_is_not_a_terminal(base_args, cli, caplog):
+    caplog.set_level(logging.INFO, logger="pplgate")
+    ran = cli(*[a for a in base_args if a != "--no-progress"], "--max-blocks", "6", "--batchsize", "2")
+    assert ran.code == 0, ran.err
+    got = [line for line in lines(caplog) if line.startswith("cpu-fp32: ")]
+    assert [line.split(", ")[0] for line in got] == ["cpu-fp32: 2/6 blocks", "cpu-fp32: 4/6 blocks", "cpu-fp32: 6/6 blocks"]
+    assert all(" tokens/s, perplexity so far " in line for line in got)
+    assert "ETA " in got[0] and "ETA" not in got[-1]
+    assert "\r" not in ran.err  # no bar redrawn into the log
+    assert ran.report["perplexity"] == pytest.approx(float(got[-1].rsplit("perplexity so far ", 1)[1]), rel=1e-5)

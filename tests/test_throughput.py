@@ -8,7 +8,7 @@ def test_throughput(benchmark, gate, gate_target, gate_model, gate_blocks, throu
     settings = gate.settings
     blocks = gate_blocks.head(settings.bench_blocks)
     benchmark.group = gate_target.case.name
-    watch = Watch(gpu=gate_target.device.kind.memory == "cuda")
+    watch = Watch(gpu=gate_target.target.device.kind.memory == "cuda")
     # Warm-up rounds grow the session's memory arena; then each round is one
     # evaluation of the same blocks, timed whole.
     result = benchmark.pedantic(

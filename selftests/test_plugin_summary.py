@@ -1,16 +1,10 @@
-"""Reports that say what happened: every selected test counted, a cut-short run marked, the result kept when a file cannot be written."""
+"""The gate's summary and --gate-report: every selected test counted, a cut-short run marked, the command that fixes what it reports."""
 
 from __future__ import annotations
 
 import json
-import resource
-import signal
-import subprocess
-import sys
 
 import pytest
-
-pytest_plugins = ["pytester"]
 
 PLUGIN = 'pytest_plugins = ["pytest_pplgate.plugin"]\n'
 COMPUTED = {"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}, "cpu-fp16": {"relative_to": "cpu-fp32", "rel_tol": 0.01}}
@@ -73,7 +67,7 @@ def test_unwritable_gate_report_is_one_sentence_and_exit_1(scratch_gate):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-@pytest.mark.parametrize("strict", [["--gate-strict"], ["--strict-gate"], ["-o", "pplgate_strict=true"]])
+@pytest.mark.parametrize("strict", [["--gate-strict"], ["-o", "pplgate_strict=true"]])
 def test_strict_gate_and_update_golden_together_is_a_usage_error(scratch_gate, strict):
     """However strictness is asked for, the command line or pytest.ini: recording is not gating."""
     scratch_gate.case(COMPUTED)
@@ -82,35 +76,32 @@ def test_strict_gate_and_update_golden_together_is_a_usage_error(scratch_gate, s
     result.stderr.fnmatch_lines(["*--gate-update-golden records what this node obtains and --gate-strict (or pplgate_strict in pytest.ini) gates on it: run one, not both*"])
 
 
-def cli(base_args, *args, limit_bytes=None):
-    def small_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return subprocess.run([sys.executable, "-m", "pplgate", "--no-progress", *base_args, "--max-blocks", "1", *args],
-                          capture_output=True, text=True, timeout=300, preexec_fn=small_files if limit_bytes else None)
-
-
-def test_report_json_at_a_folder_keeps_the_result(base_args, tmp_path):
-    result = cli(base_args, "--report-json", str(tmp_path))
-    assert result.returncode == 1
-    assert result.stdout.startswith("Final report:") and '"perplexity"' in result.stdout
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"pplgate: error: --report-json: cannot write {tmp_path} (it is a folder): "
-        "the result printed above is complete; pass --report-json a file path in a writable folder with room.")
+def test_summary_reasons_wrap_whole(scratch_gate):
+    scratch_gate.ini(devices="gcu")
+    scratch_gate.case({})
+    result = scratch_gate.run()
+    result.assert_outcomes(skipped=1)
+    summary = result.stdout.str().split("- pplgate -")[1]
+    text = " ".join(line.strip() for line in summary.splitlines() if line.startswith("    "))
+    assert "install Enflame's onnxruntime build (TopsInference) to test gcu." in text
 
 
-def test_save_losses_under_a_file_keeps_the_result(base_args, tmp_path):
-    afile = tmp_path / "a-file"
-    afile.write_text("")
-    result = cli(base_args, "--save-losses", str(afile / "losses.npz"))
-    assert result.returncode == 1 and '"perplexity"' in result.stdout
-    assert result.stderr.strip().splitlines()[-1].startswith(f"pplgate: error: --save-losses: cannot make the folder {afile} (File exists")
+def test_a_cpu_fp16_row_says_what_computed_it(scratch_gate):
+    scratch_gate.ini(devices="cpu", precisions="fp16")
+    scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5},
+                       "cpu-fp16": {"relative_to": "cpu-fp32", "rel_tol": 0.01}}, max_blocks=1)
+    result = scratch_gate.run(f"--gate-report={scratch_gate.path / 'r.json'}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["mini-cpu-fp16: the CPU provider computes most fp16 operators in fp32: no evidence for a device that computes in fp16"])
+    (record,) = json.loads((scratch_gate.path / "r.json").read_text())["results"]
+    assert record["computed_as"].startswith("onnxruntime's fp16 conversion, most of whose operators CPUExecutionProvider computes in fp32")
 
 
-def test_full_disk_for_the_report_keeps_the_result(base_args, tmp_path):
-    result = cli(base_args, "--report-json", str(tmp_path / "r.json"), limit_bytes=600)
-    assert result.returncode == 1 and '"perplexity"' in result.stdout
-    assert "pplgate: error: --report-json: cannot write" in result.stderr and "File too large" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written
+def test_the_counts_are_pytests_throughput_tests_included(scratch_gate):
+    """pytest counts every skipped test: the summary says which were accuracy and which throughput."""
+    scratch_gate.ini(devices="gcu")
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py")
+    scratch_gate.case({})
+    result = scratch_gate.run()
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["pplgate: 1 skip", "*", "pplgate throughput: 1 skip"])

@@ -1,18 +1,14 @@
-"""Throughput records: pytest-benchmark's JSON, its comparison with history, and the plot."""
+"""The throughput tests: pytest-benchmark's records, the verdicts against saved runs, what was timed checked (pytest_pplgate/throughput.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from pplgate.cli import main
 from pplgate.history import draw_history, read_history
-
-pytest_plugins = ["pytester"]
+from saved import STEADY, corrupt, saved_run, write_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 # With PPLGATE_TEST_RUN_SECONDS set, every session.run of the scratch project
@@ -85,12 +81,12 @@ def test_comparison_with_a_saved_run_fails_when_four_times_slower(bench_project,
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
 
 
-def test_plot_of_saved_runs(bench_project, tmp_path):
+def test_plot_of_saved_runs(bench_project, tmp_path, cli):
     pytester, run = bench_project
     for _ in range(3):
         run("-k", "throughput", "--benchmark-storage=file://./bench", "--benchmark-autosave", "--gate-bench-rounds=2").assert_outcomes(passed=1)
     png = tmp_path / "history.png"
-    assert main(["plot", "--storage", str(pytester.path / "bench"), "-o", str(png)]) == 0
+    assert cli("plot", "--storage", pytester.path / "bench", "-o", png).code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     history = read_history(pytester.path / "bench")
@@ -107,19 +103,6 @@ def test_plot_of_saved_runs(bench_project, tmp_path):
     # Percent change from the first run, drawn without an offset: a 0.01% change reads as 0.01.
     assert not bottom.yaxis.get_major_formatter().get_offset()
     assert bottom.get_legend().get_texts()[0].get_text().startswith("mini-cpu-fp32 (first run: ")
-
-
-def test_plot_without_saved_runs_is_one_sentence(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pplgate", "plot", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"pplgate: error: no saved benchmark runs under {tmp_path}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder."
-
-
-def test_cache_hit_needs_neither_datasets_nor_transformers(dataset_dir, tokenizer_dir, token_cache, tokens):
-    code = (f"import sys; from pplgate.data import load_tokens; t = load_tokens({dataset_dir!r}, {tokenizer_dir!r}, {str(token_cache)!r}); "
-            "print(t.cache_hit, 'datasets' in sys.modules, 'transformers' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.split() == ["True", "False", "False"]
 
 
 def summary_lines(result: pytest.RunResult) -> list[str]:
@@ -179,3 +162,23 @@ def test_a_timed_path_that_computes_something_else_fails(bench_project, monkeypa
 def test_the_throughput_options_help_reads_as_written(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*--gate-throughput-fail=PCT*", "*(default: such slowdowns beyond 10% are only reported)*", "*--gate-drift-fail*"])
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_throughput_test_that_timed_nothing_never_passes(scratch_gate, strict):
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.tests("test_throughput.py")
+    scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}})
+    result = scratch_gate.run("-k", "throughput", "--benchmark-disable", "-rs", *(["--gate-strict"] if strict else []))
+    result.assert_outcomes(**({"failed": 1} if strict else {"skipped": 1}))
+    result.stdout.fnmatch_lines(["*mini-cpu-fp32: nothing was timed: pytest-benchmark is off (--benchmark-disable, or pytest-xdist*"])
+
+
+def test_the_gate_sets_a_hostile_saved_run_aside_with_a_warning(pytester, tmp_path):
+    """The throughput fixture reads pytest-benchmark's storage too: a run it cannot read is a warning, not an error."""
+    storage = write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY] + [corrupt(saved_run(0.5), ["benchmarks", 0, "stats", "median"], "fast")])
+    pytester.makeconftest('pytest_plugins = ["pytest_pplgate.plugin"]')
+    pytester.makepyfile(test_history="def test_reads(gate_history):\n    assert len(gate_history) == 5\n")
+    result = pytester.runpytest_subprocess(f"--benchmark-storage=file://{storage}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*pplgate: set aside *0006_abcdef01_20261127_000000.json: tiny-cpu-fp32: stats.median is \"fast\", not a number*"])

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,8 +20,8 @@ def project(scratch_gate):
 def test_two_workers_one_summary_and_options_recorded(project):
     pytester, args = project
     report = pytester.path / "gate.json"
-    pytester.runpytest_subprocess(*args, "-n", "2", "--update-golden", "-k", "cpu").assert_outcomes(passed=2)
-    result = pytester.runpytest_subprocess(*args, "-n", "2", "--intra-op-threads=1", "--provider-option=arena_extend_strategy=kSameAsRequested",
+    pytester.runpytest_subprocess(*args, "-n", "2", "--gate-update-golden", "-k", "cpu").assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess(*args, "-n", "2", "--gate-intra-op-threads=1", "--gate-provider-option=arena_extend_strategy=kSameAsRequested",
                                            f"--gate-report={report}")
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["pplgate: 2 pass, 2 skip"])
@@ -44,7 +42,7 @@ import pytest
 
 @pytest.mark.parametrize("n", range(4))
 def test_card(gate, n):
-    t = [t for t in gate.targets() if t.device.kind.name == "gcu"][0]
+    t = [t for t in gate.settings.targets() if t.device.kind.name == "gcu"][0]
     (Path({str(pytester.path)!r}) / f"card-{{gate.settings.worker}}-{{n}}").write_text(t.device.spec)
 """)
     # --dist=each: every worker runs every test, so both workers surely report.

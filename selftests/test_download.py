@@ -1,9 +1,10 @@
-"""Downloads against a real HTTP server on 127.0.0.1: a partial file is never a model."""
+"""Downloads against a real HTTP server on 127.0.0.1: a partial or changed file is never a model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -11,8 +12,11 @@ import time
 
 import pytest
 
+import pplgate.digest
+from pplgate.digest import file_digest
+from pplgate.download import download
 from pplgate.errors import PplgateError, SourceUnavailable
-from pplgate.sources import download
+from pplgate.models import resolve_model
 
 
 def listing(folder):
@@ -23,8 +27,20 @@ def test_whole_download_lands_with_its_provenance(model_server, tmp_path):
     path = download(model_server.url("ok"), tmp_path, progress=False)
     assert path.read_bytes() == model_server.body
     assert listing(tmp_path) == [".model.onnx.lock", "model.onnx", "model.onnx.json"]
+    assert json.loads((tmp_path / "model.onnx.json").read_text())["made_from"] == model_server.url("ok")
     download(model_server.url("ok"), tmp_path, progress=False)
     assert len(model_server.requests) == 1  # the second call reuses the file
+
+
+def test_a_download_is_hashed_while_it_streams_and_never_read_again(model_server, tmp_path, monkeypatch):
+    reads = []
+    monkeypatch.setattr(pplgate.digest, "sha256_of", lambda path: reads.append(path))
+    url = model_server.url("ok") + "#sha256=" + hashlib.sha256(model_server.body).hexdigest()
+    path = download(url, tmp_path, progress=False)
+    digest = file_digest(path, tmp_path / "cache")
+    assert digest.sha256 == hashlib.sha256(model_server.body).hexdigest() and digest.bytes == len(model_server.body)
+    download(url, tmp_path, progress=False)
+    assert reads == [] and len(model_server.requests) == 1
 
 
 def test_unreachable_host_is_a_missing_source(tmp_path):
@@ -90,67 +106,28 @@ def test_a_changed_file_that_no_longer_matches_is_replaced(model_server, tmp_pat
     assert path.read_bytes() == model_server.body
 
 
-DOWNLOAD = """
-import logging, resource, signal, sys
-from pathlib import Path
-from pplgate.errors import PplgateError
-from pplgate.sources import download
-logging.basicConfig(level=logging.INFO, format="%(message)s")
-if len(sys.argv) > 3:  # a file-size limit stands in for a full disk
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
-try:
-    download(sys.argv[1], Path(sys.argv[2]), progress=False)
-except PplgateError as err:
-    print(err, file=sys.stderr)
-    sys.exit(1)
-"""
+def test_html_saved_as_the_model_by_an_old_run_is_downloaded_again(model_server, tmp_path, caplog, tiny_model):
+    url = model_server.url("ok")
+    (tmp_path / "model.onnx").write_bytes(b"<!DOCTYPE html><html>expired</html>")
+    with caplog.at_level(logging.INFO, logger="pplgate"):
+        path = resolve_model(url, tmp_path, progress=False)
+    assert path.read_bytes() == tiny_model.read_bytes()
+    assert f"{tmp_path / 'model.onnx'} was not made from {url} as it is now: downloading it again" in caplog.text
 
 
-def test_no_room_left_removes_the_part(model_server, tmp_path):
-    result = subprocess.run([sys.executable, "-c", DOWNLOAD, model_server.url("ok"), str(tmp_path), "1000000"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "no room left to write model.onnx into" in result.stderr and "free space there" in result.stderr
-    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
+def test_html_answer_to_a_model_url_is_one_sentence_and_nothing_kept(model_server, tmp_path):
+    with pytest.raises(PplgateError, match=r"sent an HTML page, not an ONNX model, so nothing was kept: check the address"):
+        resolve_model(model_server.url("html"), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []
 
 
-def test_concurrent_runs_download_once(model_server, tmp_path):
-    url = model_server.url("throttled")
-    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOAD, url, str(tmp_path)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    logs = [p.communicate(timeout=120)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert sum(log.count("downloading") for log in logs) == 1
-    assert len(model_server.requests) == 1
-    assert (tmp_path / "model.onnx").read_bytes() == model_server.body
-
-
-HUB = """
-import sys
-from pplgate.errors import PplgateError
-from pplgate.sources import resolve_model
-try:
-    resolve_model(sys.argv[1], "model")
-except PplgateError as err:
-    print(type(err).__name__, err, file=sys.stderr)
-    sys.exit(1)
-"""
-
-
-@pytest.mark.parametrize(("spec", "message"), [
-    ("hf://openai-community/gpt2/onnx/decoder_model.onnx",
-     "SourceUnavailable model hf://openai-community/gpt2/onnx/decoder_model.onnx cannot be reached: "
-     "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --model with a local copy, "
-     "or --sources DIR (in the gate --gate-sources=DIR, or $PPLGATE_SOURCES) with a folder 'python -m pplgate fetch DIR' wrote."),
-    ("hf://gpt2", "PplgateError model hf://gpt2 is not of the form hf://<owner>/<repo>/<path in repo>: for example hf://openai-community/gpt2/onnx/decoder_model.onnx."),
-])
-def test_hub_models_offline(spec, message, tmp_path):
-    import os
-
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-c", HUB, spec], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.strip() == message
+def test_another_address_with_the_same_file_name_is_downloaded_again(model_server, tmp_path, caplog):
+    first = resolve_model(model_server.url("ok"), tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="pplgate"):
+        again = resolve_model(model_server.url("norange"), tmp_path, progress=False)
+    assert again == first
+    assert f"{first} was made from {model_server.url('ok')}, not {model_server.url('norange')}: downloading it again" in caplog.text
+    assert [p for p, _ in model_server.requests] == ["/ok/model.onnx", "/norange/model.onnx"]
 
 
 def test_a_part_of_a_changed_file_is_never_resumed(model_server, tmp_path):
@@ -158,19 +135,34 @@ def test_a_part_of_a_changed_file_is_never_resumed(model_server, tmp_path):
     url = model_server.url("dropped")
     with pytest.raises(PplgateError, match="broke off after"):
         download(url, tmp_path, progress=False)
-    model_server.body = model_server.body[::-1]  # a new version, the same size
+    model_server.body = other_model(tmp_path)  # a new version, the same size
     path = download(url, tmp_path, progress=False)
     assert path.read_bytes() == model_server.body
     assert model_server.if_ranges[-1] is not None and model_server.requests[-1][1] is not None, "asked for the rest, under If-Range"
 
 
+def other_model(folder) -> bytes:
+    """builtin:tiny's architecture with other weights: a whole model of the same size."""
+    import dataclasses
+
+    from pplgate.testmodel import PRESETS, write_model
+
+    return write_model(dataclasses.replace(PRESETS["tiny"], seed=PRESETS["tiny"].seed + 1), folder / "other" / "m.onnx").read_bytes()
+
+
+def _part(tmp_path, url, body, **validator):
+    from pplgate.download import address_key
+
+    (tmp_path / "model.onnx.part").write_bytes(body[: len(body) // 2])
+    record = {"address_sha256": address_key(url), "length": len(body), "etag": None, "last_modified": None, **validator}
+    (tmp_path / "model.onnx.part.json").write_text(json.dumps(record))
+
+
 def test_a_server_that_ignores_if_range_is_caught_by_its_etag(model_server, tmp_path):
     url = model_server.url("ignores-if-range")
-    old = model_server.body
-    (tmp_path / "model.onnx.part").write_bytes(old[: len(old) // 2])
-    (tmp_path / "model.onnx.part.json").write_text(json.dumps({"url": url, "length": len(old), "etag": '"an-older-version"', "last_modified": None}))
+    _part(tmp_path, url, model_server.body, etag='"an-older-version"')
     path = download(url, tmp_path, progress=False)
-    assert path.read_bytes() == old
+    assert path.read_bytes() == model_server.body
     assert model_server.requests[-1][1] is None, "the 206 of another version was dropped and the whole file asked for"
 
 
@@ -206,16 +198,38 @@ def test_a_body_of_unannounced_size_is_kept_only_when_it_is_a_whole_model(model_
     assert "cut.onnx" not in listing(tmp_path) and "cut.onnx.part" not in listing(tmp_path)
 
 
-def test_a_model_built_before_is_used_without_taking_its_lock(tmp_path, monkeypatch):
-    """A read-only checkout (or model folder) with the model already there runs: no lock file needs to be made."""
-    import pplgate.sources
-    from pplgate.fileio import WriteFailed
-    from pplgate.sources import build_builtin
+DOWNLOAD = """
+import logging, resource, signal, sys
+from pathlib import Path
+from pplgate.errors import PplgateError
+from pplgate.download import download
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+if len(sys.argv) > 3:  # a file-size limit stands in for a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+try:
+    download(sys.argv[1], Path(sys.argv[2]), progress=False)
+except PplgateError as err:
+    print(err, file=sys.stderr)
+    sys.exit(1)
+"""
 
-    path = build_builtin("tiny", tmp_path)
 
-    def no_locks(_):
-        raise WriteFailed("cannot lock: the folder is read-only")
+@pytest.mark.e2e
+def test_no_room_left_removes_the_part(model_server, tmp_path):
+    result = subprocess.run([sys.executable, "-c", DOWNLOAD, model_server.url("ok"), str(tmp_path), "1000000"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no room left to write model.onnx into" in result.stderr and "free space there" in result.stderr
+    assert [n for n in listing(tmp_path) if not n.startswith(".")] == []
 
-    monkeypatch.setattr(pplgate.sources, "locked", no_locks)
-    assert build_builtin("tiny", tmp_path) == path
+
+@pytest.mark.e2e
+def test_concurrent_runs_download_once(model_server, tmp_path):
+    url = model_server.url("throttled")
+    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOAD, url, str(tmp_path)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum(log.count("downloading") for log in logs) == 1
+    assert len(model_server.requests) == 1
+    assert (tmp_path / "model.onnx").read_bytes() == model_server.body

@@ -1,0 +1,164 @@
+"""Throughput timings read back from pytest-benchmark's saved runs, and the index the verdicts look them up in.
+
+A saved run is pytest-benchmark's JSON; pplgate's throughput tests put what
+the verdicts need in each benchmark's ``extra_info`` (``pplgate.report.throughput_info``).
+A benchmark of pplgate's whose fields are not what pplgate writes is
+``UnreadableRun``: named and set aside, never judged, never a baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+# The saved runs of a series a verdict takes its baseline from: the last ten.
+BASELINE_RUNS = 10
+# What identifies a series (besides the test and the machine): the knobs a user sets.
+SETTINGS = ("batch_size", "intra_op_threads", "provider_options", "blocks", "scoring")
+# What may change under a series, and is named when it does.
+RUNTIME = ("onnxruntime", "onnxruntime_distribution", "providers", "driver")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One test's throughput in one run: pytest-benchmark's stats and pplgate's extra_info."""
+
+    test: str  # tiny-cpu-fp32
+    run: str  # the saved run's name (0007), or "this run"
+    datetime: str
+    commit: str
+    node: str  # the machine
+    median_seconds: float  # per round
+    spread: float  # the rounds' stddev / median
+    rounds: int
+    tokens_per_round: int
+    extra: dict  # extra_info: settings, runtime, perplexity, model and blocks sha256, conditions
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_per_round / self.median_seconds
+
+    @property
+    def settings(self) -> dict:
+        return {k: self.extra.get(k) for k in SETTINGS}
+
+    @property
+    def runtime(self) -> dict:
+        return {k: self.extra.get(k) for k in RUNTIME}
+
+    @property
+    def under_load(self) -> bool:
+        return bool((self.extra.get("conditions") or {}).get("under_load"))
+
+    @property
+    def accuracy_key(self) -> tuple:
+        return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
+
+
+class UnreadableRun(ValueError):
+    """A saved run, or one benchmark of it, that is not what pytest-benchmark writes: named and set aside, never judged."""
+
+
+def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float:
+    """``value`` as a finite float above (or at least) ``minimum``; UnreadableRun saying what it is otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnreadableRun(f"{what} is {_shown(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise UnreadableRun(f"{what} is a {int(abs(value)).bit_length() * 30103 // 100000 + 1}-digit number or so, beyond any float") from None
+    if not math.isfinite(number) or (number <= minimum if above else number < minimum):
+        raise UnreadableRun(f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}")
+    return number
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def of_type(value, kinds, what: str, optional: bool = True):
+    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return value
+    names = {dict: "an object", list: "a list", str: "text", int: "an integer"}
+    wanted = " or ".join(names.get(k, k.__name__) for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+    raise UnreadableRun(f"{what} is {_shown(value)}, not {wanted}")
+
+
+def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> Timing | None:
+    """A Timing from one benchmark of a saved run (or of this run's JSON); None if it is not pplgate's.
+
+    A benchmark of pplgate's whose fields are not what pplgate writes (text
+    where numbers belong, a zero or NaN time, a perplexity of 0) raises
+    UnreadableRun: the run is set aside and named, never judged.
+    """
+    bench = of_type(bench, dict, "a benchmark", optional=False)
+    extra = of_type(bench.get("extra_info"), dict, "extra_info") or {}
+    if "tokens" not in extra or "test" not in extra:
+        return None
+    test = of_type(extra["test"], str, "extra_info.test", optional=False)
+    stats = of_type(bench.get("stats"), dict, f"{test}: stats", optional=False)
+    median = _number(stats.get("median"), f"{test}: stats.median")
+    tokens = int(_number(of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"))
+    stddev = 0.0 if stats.get("stddev") is None else _number(stats["stddev"], f"{test}: stats.stddev", above=False)
+    rounds = 1 if stats.get("rounds") is None else int(_number(of_type(stats["rounds"], int, f"{test}: stats.rounds"), f"{test}: stats.rounds"))
+    if extra.get("perplexity") is not None:
+        _number(extra["perplexity"], f"{test}: extra_info.perplexity")
+    conditions = of_type(extra.get("conditions"), dict, f"{test}: extra_info.conditions") or {}
+    if conditions.get("others_cpu_share") is not None:
+        _number(conditions["others_cpu_share"], f"{test}: extra_info.conditions.others_cpu_share", above=False)
+    for key in ("model_sha256", "blocks_sha256", *RUNTIME[:2]):
+        of_type(extra.get(key), str, f"{test}: extra_info.{key}")
+    return Timing(test, run, datetime, commit, node, median, stddev / median, rounds, tokens, extra)
+
+
+def _settings_key(t: Timing) -> str:
+    return json.dumps(t.settings, sort_keys=True, default=str)
+
+
+class Saved:
+    """Saved Timings, oldest first, indexed as the verdicts look them up.
+
+    Each lookup costs the same however many runs are saved, so judging every
+    saved run against those before it (``pplgate history``) is linear in them.
+    """
+
+    def __init__(self, timings: list[Timing] = ()):
+        self._series: dict[tuple, list[Timing]] = {}  # (test, node, settings) -> every run
+        self._calm: dict[tuple, list[Timing]] = {}  # the same, runs under load left out
+        self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
+        self._nodes: dict[str, set[str]] = {}  # test -> the machines it ran on
+        self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> its newest run with a perplexity
+        for t in timings:
+            self.add(t)
+
+    def add(self, t: Timing) -> None:
+        key = (t.test, t.node, _settings_key(t))
+        self._series.setdefault(key, []).append(t)
+        if not t.under_load:
+            self._calm.setdefault(key, []).append(t)
+        self._newest_here[(t.test, t.node)] = t
+        self._nodes.setdefault(t.test, set()).add(t.node)
+        if t.extra.get("perplexity") is not None:
+            self._accuracy[(t.test, *t.accuracy_key)] = t
+
+    def series(self, current: Timing) -> list[Timing]:
+        """The saved runs of the same test, machine and settings."""
+        return self._series.get((current.test, current.node, _settings_key(current)), [])
+
+    def baseline(self, current: Timing) -> list[Timing]:
+        """The last BASELINE_RUNS of them not taken under load."""
+        return self._calm.get((current.test, current.node, _settings_key(current)), [])[-BASELINE_RUNS:]
+
+    def newest_here(self, current: Timing) -> Timing | None:
+        return self._newest_here.get((current.test, current.node))
+
+    def nodes(self, test: str) -> set[str]:
+        return self._nodes.get(test, set())
+
+    def last_on_same_inputs(self, current: Timing) -> Timing | None:
+        """The newest run of the test on the same model, blocks and method."""
+        return self._accuracy.get((current.test, *current.accuracy_key))
+
+
