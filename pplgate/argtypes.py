@@ -48,7 +48,10 @@ def thread_count(text: str) -> int:
     value = _int_at_least(text, 0)
     cpus = os.cpu_count() or 1
     if value > cpus:
-        raise argparse.ArgumentTypeError(f"{value} threads is more than this machine's {cpus} CPUs: pass at most {cpus}, or 0 for onnxruntime's choice")
+        raise argparse.ArgumentTypeError(
+            f"{value} threads is more than this machine's {cpus} CPUs: pass at most {cpus}, or 0 for onnxruntime's "
+            f"choice"
+        )
     return value
 
 
@@ -83,6 +86,7 @@ def key_value(text: str) -> tuple[str, str]:
 
 def checked(parse):
     """Wraps a pplgate parser so that its sentence becomes a usage error."""
+
     def convert(text: str):
         try:
             return parse(text)

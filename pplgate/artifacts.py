@@ -49,15 +49,30 @@ class Artifact:
                     if unchanged(record, self.path):
                         return self.path  # made by another process while this one waited
                     if sha256_of(self.path) == record.get("sha256"):
-                        write_json_atomic(sidecar(self.path), {**record, **stamp(self.path, record["sha256"])}, fix=self.fix)
+                        write_json_atomic(
+                            sidecar(self.path), {**record, **stamp(self.path, record["sha256"])}, fix=self.fix
+                        )
                         return self.path
-                    log.info("%s is not the file made from %s (changed or truncated since): %s it again", self.path, self.made_from, self.verb)
+                    log.info(
+                        "%s is not the file made from %s (changed or truncated since): %s it again",
+                        self.path,
+                        self.made_from,
+                        self.verb,
+                    )
                 elif record.get("made_from") not in (None, self.made_from):
-                    log.info("%s was made from %s, not %s: %s it again", self.path, record["made_from"], self.made_from, self.verb)
+                    log.info(
+                        "%s was made from %s, not %s: %s it again",
+                        self.path,
+                        record["made_from"],
+                        self.made_from,
+                        self.verb,
+                    )
                 else:
                     log.info("%s was not made from %s as it is now: %s it again", self.path, self.made_from, self.verb)
             else:
                 log.info("%s %s into %s", self.verb, self.made_from, self.path)
             sha = make()
-            write_json_atomic(sidecar(self.path), {"made_from": self.made_from, **self.key, **stamp(self.path, sha)}, fix=self.fix)
+            write_json_atomic(
+                sidecar(self.path), {"made_from": self.made_from, **self.key, **stamp(self.path, sha)}, fix=self.fix
+            )
         return self.path

@@ -23,7 +23,6 @@ from pplgate.errors import PplgateError
 from pplgate.method import BLOCK_SIZE, ROWS_PER_BATCH, Method
 
 
-
 @dataclass(frozen=True)
 class Blocks:
     """The blocks fed to the model, in order, back to back.
@@ -111,8 +110,13 @@ def _cut(ids: np.ndarray, block_size: int, keep_short: bool) -> list[np.ndarray]
     return [ids] if keep_short and n > 0 else []
 
 
-def group(ids: np.ndarray, row_lengths: np.ndarray, grouping: str, block_size: int = BLOCK_SIZE,
-          rows_per_batch: int = ROWS_PER_BATCH) -> Blocks:
+def group(
+    ids: np.ndarray,
+    row_lengths: np.ndarray,
+    grouping: str,
+    block_size: int = BLOCK_SIZE,
+    rows_per_batch: int = ROWS_PER_BATCH,
+) -> Blocks:
     """The rows' ids (concatenated, ``row_lengths`` each) cut into blocks by ``grouping``."""
     Method(grouping, block_size)  # refuses what cannot be cut
     if grouping == "contiguous":
@@ -125,8 +129,10 @@ def group(ids: np.ndarray, row_lengths: np.ndarray, grouping: str, block_size: i
             batch = ids[ends[first] : ends[last]]
             if len(batch) == 1:
                 # The vendor would score a block of nothing and report NaN.
-                raise PplgateError(f"rows {first}-{last - 1} hold a single token, a block with nothing to score: "
-                                   "pass --dataset with the full wikitext-2-raw-v1 test split, or --grouping contiguous.")
+                raise PplgateError(
+                    f"rows {first}-{last - 1} hold a single token, a block with nothing to score: "
+                    "pass --dataset with the full wikitext-2-raw-v1 test split, or --grouping contiguous."
+                )
             pieces += _cut(batch, block_size, keep_short=True)
     if not pieces:
         return Blocks(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))

@@ -1,4 +1,6 @@
-"""``python -m pplgate`` (also the installed ``pplgate`` command): the vendor's run_onnx.py flags, a Final report, and the subcommands."""
+"""``python -m pplgate`` (also the installed ``pplgate`` command): the vendor's run_onnx.py flags, a Final report, and
+the subcommands.
+"""
 
 from __future__ import annotations
 
@@ -38,17 +40,36 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _add_target(p: argparse.ArgumentParser, which: str) -> None:
     """What is evaluated, on what, and how the split becomes blocks: the same for a run and for localize."""
     add_global_options(p.add_argument)
-    p.add_argument("--device", type=device, default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N")
+    p.add_argument(
+        "--device", type=device, default="cpu", help=f"{which} {', '.join(DEVICES)}, optionally :N for card N"
+    )
     p.add_argument("--precision", type=precision, default="fp32", help=f"{which} {', '.join(PRECISIONS)}")
-    p.add_argument("--grouping", choices=GROUPINGS, default="vendor",
-                   help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's run_onnx.py); contiguous: the whole split concatenated, one remainder dropped")
-    p.add_argument("--block-size", type=block_size, default=BLOCK_SIZE, help="tokens per block; checked against what the model takes before any block is scored")
+    p.add_argument(
+        "--grouping",
+        choices=GROUPINGS,
+        default="vendor",
+        help="vendor: blocks cut within each 1,000-row batch, each batch's remainder dropped (the vendor's "
+        "run_onnx.py); contiguous: the whole split concatenated, one remainder dropped",
+    )
+    p.add_argument(
+        "--block-size",
+        type=block_size,
+        default=BLOCK_SIZE,
+        help="tokens per block; checked against what the model takes before any block is scored",
+    )
 
 
 def _sources(args: argparse.Namespace):
     from pplgate.sourcefolder import Sources
 
-    return Sources(args.pplgate_model, args.pplgate_dataset, args.pplgate_tokenizer, args.pplgate_model_dir, args.pplgate_cache_dir, args.pplgate_sources)
+    return Sources(
+        args.pplgate_model,
+        args.pplgate_dataset,
+        args.pplgate_tokenizer,
+        args.pplgate_model_dir,
+        args.pplgate_cache_dir,
+        args.pplgate_sources,
+    )
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -67,24 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
         "Also: 'python -m pplgate plot' draws the history of saved benchmark runs; "
         "'python -m pplgate diff A B' compares two runs saved with --save-losses; "
         "'python -m pplgate localize' finds the first node where a run departs from a reference; "
-        "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without network (then --sources DIR); "
+        "'python -m pplgate fetch DIR' writes the model, data and tokenizer into one folder for a node without "
+        "network (then --sources DIR); "
         "'python -m pplgate history' judges each saved benchmark run against the ones before it; "
-        "'python -m pplgate convert MODEL --precision fp16 -o OUT.onnx' writes the graph the gate runs for that precision.",
+        "'python -m pplgate convert MODEL --precision fp16 -o OUT.onnx' writes the graph the gate runs for that "
+        "precision.",
     )
     _add_target(p, "one of")
     p.add_argument("--max-blocks", type=max_blocks, default=None, help="evaluate only the first N blocks (smoke runs)")
-    p.add_argument("--report-json", type=Path, default=None, help="also write the Final report to this file, once it is printed")
-    p.add_argument("--save-losses", type=Path, default=None, metavar="PATH", help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'")
-    p.add_argument("--reference", type=target, nargs="?", const="cpu-fp32", default=None, metavar="DEVICE-PRECISION",
-                   help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity ratio (cpu-fp32 if no value)")
-    p.add_argument("--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)")
+    p.add_argument(
+        "--report-json", type=Path, default=None, help="also write the Final report to this file, once it is printed"
+    )
+    p.add_argument(
+        "--save-losses",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write per-token losses, ids and blocks (compressed numpy) for 'python -m pplgate diff'",
+    )
+    p.add_argument(
+        "--reference",
+        type=target,
+        nargs="?",
+        const="cpu-fp32",
+        default=None,
+        metavar="DEVICE-PRECISION",
+        help="also run this session on the same blocks and report KL divergence, top-1 agreement and the perplexity "
+        "ratio (cpu-fp32 if no value)",
+    )
+    p.add_argument(
+        "--measure-forward", action="store_true", help="also time the bare model on the same blocks (forward_seconds)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def build_plot_parser() -> argparse.ArgumentParser:
-    p = _parser("python -m pplgate plot", "Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).")
-    p.add_argument("--storage", default=".benchmarks", metavar="FOLDER", help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: .benchmarks)")
+    p = _parser(
+        "python -m pplgate plot",
+        "Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).",
+    )
+    p.add_argument(
+        "--storage",
+        default=".benchmarks",
+        metavar="FOLDER",
+        help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: "
+        ".benchmarks)",
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("pplgate-history.png"), help="the PNG to write")
     return p
 
@@ -97,15 +147,47 @@ def plot_main(argv: list[str]) -> int:
 
 
 def build_history_parser() -> argparse.ArgumentParser:
-    p = _parser("python -m pplgate history",
-                "Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and verdicts "
-                "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity drift.")
-    p.add_argument("--storage", default=".benchmarks", metavar="FOLDER", help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: .benchmarks)")
+    p = _parser(
+        "python -m pplgate history",
+        "Per test, every run saved by pytest-benchmark (--benchmark-autosave) with its tokens/s, perplexity and "
+        "verdicts "
+        "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity "
+        "drift.",
+    )
+    p.add_argument(
+        "--storage",
+        default=".benchmarks",
+        metavar="FOLDER",
+        help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: "
+        ".benchmarks)",
+    )
     # A string default goes through percent() as a typed value would: the help shows 10, the code gets 0.1.
-    p.add_argument("--threshold", type=percent, default=f"{DEFAULT_THRESHOLD * 100:g}", metavar="PCT", help="the slowdown, in percent, that counts when beyond the noise too")
-    p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the tables as markdown, e.g. $GITHUB_STEP_SUMMARY (appended to when it exists)")
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw perplexity and tokens/s per saved run; the markdown links it")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when the newest run of a test is slower beyond the threshold and the noise")
+    p.add_argument(
+        "--threshold",
+        type=percent,
+        default=f"{DEFAULT_THRESHOLD * 100:g}",
+        metavar="PCT",
+        help="the slowdown, in percent, that counts when beyond the noise too",
+    )
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the tables as markdown, e.g. $GITHUB_STEP_SUMMARY (appended to when it exists)",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw perplexity and tokens/s per saved run; the markdown links it",
+    )
+    p.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when the newest run of a test is slower beyond the threshold and the noise",
+    )
     return p
 
 
@@ -113,7 +195,7 @@ def history_main(argv: list[str]) -> int:
     from pplgate.history import judged, plot_history, plot_reference, render_markdown, render_table
 
     args = build_history_parser().parse_args(argv)
-    regressions = []
+    regressions: list[str] = []
 
     def work() -> None:
         found = judged(args.storage, args.threshold)
@@ -138,7 +220,10 @@ def history_main(argv: list[str]) -> int:
 
 
 def build_diff_parser() -> argparse.ArgumentParser:
-    p = _parser("python -m pplgate diff", "Compare two runs' per-token losses (written with --save-losses): the paired difference and the worst tokens.")
+    p = _parser(
+        "python -m pplgate diff",
+        "Compare two runs' per-token losses (written with --save-losses): the paired difference and the worst tokens.",
+    )
     p.add_argument("a", type=Path, help="losses of run A")
     p.add_argument("b", type=Path, help="losses of run B, on the same tokens")
     p.add_argument("--tokenizer", default=None, help="to show the tokens' text (default: the tokenizer A was run with)")
@@ -161,19 +246,48 @@ def diff_main(argv: list[str]) -> int:
 
 
 def build_localize_parser() -> argparse.ArgumentParser:
-    p = _parser("python -m pplgate localize",
-                "Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same blocks, "
-                "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.")
+    p = _parser(
+        "python -m pplgate localize",
+        "Where a run departs from a reference, node by node: every intermediate tensor of both sides on the same "
+        "blocks, "
+        "compared by name in topological order (max abs error, relative L2 error, cosine), and the first divergence.",
+    )
     _add_target(p, "the run's: one of")
-    p.add_argument("--reference", type=target, default="cpu-fp32", metavar="DEVICE-PRECISION", help="the session to compare against")
-    p.add_argument("--reference-model", default=None, metavar="SOURCE",
-                   help="compare against another ONNX file of the same architecture (an older export, a converted or quantized model) at --reference; default: the same model")
+    p.add_argument(
+        "--reference",
+        type=target,
+        default="cpu-fp32",
+        metavar="DEVICE-PRECISION",
+        help="the session to compare against",
+    )
+    p.add_argument(
+        "--reference-model",
+        default=None,
+        metavar="SOURCE",
+        help="compare against another ONNX file of the same architecture (an older export, a converted or quantized "
+        "model) at --reference; default: the same model",
+    )
     p.add_argument("--blocks", type=positive_int, default=1, help="how many of the first blocks to feed")
     # A relative error, as a golden file's rel_tol is (history's --threshold is a percentage).
-    p.add_argument("--tolerance", dest="threshold", type=relative_error, default=None, metavar="REL_L2",
-                   help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against fp32, 5e-2 where fp16 is involved)")
-    p.add_argument("--report-json", type=Path, default=None, metavar="PATH", help="write first_divergence and every tensor's errors as JSON")
-    p.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth")
+    p.add_argument(
+        "--tolerance",
+        dest="threshold",
+        type=relative_error,
+        default=None,
+        metavar="REL_L2",
+        help="relative L2 error above which a tensor can be the first divergence (default: 1e-4 for fp32 against "
+        "fp32, 5e-2 where fp16 is involved)",
+    )
+    p.add_argument(
+        "--report-json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write first_divergence and every tensor's errors as JSON",
+    )
+    p.add_argument(
+        "--plot", type=Path, default=None, metavar="PATH", help="write a PNG of relative error against graph depth"
+    )
     return p
 
 
@@ -185,8 +299,15 @@ def localize_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
 
     def work() -> None:
-        loc = localize_run(_sources(args), _target(args), args.reference, Method(args.grouping, args.block_size, args.blocks),
-                           args.reference_model, args.threshold, _settings(args).options)
+        loc = localize_run(
+            _sources(args),
+            _target(args),
+            args.reference,
+            Method(args.grouping, args.block_size, args.blocks),
+            args.reference_model,
+            args.threshold,
+            _settings(args).options,
+        )
         _emit(render(loc))
         _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, loc.report(), fix))
         _write(args.plot, "--plot", lambda path, fix: plot(loc, path))
@@ -197,12 +318,25 @@ def localize_main(argv: list[str]) -> int:
 def build_fetch_parser() -> argparse.ArgumentParser:
     p = _parser(
         "python -m pplgate fetch",
-        "Write a case's model, dataset split and tokenizer into one folder, with SHA256SUMS, on a machine with network; "
-        "copy it to a node without network and pass --sources DIR (or set pplgate_sources in pytest.ini, or $PPLGATE_SOURCES) there.",
+        "Write a case's model, dataset split and tokenizer into one folder, with SHA256SUMS, on a machine with "
+        "network; "
+        "copy it to a node without network and pass --sources DIR (or set pplgate_sources in pytest.ini, or "
+        "$PPLGATE_SOURCES) there.",
     )
-    p.add_argument("folder", type=Path, metavar="DIR", help="the folder to write (created if missing; what it holds already is replaced item by item)")
-    p.add_argument("--case", type=Path, default=None, metavar="GOLDEN_FILE",
-                   help="take the sources of this golden file (e.g. golden/gpt2-small.json); the options below override them (default: the vendor's, as for a run)")
+    p.add_argument(
+        "folder",
+        type=Path,
+        metavar="DIR",
+        help="the folder to write (created if missing; what it holds already is replaced item by item)",
+    )
+    p.add_argument(
+        "--case",
+        type=Path,
+        default=None,
+        metavar="GOLDEN_FILE",
+        help="take the sources of this golden file (e.g. golden/gpt2-small.json); the options below override them "
+        "(default: the vendor's, as for a run)",
+    )
     add_global_options(p.add_argument, names=("model", "dataset", "tokenizer"), unset="the case's")
     add_global_options(p.add_argument, names=("cache-dir",))
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
@@ -221,23 +355,55 @@ def fetch_main(argv: list[str]) -> int:
             cases = sorted(p.name for p in args.case.parent.glob("*.json")) if args.case.parent.is_dir() else []
             known = f": one of {', '.join(str(args.case.parent / n) for n in cases)}" if cases else ""
             raise PplgateError(f"--case {args.case}: no such golden file; pass the path of a case file{known}.")
-        case = load_case(args.case).sources if args.case is not None else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
-        lines = fetch(args.folder, args.pplgate_model or case["model"], args.pplgate_dataset or case["dataset"],
-                      args.pplgate_tokenizer or case["tokenizer"], args.pplgate_cache_dir, progress=not args.no_progress)
+        case = (
+            load_case(args.case).sources
+            if args.case is not None
+            else {"model": VENDOR_MODEL_URL, "dataset": DEFAULT_DATASET, "tokenizer": DEFAULT_TOKENIZER}
+        )
+        lines = fetch(
+            args.folder,
+            args.pplgate_model or case["model"],
+            args.pplgate_dataset or case["dataset"],
+            args.pplgate_tokenizer or case["tokenizer"],
+            args.pplgate_cache_dir,
+            progress=not args.no_progress,
+        )
         _emit("\n".join(lines))
-        _emit(f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources {args.folder} ...")
+        _emit(
+            f"On the node: python -m pytest --gate-sources={args.folder} ...   or   python -m pplgate --sources "
+            f"{args.folder} ..."
+        )
 
     return _exit_status(work)
 
 
 def build_convert_parser() -> argparse.ArgumentParser:
-    p = _parser("python -m pplgate convert",
-                "Write the graph the gate runs for a device and precision: the same conversion, from the same cache, so that what was gated is what gets deployed.")
-    p.add_argument("model", metavar="MODEL", help="the ONNX model as given to --model: a path, an https URL, hf://<repo>/<file> or builtin:tiny")
+    p = _parser(
+        "python -m pplgate convert",
+        "Write the graph the gate runs for a device and precision: the same conversion, from the same cache, so that "
+        "what was gated is what gets deployed.",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="the ONNX model as given to --model: a path, an https URL, hf://<repo>/<file> or builtin:tiny",
+    )
     p.add_argument("--precision", type=precision, default="fp16", help=f"one of {', '.join(PRECISIONS)}")
-    p.add_argument("--device", type=device, default="cpu",
-                   help=f"the device it is for, one of {', '.join(DEVICES)}: every converting provider runs the same fp16 graph; gcu runs its own fp16 mode on the fp32 model")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="the file to write (weights over 2 GB go beside it, in the file the model names)")
+    p.add_argument(
+        "--device",
+        type=device,
+        default="cpu",
+        help=f"the device it is for, one of {', '.join(DEVICES)}: every converting provider runs the same fp16 graph; "
+        f"gcu runs its own fp16 mode on the fp32 model",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.onnx",
+        help="the file to write (weights over 2 GB go beside it, in the file the model names)",
+    )
     add_global_options(p.add_argument, names=("model-dir", "cache-dir"))
     return p
 
@@ -247,7 +413,11 @@ def convert_main(argv: list[str]) -> int:
 
     args = build_convert_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pplgate: %(message)s")
-    return _exit_status(lambda: _emit(write_session_model(args.model, _target(args), args.output, args.pplgate_model_dir, args.pplgate_cache_dir)))
+    return _exit_status(
+        lambda: _emit(
+            write_session_model(args.model, _target(args), args.output, args.pplgate_model_dir, args.pplgate_cache_dir)
+        )
+    )
 
 
 def _write(path: Path | None, option: str, write) -> None:
@@ -263,7 +433,11 @@ def _write(path: Path | None, option: str, write) -> None:
 def _exit_status(work) -> int:
     """Runs ``work``: 0, or its fault as one sentence and 1, or 130 for Ctrl-C."""
     if sys.stdout is None:  # started with standard output closed (>&-): every printed result would vanish
-        print("pplgate: error: standard output is closed, so the result would be lost: run with it open, or redirected to a file.", file=sys.stderr)
+        print(
+            "pplgate: error: standard output is closed, so the result would be lost: run with it open, or redirected "
+            "to a file.",
+            file=sys.stderr,
+        )
         return 1
     try:
         work()
@@ -273,8 +447,12 @@ def _exit_status(work) -> int:
     except OSError as err:
         # A file fault no step foresaw: still one sentence, with the file.
         where = f" {err.filename}" if err.filename else ""
-        print(f"pplgate: error: cannot use{printable(where)} ({err.strerror or type(err).__name__}): check that the path exists, "
-              "is the kind of file or folder asked for, and is readable (writable for outputs and caches).", file=sys.stderr)
+        print(
+            f"pplgate: error: cannot use{printable(where)} ({err.strerror or type(err).__name__}): check that the "
+            f"path exists, "
+            "is the kind of file or folder asked for, and is readable (writable for outputs and caches).",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("pplgate: interrupted: no report was written.", file=sys.stderr)
@@ -283,7 +461,9 @@ def _exit_status(work) -> int:
 
 
 def _emit(text: object, end: str = "\n") -> None:
-    """A result onto standard output, flushed: one that cannot be written (a full disk, /dev/full, a closed pipe) is named, never lost in silence."""
+    """A result onto standard output, flushed: one that cannot be written (a full disk, /dev/full, a closed pipe) is
+    named, never lost in silence.
+    """
     try:
         sys.stdout.write(f"{text}{end}")
         sys.stdout.flush()
@@ -292,8 +472,11 @@ def _emit(text: object, end: str = "\n") -> None:
         # What is left in the buffer would fail again at exit: standard output goes to /dev/null from here.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise PplgateError(f"cannot write the result to standard output ({where}: {err.strerror or type(err).__name__}), so it is lost: "
-                           "redirect it to a file with room (or use --report-json where the command has it) and run again.") from None
+        raise PplgateError(
+            f"cannot write the result to standard output ({where}: {err.strerror or type(err).__name__}), so it is "
+            f"lost: "
+            "redirect it to a file with room (or use --report-json where the command has it) and run again."
+        ) from None
 
 
 def _stdout_name() -> str:
@@ -313,14 +496,24 @@ def run_main(argv: list[str]) -> int:
         from pplgate.lossfile import save_losses
         from pplgate.pipeline import run
 
-        report, evaluation = run(_sources(args), _target(args), Method(args.grouping, args.block_size, args.max_blocks),
-                                 _settings(args, progress=not args.no_progress), args.measure_forward, args.reference)
+        report, evaluation = run(
+            _sources(args),
+            _target(args),
+            Method(args.grouping, args.block_size, args.max_blocks),
+            _settings(args, progress=not args.no_progress),
+            args.measure_forward,
+            args.reference,
+        )
         # The result first: a file that cannot be written must not lose it.
         try:
             _emit("Final report:\n" + json.dumps(report, indent=2))
         finally:  # an output that cannot be written must not lose the files asked for either
             _write(args.report_json, "--report-json", lambda path, fix: write_json_atomic(path, report, fix))
-            _write(args.save_losses, "--save-losses", lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix))
+            _write(
+                args.save_losses,
+                "--save-losses",
+                lambda path, fix: save_losses(path, evaluation.token_losses, evaluation.layout, report, fix),
+            )
 
     return _exit_status(work)
 

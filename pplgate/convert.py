@@ -41,8 +41,11 @@ def write_session_model(spec: str, target: Target, output: Path, model_dir: Path
     if target.converts_to_fp16:
         what = f"onnxruntime's fp16 conversion of {bare_address(spec)}, as the {target.key} session loads it"
     elif target.precision is Precision.FP16:
-        what = (f"{bare_address(spec)} itself: {kind.name} runs fp16 as its provider's own mixed precision on the fp32 model "
-                f"({kind.fp16_env}=1 when the session is created)")
+        what = (
+            f"{bare_address(spec)} itself: {kind.name} runs fp16 as its provider's own mixed precision on the fp32 "
+            f"model "
+            f"({kind.fp16_env}=1 when the session is created)"
+        )
     else:
         what = f"{bare_address(spec)} itself: {target.key} runs the model as given"
     return f"wrote {output} (sha256 {digest}){beside}: {what}"

@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class TokenStream:
 
 @contextlib.contextmanager
 def _datasets_bars(shown: bool) -> Iterator[None]:
-    """datasets' own bars ("Generating test split") only where pplgate's would show: on a terminal, progress asked for."""
+    """datasets' own bars ("Generating test split") only where pplgate's show: on a terminal, progress asked for."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     was_disabled = are_progress_bars_disabled()
@@ -111,33 +112,56 @@ def load_texts(source: str, arrow_cache: Path | None = None, progress: bool = Tr
     where = {} if arrow_cache is None else {"cache_dir": str(arrow_cache)}
     try:
         with _datasets_bars(progress and sys.stderr.isatty()):
-            ds = datasets.load_dataset(str(local_path(source)) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where)
+            ds = datasets.load_dataset(
+                str(local_path(source)) if looks_local(source) else source, DATASET_CONFIG, split=SPLIT, **where
+            )
     except ConnectionError as err:
         raise _unreachable(source) from err
     except (ValueError, FileNotFoundError) as err:
-        raise PplgateError(f"dataset {source} has no {DATASET_CONFIG} {SPLIT} split ({err}): pass --dataset with a copy of {DEFAULT_DATASET}.") from err
+        raise PplgateError(
+            f"dataset {source} has no {DATASET_CONFIG} {SPLIT} split ({err}): pass --dataset with a copy of "
+            f"{DEFAULT_DATASET}."
+        ) from err
     except datasets.exceptions.DatasetGenerationError as err:
         # Raised over the file reader's own error: a parquet file with no rows, or cut short.
         cause = err.__cause__ or err
         if isinstance(cause, OSError) and cause.errno in NO_ROOM:
-            raise PplgateError(f"dataset {source} cannot be prepared: no room to write datasets' copy of it ({os.strerror(cause.errno)}): "
-                               "free space there, raise the file-size limit (ulimit -f), or point --cache-dir at a folder with room.") from err
-        raise PplgateError(f"dataset {source}'s files cannot be read ({type(cause).__name__}: {str(cause).strip().splitlines()[0][:200] if str(cause).strip() else 'no detail'}): "
-                           f"pass --dataset with a complete copy of {DEFAULT_DATASET}.") from err
+            raise PplgateError(
+                f"dataset {source} cannot be prepared: no room to write datasets' copy of it "
+                f"({os.strerror(cause.errno)}): "
+                "free space there, raise the file-size limit (ulimit -f), or point --cache-dir at a folder with room."
+            ) from err
+        raise PplgateError(
+            f"dataset {source}'s files cannot be read ({type(cause).__name__}: "
+            f"{str(cause).strip().splitlines()[0][:200] if str(cause).strip() else 'no detail'}): "
+            f"pass --dataset with a complete copy of {DEFAULT_DATASET}."
+        ) from err
     except PermissionError as err:
-        raise PplgateError(f"dataset {source} cannot be prepared: {err.filename or 'a folder it needs'} is not writable ({err.strerror}): "
-                           "point --cache-dir (in the gate --gate-cache-dir, or $PPLGATE_CACHE) and $HF_HOME at writable folders.") from err
+        raise PplgateError(
+            f"dataset {source} cannot be prepared: {err.filename or 'a folder it needs'} is not writable "
+            f"({err.strerror}): "
+            "point --cache-dir (in the gate --gate-cache-dir, or $PPLGATE_CACHE) and $HF_HOME at writable folders."
+        ) from err
     except OSError as err:
-        raise PplgateError(f"dataset {source} cannot be prepared ({err.strerror or err}{', ' + str(err.filename) if err.filename else ''}): "
-                           "check that the cache folders (--cache-dir, $HF_HOME) are writable folders with room.") from err
+        raise PplgateError(
+            f"dataset {source} cannot be prepared "
+            f"({err.strerror or err}{', ' + str(err.filename) if err.filename else ''}): "
+            "check that the cache folders (--cache-dir, $HF_HOME) are writable folders with room."
+        ) from err
     if "text" not in ds.column_names:
-        raise PplgateError(f"dataset {source} has no 'text' column (it has {ds.column_names}): pass --dataset with a copy of {DEFAULT_DATASET}.")
+        raise PplgateError(
+            f"dataset {source} has no 'text' column (it has {ds.column_names}): pass --dataset with a copy of "
+            f"{DEFAULT_DATASET}."
+        )
     texts = list(ds["text"])
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         count = sum(not isinstance(t, str) for t in texts)
-        raise PplgateError(f"dataset {source}'s text column holds {count} values that are not text (the first, row {bad}, is {texts[bad]!r}): "
-                           f"pass --dataset with a copy of {DEFAULT_DATASET}, whose rows are all strings (empty rows are \"\").")
+        raise PplgateError(
+            f"dataset {source}'s text column holds {count} values that are not text (the first, row {bad}, is "
+            f"{texts[bad]!r}): "
+            f'pass --dataset with a copy of {DEFAULT_DATASET}, whose rows are all strings (empty rows are "").'
+        )
     return texts
 
 
@@ -157,11 +181,25 @@ def dataset_key(source: str) -> str:
     if looks_local(source):
         folder = local_path(source)
         if not folder.is_dir():
-            raise PplgateError(f"dataset folder {source} does not exist: pass --dataset with a folder laid out like the hub repository {DEFAULT_DATASET}, or its hub id.")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+            raise PplgateError(
+                f"dataset folder {source} does not exist: pass --dataset with a folder laid out like the hub "
+                f"repository {DEFAULT_DATASET}, or its hub id."
+            )
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
         return "|".join(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    folder = snapshot(source, ["README.md"], "dataset", "dataset", offline_advice("--dataset", f"a local copy of {DEFAULT_DATASET}"),
-                      "--dataset", name_error=False)
+    folder = snapshot(
+        source,
+        ["README.md"],
+        "dataset",
+        "dataset",
+        offline_advice("--dataset", f"a local copy of {DEFAULT_DATASET}"),
+        "--dataset",
+        name_error=False,
+    )
     return f"{source}@{folder.name}"  # the snapshot folder is named by its commit
 
 
@@ -170,12 +208,27 @@ def resolve_tokenizer_dir(source: str) -> Path:
     if looks_local(source):
         folder = local_path(source)
         if not folder.is_dir():
-            raise PplgateError(f"tokenizer folder {source} does not exist: pass --tokenizer with a folder holding GPT-2's vocab.json and merges.txt (or tokenizer.json), or a hub id.")
-        if not ((folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
-            raise PplgateError(f"tokenizer folder {source} holds neither tokenizer.json nor vocab.json with merges.txt: copy the tokenizer's files there, or pass --tokenizer with a hub id.")
+            raise PplgateError(
+                f"tokenizer folder {source} does not exist: pass --tokenizer with a folder holding GPT-2's vocab.json "
+                f"and merges.txt (or tokenizer.json), or a hub id."
+            )
+        if not (
+            (folder / "tokenizer.json").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+        ):
+            raise PplgateError(
+                f"tokenizer folder {source} holds neither tokenizer.json nor vocab.json with merges.txt: copy the "
+                f"tokenizer's files there, or pass --tokenizer with a hub id."
+            )
         return folder
-    return snapshot(source, list(TOKENIZER_FILES) + ["config.json"], "model", "tokenizer",
-                    offline_advice("--tokenizer", "a local folder of its files"), "--tokenizer")
+    return snapshot(
+        source,
+        list(TOKENIZER_FILES) + ["config.json"],
+        "model",
+        "tokenizer",
+        offline_advice("--tokenizer", "a local folder of its files"),
+        "--tokenizer",
+    )
 
 
 def tokenizer_key(folder: Path) -> str:
@@ -189,7 +242,9 @@ def tokenizer_key(folder: Path) -> str:
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level BPE alphabet, character -> byte (the inverse of its bytes_to_unicode)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -214,7 +269,9 @@ def vocabulary_bytes(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _NoModelsAdvice(logging.Filter):
-    """Drops transformers' import-time advice that PyTorch is absent: pplgate uses its tokenizers only, never its models."""
+    """Drops transformers' import-time advice that PyTorch is absent: pplgate uses its tokenizers only, never its
+    models.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Models won't be available" not in record.getMessage()
@@ -230,15 +287,18 @@ def import_transformers():
     return transformers
 
 
-def load_tokenizer(source: str):
+def load_tokenizer(source: str | Path):
     """The transformers tokenizer of a hub id or local folder; one that cannot be loaded is one sentence."""
     transformers = import_transformers()
 
     folder = resolve_tokenizer_dir(source) if not isinstance(source, Path) else source
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder))
-    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt merges.txt ("Error while initializing BPE")
-        raise PplgateError(f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass --tokenizer with a complete copy of GPT-2's tokenizer files.") from err
+    except Exception as err:
+        raise PplgateError(
+            f"tokenizer in {folder} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}): pass "
+            f"--tokenizer with a complete copy of GPT-2's tokenizer files."
+        ) from err
 
 
 def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
@@ -269,10 +329,16 @@ def load_tokens(dataset: str, tokenizer: str, cache_dir: Path, progress: bool = 
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
         log.info("token cache %s cannot be used (%s): tokenizing again", path, why)
-    # The cache folder before the dataset: a --cache-dir that cannot be written is named as such, not blamed on the data.
+    # The cache folder before the dataset: a --cache-dir that cannot be written is named as such, not blamed on the
+    # data.
     make_folder(Path(cache_dir) / "tokens", CACHE_FIX)
-    arrow_cache = Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24] if looks_local(dataset) else None
+    arrow_cache = (
+        Path(cache_dir) / "datasets" / hashlib.sha256(data_key.encode()).hexdigest()[:24]
+        if looks_local(dataset)
+        else None
+    )
     made = tokenize(load_texts(dataset, arrow_cache, progress), folder)
-    write_atomic(path, lambda f: np.savez(f, **dict(zip(fields, made))), fix=CACHE_FIX)
+    arrays: dict[str, Any] = dict(zip(fields, made))
+    write_atomic(path, lambda f: np.savez(f, **arrays), fix=CACHE_FIX)
     ids, rows, vocab, vb, vo = made
     return TokenStream(ids, rows, vocab, vb, vo, dataset, tokenizer, cache_hit=False)

@@ -62,8 +62,10 @@ def worst_tokens(a: np.ndarray, b: np.ndarray, count: int = 10) -> list[int]:
 
 def check_pair(a: SavedLosses, b: SavedLosses) -> None:
     if a.blocks.fingerprint() != b.blocks.fingerprint():
-        raise PplgateError(f"the two files scored different tokens ({len(a.blocks)} and {len(b.blocks)} blocks, or other data): "
-                           "compare runs made with the same --dataset, --tokenizer and --max-blocks.")
+        raise PplgateError(
+            f"the two files scored different tokens ({len(a.blocks)} and {len(b.blocks)} blocks, or other data): "
+            "compare runs made with the same --dataset, --tokenizer and --max-blocks."
+        )
 
 
 def render(a: SavedLosses, b: SavedLosses, decode, count: int = 10, context: int = 20) -> str:
@@ -80,13 +82,14 @@ def render(a: SavedLosses, b: SavedLosses, decode, count: int = 10, context: int
         f"perplexity B             {p.perplexity_b:.6g} ± {p.stderr_b:.4g}",
         f"perplexity A - B         {p.difference:+.6g} ± {p.difference_stderr:.4g} (paired)",
         "",
-        f"the {count} tokens where A and B disagree most (block:position, loss A, loss B, {context} tokens of context, then the token in [[ ]]):",
+        f"the {count} tokens where A and B disagree most (block:position, loss A, loss B, {context} tokens of "
+        f"context, then the token in [[ ]]):",
     ]
     for flat in worst_tokens(a.token_losses, b.token_losses, count):
         block, pos = a.locate(flat)
         ids = a.blocks.block(block)
         target = pos + 1  # position pos scores the id at pos + 1
-        before = decode(ids[max(0, target - context):target].tolist())
+        before = decode(ids[max(0, target - context) : target].tolist())
         token = decode([int(ids[target])])
         la, lb = float(a.token_losses[flat]), float(b.token_losses[flat])
         lines.append(f"  {block}:{target:<5} A {la:8.4f}  B {lb:8.4f}  {before!r} [[{token!r}]]")

@@ -48,7 +48,13 @@ def sidecar(path: Path) -> Path:
 def identity(path: Path) -> dict:
     """What tells this file from any other, short of reading it: inode, size, modification and change time."""
     stat = path.stat()
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino, "device": stat.st_dev}
+    return {
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+    }
 
 
 def stamp(path: Path, sha256: str) -> dict:

@@ -56,7 +56,9 @@ def declared_sha256(url: str) -> str | None:
 def file_name(url: str) -> str:
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     if not name:
-        raise PplgateError(f"URL {bare_address(url)} names no file: pass --model with the address of the .onnx file itself.")
+        raise PplgateError(
+            f"URL {bare_address(url)} names no file: pass --model with the address of the .onnx file itself."
+        )
     return name
 
 
@@ -66,11 +68,18 @@ def address_key(url: str) -> str:
 
 
 def download(url: str, folder: Path, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
-    """``url`` into ``folder`` under its own name; a ``.part`` left by a broken run is resumed when it is the same file."""
+    """``url`` into ``folder`` under its own name; a ``.part`` left by a broken run is resumed when it is the same
+    file.
+    """
     final = Path(folder) / file_name(url)
     want_sha = declared_sha256(url)
-    artifact = Artifact(final, bare_address(url), {"address_sha256": address_key(url), "declared_sha256": want_sha,
-                                                   "downloader": DOWNLOADER_VERSION}, verb="downloading", fix=MODEL_DIR_FIX)
+    artifact = Artifact(
+        final,
+        bare_address(url),
+        {"address_sha256": address_key(url), "declared_sha256": want_sha, "downloader": DOWNLOADER_VERSION},
+        verb="downloading",
+        fix=MODEL_DIR_FIX,
+    )
     if artifact.current():
         return final  # downloaded whole before, and untouched since
     make_folder(Path(folder), MODEL_DIR_FIX)
@@ -81,18 +90,24 @@ def download(url: str, folder: Path, progress: bool = True, timeout: float = TIM
         sent = not_a_model(part)
         if sent is not None:
             _discard(part)
-            raise PplgateError(f"{bare_address(url)} sent {sent}, not an ONNX model, so nothing was kept: check the address "
-                               "(a signed link that expired or a login page answers this way), or pass --model with a local copy.")
+            raise PplgateError(
+                f"{bare_address(url)} sent {sent}, not an ONNX model, so nothing was kept: check the address "
+                "(a signed link that expired or a login page answers this way), or pass --model with a local copy."
+            )
         if not whole_model(part):
             size = part.stat().st_size
             _discard(part)
             announced = "" if sized else " without announcing its size"
-            raise PplgateError(f"{bare_address(url)} sent {size:,} bytes{announced}, and they are not a whole ONNX model, "
-                               "so nothing was kept: run again, or pass --model with a local copy.")
+            raise PplgateError(
+                f"{bare_address(url)} sent {size:,} bytes{announced}, and they are not a whole ONNX model, "
+                "so nothing was kept: run again, or pass --model with a local copy."
+            )
         if want_sha is not None and got_sha != want_sha:
             _discard(part)
-            raise PplgateError(f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; "
-                               "check the URL's #sha256= value and run again.")
+            raise PplgateError(
+                f"download of {final.name} has sha256 {got_sha}, not the declared {want_sha}: the file was removed; "
+                "check the URL's #sha256= value and run again."
+            )
         part.replace(final)
         return got_sha
 
@@ -146,8 +161,10 @@ def _credentials(url: str) -> tuple[str, dict[str, str]]:
     if userinfo is None:
         return url, {}
     if "@" not in urllib.parse.urlsplit(url).netloc:
-        raise PplgateError(f"the address {bare_address(url)} holds a password with an unencoded '/' (read as its path): "
-                           "write it as %2F in the URL.")
+        raise PplgateError(
+            f"the address {bare_address(url)} holds a password with an unencoded '/' (read as its path): "
+            "write it as %2F in the URL."
+        )
     user, _, password = userinfo.partition(":")
     token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
     return address, {"Authorization": f"Basic {token}"}
@@ -166,22 +183,30 @@ def _open(url: str, offset: int, timeout: float, validator: str | None = None):
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # the part is already as long as the file, or longer: start over
             return None
-        raise PplgateError(f"download of {bare_address(url)} failed: the server answered HTTP {err.code} {err.reason}; "
-                           "check the URL (signed links expire) or pass --model with a local copy.") from err
+        raise PplgateError(
+            f"download of {bare_address(url)} failed: the server answered HTTP {err.code} {err.reason}; "
+            "check the URL (signed links expire) or pass --model with a local copy."
+        ) from err
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
-        raise SourceUnavailable(f"model URL {bare_address(url)} cannot be reached ({reason}): pass --model with a local copy of the file.",
-                                option="--model") from err
+        raise SourceUnavailable(
+            f"model URL {bare_address(url)} cannot be reached ({reason}): pass --model with a local copy of the file.",
+            option="--model",
+        ) from err
 
 
 def _validator(headers) -> dict:
-    """What identifies the version of the file a server sends: a strong ETag, else Last-Modified (If-Range takes either)."""
+    """What identifies the version of the file a server sends: a strong ETag, else Last-Modified (If-Range takes
+    either).
+    """
     etag = headers.get("ETag")
     return {"etag": etag if etag and not etag.startswith("W/") else None, "last_modified": headers.get("Last-Modified")}
 
 
 def _resumable(url: str, part: Path) -> tuple[int, str | None]:
-    """The offset to resume ``part`` from and the validator it was started under; (0, None) when it cannot be proven the same file."""
+    """The offset to resume ``part`` from and the validator it was started under; (0, None) when it cannot be proven
+    the same file.
+    """
     record = read_json_dict(sidecar(part))
     validator = record.get("etag") or record.get("last_modified")
     if part.is_file() and record.get("address_sha256") == address_key(url) and isinstance(validator, str):
@@ -209,12 +234,18 @@ def _content_length(url: str, response, offset: int) -> int | None:
     if not values:
         return None
     if len(values) > 1:
-        raise PplgateError(f"download of {bare_address(url)} failed: the server sent {len(values)} Content-Length headers, so its size is unknown; "
-                           "check the address, or pass --model with a local copy.")
+        raise PplgateError(
+            f"download of {bare_address(url)} failed: the server sent {len(values)} Content-Length headers, so its "
+            f"size is unknown; "
+            "check the address, or pass --model with a local copy."
+        )
     length = values[0]
     if not length.strip().isdigit():
-        raise PplgateError(f"download of {bare_address(url)} failed: the server sent Content-Length {length.strip()[:40]!r}, which is not a size; "
-                           "check the address, or pass --model with a local copy.")
+        raise PplgateError(
+            f"download of {bare_address(url)} failed: the server sent Content-Length {length.strip()[:40]!r}, which "
+            f"is not a size; "
+            "check the address, or pass --model with a local copy."
+        )
     return offset + int(length)
 
 
@@ -234,7 +265,9 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> tuple[str, b
         expected = _content_length(url, response, offset)
         if not offset:
             # How a later run proves a .part is this file's beginning before resuming it.
-            write_json_atomic(sidecar(part), {"address_sha256": address_key(url), "length": expected, **_validator(response.headers)})
+            write_json_atomic(
+                sidecar(part), {"address_sha256": address_key(url), "length": expected, **_validator(response.headers)}
+            )
         h = hashlib.sha256()
         if offset:
             with open(part, "rb") as f:
@@ -245,7 +278,9 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> tuple[str, b
         try:
             started = time.monotonic()
             window = Window(time.monotonic(), done)
-            with open(part, "ab" if offset else "wb") as out, Progress(expected, name, "MB", enabled=progress, scale=1e6) as bar:
+            with open(part, "ab" if offset else "wb") as out, Progress(
+                expected, name, "MB", enabled=progress, scale=1e6
+            ) as bar:
                 bar.update(offset)
                 # read1: what has arrived, so a trickle is measured as it comes rather than hidden in a long read.
                 while chunk := response.read1(CHUNK):
@@ -258,18 +293,31 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> tuple[str, b
             if err.errno in NO_ROOM:
                 _discard(part)
                 room = "room for the model" if expected is None else f"{expected / 1e6:.0f} MB free"
-                raise PplgateError(f"no room left to write {name} into {part.parent} ({os.strerror(err.errno)}): free space there, "
-                                   f"or pass --model-dir with a folder that has {room}.") from err
+                raise PplgateError(
+                    f"no room left to write {name} into {part.parent} ({os.strerror(err.errno)}): free space there, "
+                    f"or pass --model-dir with a folder that has {room}."
+                ) from err
             # A dropped connection or a stalled server: keep the part so the next run resumes it.
-            raise PplgateError(f"download of {bare_address(url)} broke off after {done:,} bytes{_of(expected)} ({err}): run again to resume it.") from err
+            raise PplgateError(
+                f"download of {bare_address(url)} broke off after {done:,} bytes{_of(expected)} ({err}): run again to "
+                f"resume it."
+            ) from err
         except http.client.HTTPException as err:
-            raise PplgateError(f"download of {bare_address(url)} broke off after {done:,} bytes{_of(expected)} ({type(err).__name__}): "
-                               "run again to resume it.") from err
+            raise PplgateError(
+                f"download of {bare_address(url)} broke off after {done:,} bytes{_of(expected)} "
+                f"({type(err).__name__}): "
+                "run again to resume it."
+            ) from err
     if expected is not None and done != expected:
         if done > expected:
             _discard(part)
-            raise PplgateError(f"download of {bare_address(url)} sent {done:,} bytes, more than the {expected:,} it announced, so nothing was kept: run again.")
-        raise PplgateError(f"download of {bare_address(url)} broke off after {done:,} bytes of {expected:,}: run again to resume it.")
+            raise PplgateError(
+                f"download of {bare_address(url)} sent {done:,} bytes, more than the {expected:,} it announced, so "
+                f"nothing was kept: run again."
+            )
+        raise PplgateError(
+            f"download of {bare_address(url)} broke off after {done:,} bytes of {expected:,}: run again to resume it."
+        )
     sidecar(part).unlink(missing_ok=True)
     return h.hexdigest(), expected is not None
 
@@ -295,7 +343,10 @@ class Window:
             return self
         rate = (done - self.at) / (now - self.since)
         if rate < MIN_BYTES_PER_S:
-            raise PplgateError(f"download of {bare_address(url)} made no real progress: {done - self.at:,} bytes in the last {now - self.since:.1f} s "
-                               f"({rate:,.0f} bytes/s, under {MIN_BYTES_PER_S:,}); the {done:,} bytes so far are kept: "
-                               "run again to resume, or pass --model with a local copy.")
+            raise PplgateError(
+                f"download of {bare_address(url)} made no real progress: {done - self.at:,} bytes in the last "
+                f"{now - self.since:.1f} s "
+                f"({rate:,.0f} bytes/s, under {MIN_BYTES_PER_S:,}); the {done:,} bytes so far are kept: "
+                "run again to resume, or pass --model with a local copy."
+            )
         return Window(now, done)

@@ -59,7 +59,8 @@ def _score(session: LMSession, ids: np.ndarray, first_block: int) -> np.ndarray:
     except ORT_RUN_ERRORS as err:
         raise PplgateError(
             f"onnxruntime failed on block {first_block} on {session.target.spec} "
-            f"({str(err).strip().splitlines()[0]}): check the model and the tokenizer with --device cpu --precision fp32."
+            f"({str(err).strip().splitlines()[0]}): check the model and the tokenizer with --device cpu --precision "
+            f"fp32."
         ) from err
 
 
@@ -111,7 +112,11 @@ def evaluate(
             eval_seconds += time.perf_counter() - start
             block_loss_sum += float(scored.mean(axis=1, dtype=np.float64).sum())
             fed = int(blocks.lengths[: batch.stop].sum())
-            bar.update(batch.stop - batch.start, f"{fed / eval_seconds:,.0f} tokens/s, perplexity so far {math.exp(min(block_loss_sum / batch.stop, 700)):.6g}")
+            bar.update(
+                batch.stop - batch.start,
+                f"{fed / eval_seconds:,.0f} tokens/s, perplexity so far "
+                f"{math.exp(min(block_loss_sum / batch.stop, 700)):.6g}",
+            )
             if baseline is not None and i % 2 == 1:
                 forward_seconds += _timed_forward(baseline, ids)
     bad = ~np.isfinite(losses)
@@ -122,4 +127,6 @@ def evaluate(
             f"block {block} has {int(bad[at : at + n].sum())} NaN or infinite token losses on {session.target.spec}: "
             "the model's output is broken there; compare with --device cpu --precision fp32."
         )
-    return Evaluation(losses, blocks, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None)
+    return Evaluation(
+        losses, blocks, eval_seconds, batch_size, warmup, forward_seconds if baseline is not None else None
+    )

@@ -51,16 +51,33 @@ def _fetch_repo(spec: str, root: Path, cache_dir: Path, what: str, patterns: lis
     if looks_local(spec):
         source = local_path(spec)
         if not source.is_dir():
-            raise PplgateError(f"{what} folder {spec} does not exist: pass --{what} with a hub id or a folder laid out like one.")
+            raise PplgateError(
+                f"{what} folder {spec} does not exist: pass --{what} with a hub id or a folder laid out like one."
+            )
         name = source.resolve().name
     else:
-        source = snapshot(spec, patterns, repo_type, what, f"run fetch on a machine with network, or pass --{what} with a local copy", f"--{what}")
+        source = snapshot(
+            spec,
+            patterns,
+            repo_type,
+            what,
+            f"run fetch on a machine with network, or pass --{what} with a local copy",
+            f"--{what}",
+        )
         name = repo_folder_name(spec)
-    files = {p.relative_to(source).as_posix(): p for pattern in patterns for p in sorted(source.glob(pattern)) if p.is_file()}
+    files = {
+        p.relative_to(source).as_posix(): p for pattern in patterns for p in sorted(source.glob(pattern)) if p.is_file()
+    }
     if what == "dataset" and not any(rel.startswith(f"{DATASET_CONFIG}/") for rel in files):
-        raise PplgateError(f"dataset {spec} has no {DATASET_CONFIG}/{SPLIT}-* files: pass --dataset with a copy of Salesforce/wikitext.")
+        raise PplgateError(
+            f"dataset {spec} has no {DATASET_CONFIG}/{SPLIT}-* files: pass --dataset with a copy of "
+            f"Salesforce/wikitext."
+        )
     if what == "tokenizer" and not ({"tokenizer.json"} <= files.keys() or {"vocab.json", "merges.txt"} <= files.keys()):
-        raise PplgateError(f"tokenizer {spec} has neither tokenizer.json nor vocab.json with merges.txt: pass --tokenizer with GPT-2's tokenizer.")
+        raise PplgateError(
+            f"tokenizer {spec} has neither tokenizer.json nor vocab.json with merges.txt: pass --tokenizer with "
+            f"GPT-2's tokenizer."
+        )
     target = root / name
     _replace_folder(files, target, cache_dir)
     return f"{what} {spec}: {len(files)} files, {_megabytes(files.values())} into {target}"
@@ -94,13 +111,21 @@ def _refuse_foreign_files(target: Path) -> None:
     if not target.exists():
         return
     if not target.is_dir():
-        raise PplgateError(f"{target} is a file, where fetch writes a folder: move it away, or fetch into another folder.")
+        raise PplgateError(
+            f"{target} is a file, where fetch writes a folder: move it away, or fetch into another folder."
+        )
     written = set(read_sums(target / SUMS)) | {SUMS} if (target / SUMS).is_file() else set()
-    foreign = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir() and p.relative_to(target).as_posix() not in written)
+    foreign = sorted(
+        p.relative_to(target).as_posix()
+        for p in target.rglob("*")
+        if not p.is_dir() and p.relative_to(target).as_posix() not in written
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise PplgateError(f"{target} holds files fetch did not write ({shown}), which replacing the folder would delete: "
-                           "move them out, or fetch into another folder.")
+        raise PplgateError(
+            f"{target} holds files fetch did not write ({shown}), which replacing the folder would delete: "
+            "move them out, or fetch into another folder."
+        )
 
 
 def fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool = True) -> str:
@@ -134,7 +159,10 @@ def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
         return download(spec, folder, progress=progress)  # resumable, hashed while it streams
     source = hub_download(spec) if is_hub(spec) else local_path(spec)
     if not source.is_file():
-        raise PplgateError(f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or hf://<repo>/<file>.")
+        raise PplgateError(
+            f"model file {spec} does not exist: pass --model with the path of an ONNX file, an https URL or "
+            f"hf://<repo>/<file>."
+        )
     path = folder / source.name  # a hub file keeps its name in the hub's cache too
     with open(source, "rb") as src:
         write_atomic(path, lambda out: shutil.copyfileobj(src, out))
@@ -142,14 +170,19 @@ def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
 
 
 def _locations(path: Path, source: Path) -> list[str]:
-    """The external-data files of the model fetched into ``path``, checked to stay in ``source``'s folder; a model that fails is not kept."""
+    """The external-data files of the model fetched into ``path``, checked to stay in ``source``'s folder; a model that
+    fails is not kept.
+    """
     try:
         locations = read_locations(path)
     except PplgateError as err:
         # Not a model (an error page saved under the model's name, a truncated copy): not kept in the folder.
         _remove(path)
-        raise PplgateError(f"{path.name} is not a readable ONNX model ({type(err.__cause__).__name__}), so it was removed from {path.parent}: "
-                           "check the --model source and fetch again.") from err
+        raise PplgateError(
+            f"{path.name} is not a readable ONNX model ({type(err.__cause__).__name__}), so it was removed from "
+            f"{path.parent}: "
+            "check the --model source and fetch again."
+        ) from err
     try:
         check_locations(source, locations)
     except PplgateError:

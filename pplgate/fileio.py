@@ -26,10 +26,12 @@ DEFAULT_FIX = "choose a path in a writable folder with room"
 
 
 class WriteFailed(PplgateError):
-    """A file that could not be written (a folder that is a file or read-only, a full disk); nothing half-written is left."""
+    """A file that could not be written (a folder that is a file or read-only, a full disk); nothing half-written is
+    left.
+    """
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFAULT_FIX) -> Path:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object], fix: str = DEFAULT_FIX) -> Path:
     """Calls ``write`` on a temporary file beside ``path``, then renames it over.
 
     An interruption (Ctrl-C, a full disk) leaves the old file, or none, and no
@@ -40,7 +42,10 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFA
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():
         # A rename would replace a device or a pipe with a file: refused, the device or pipe kept.
-        raise WriteFailed(f"cannot write {path} (it is not a regular file but a device, pipe or socket, which a file would replace): {fix}.")
+        raise WriteFailed(
+            f"cannot write {path} (it is not a regular file but a device, pipe or socket, which a file would "
+            f"replace): {fix}."
+        )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     make_folder(path.parent, fix)
     try:
@@ -49,7 +54,9 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFA
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as err:
         # A folder in the file's place says so plainly: open() would say "Is a directory" of the temporary file.
-        raise WriteFailed(f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}.") from None
+        raise WriteFailed(
+            f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}."
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -58,7 +65,9 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], fix: str = DEFA
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise WriteFailed(f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}.") from None
+        raise WriteFailed(
+            f"cannot write {path} ({_why(err) if not path.is_dir() else 'it is a folder'}): {fix}."
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -109,7 +118,8 @@ _LEFTOVER_FOLDER = re.compile(r"(\d+)\.[a-z0-9_]{8}")
 
 
 def remove_leftovers(folder: Path, prefix: str) -> None:
-    """Removes the temporary files ``<prefix><pid>.<hex>.tmp`` and folders ``<prefix><pid>.<random>`` in ``folder`` whose process is dead.
+    """Removes the temporary files ``<prefix><pid>.<hex>.tmp`` and folders ``<prefix><pid>.<random>`` in ``folder``
+    whose process is dead.
 
     Only names of pplgate's own patterns: a killed writer's are known by its
     pid; a live writer's, and anything else that happens to share the
@@ -118,7 +128,7 @@ def remove_leftovers(folder: Path, prefix: str) -> None:
     import shutil
 
     for item in Path(folder).glob(glob_escape(prefix) + "*"):
-        rest = item.name[len(prefix):]
+        rest = item.name[len(prefix) :]
         match = (_LEFTOVER_FOLDER if item.is_dir() and not item.is_symlink() else _LEFTOVER_FILE).fullmatch(rest)
         if match is None:
             continue

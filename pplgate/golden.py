@@ -24,13 +24,12 @@ change of data, tokenizer, grouping or model file is named as such.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
-import datetime
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.fileio import locked, write_json_atomic
@@ -136,7 +135,9 @@ class GoldenCase:
         """The entry for ``target``, whatever card it runs on."""
         return self.expected.get(entry_key(target))
 
-    def resolve(self, target: Target, record_command: Callable[[Target], str] = lambda key: "--gate-update-golden") -> Resolved | None:
+    def resolve(
+        self, target: Target, record_command: Callable[[Target], str] = lambda key: "--gate-update-golden"
+    ) -> Resolved | None:
         """The value and tolerance ``target`` is checked against; ``record_command(t)`` says how entry t is recorded."""
         key = entry_key(target)
         entry = self.expected.get(key)
@@ -146,9 +147,15 @@ class GoldenCase:
             return Resolved(entry.perplexity, entry.rel_tol, key, None, entry.computed, entry.blocks, entry.model)
         other = self.expected.get(entry.relative_to)
         if other is None or other.relative_to is not None:
-            raise GoldenError(f"golden file {self.path}: expected.{key.key} is a rule relative to {entry.relative_to.key}, which holds no value yet: "
-                              f"record {entry.relative_to.key} first, on a node that has its device, with: {record_command(entry.relative_to)}")
-        return Resolved(other.perplexity, entry.rel_tol, key, entry.relative_to, other.computed, other.blocks, other.model)
+            raise GoldenError(
+                f"golden file {self.path}: expected.{key.key} is a rule relative to {entry.relative_to.key}, which "
+                f"holds no value yet: "
+                f"record {entry.relative_to.key} first, on a node that has its device, with: "
+                f"{record_command(entry.relative_to)}"
+            )
+        return Resolved(
+            other.perplexity, entry.rel_tol, key, entry.relative_to, other.computed, other.blocks, other.model
+        )
 
 
 def entry_key(target: Target) -> Target:
@@ -185,19 +192,28 @@ def digits(value: int) -> int:
 
 def _require(data: dict, key: str, kind, where: str, path: Path):
     if key not in data:
-        raise GoldenError(f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with --gate-update-golden.")
+        raise GoldenError(
+            f"golden file {path}: key {where}{key} is missing: add it, or regenerate the file with "
+            f"--gate-update-golden."
+        )
     value = data[key]
-    if kind is float and isinstance(value, bool) or not isinstance(value, kind if kind is not float else (int, float)):
+    allowed = (int, float) if kind is float else kind
+    if (kind is float and isinstance(value, bool)) or not isinstance(value, allowed):
         want = {float: "a number", str: "a string", dict: "an object"}[kind]
         shown = json.dumps(value)
-        raise GoldenError(f"golden file {path}: key {where}{key} must be {want}, not {shown if len(shown) <= 60 else shown[:57] + '...'}: "
-                          "fix it, or regenerate the entry with --gate-update-golden.")
+        raise GoldenError(
+            f"golden file {path}: key {where}{key} must be {want}, not "
+            f"{shown if len(shown) <= 60 else shown[:57] + '...'}: "
+            "fix it, or regenerate the entry with --gate-update-golden."
+        )
     if kind is float:
         try:
             float(value)
         except OverflowError:
-            raise GoldenError(f"golden file {path}: key {where}{key} is a {digits(value)}-digit number, beyond any float: "
-                              "write it with at most 17 significant digits, or regenerate the entry with --gate-update-golden.") from None
+            raise GoldenError(
+                f"golden file {path}: key {where}{key} is a {digits(int(value))}-digit number, beyond any float: "
+                "write it with at most 17 significant digits, or regenerate the entry with --gate-update-golden."
+            ) from None
     return value
 
 
@@ -209,7 +225,9 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
     reference = _require(raw, "reference", str, where, path)
     blocks = raw.get("blocks")
     if blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
-        raise GoldenError(f"golden file {path}: key {where}blocks must be a whole number of 1 or more, or absent for all blocks.")
+        raise GoldenError(
+            f"golden file {path}: key {where}blocks must be a whole number of 1 or more, or absent for all blocks."
+        )
     bounds = {}
     for name in raw:
         if name in ("reference", "blocks"):
@@ -220,7 +238,10 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
             raise GoldenError(f"golden file {path}: key {where}{name} is not a known limit: use {known}.")
         bound = float(_require(raw, name, float, where, path))
         if not math.isfinite(bound):
-            raise GoldenError(f"golden file {path}: key {where}{name} is {bound}, not a finite number: write the bound, or remove the key for none.")
+            raise GoldenError(
+                f"golden file {path}: key {where}{name} is {bound}, not a finite number: write the bound, or remove "
+                f"the key for none."
+            )
         bounds[metric] = (side, bound)
     try:
         target = Target.parse(reference)
@@ -242,25 +263,38 @@ VALUE_KEYS = ("perplexity", "relative_to", "computed")  # exactly one: a value, 
 def _only(data: dict, allowed: tuple[str, ...], where: str, path: Path) -> None:
     for key in data:
         if key not in allowed:
-            raise GoldenError(f"golden file {path}: key {where}{key} is not one pplgate reads: use {', '.join(allowed)}"
-                              + (", and put explanations under notes." if where == "method." else "."))
+            raise GoldenError(
+                f"golden file {path}: key {where}{key} is not one pplgate reads: use {', '.join(allowed)}"
+                + (", and put explanations under notes." if where == "method." else ".")
+            )
 
 
 def _entry(data: dict, key: str, path: Path) -> Expected:
     where = f"expected.{key}."
     if not isinstance(data, dict):
-        raise GoldenError(f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with --gate-update-golden.")
+        raise GoldenError(
+            f"golden file {path}: key expected.{key} must be an object: fix it, or regenerate the entry with "
+            f"--gate-update-golden."
+        )
     _only(data, ENTRY_KEYS, where, path)
     given = [k for k in VALUE_KEYS if k in data]
     if len(given) != 1:
         said = " and ".join(given) if given else "none of them"
-        raise GoldenError(f"golden file {path}: key expected.{key} holds {said}: give exactly one of perplexity (a measured value), "
-                          "relative_to (a rule tied to another entry) or computed.")
+        raise GoldenError(
+            f"golden file {path}: key expected.{key} holds {said}: give exactly one of perplexity (a measured value), "
+            "relative_to (a rule tied to another entry) or computed."
+        )
     if given[0] != "perplexity" and ("blocks" in data or "model" in data):
-        raise GoldenError(f"golden file {path}: key expected.{key} pins blocks or a model beside {given[0]}: pins belong to a measured perplexity; remove them.")
+        raise GoldenError(
+            f"golden file {path}: key expected.{key} pins blocks or a model beside {given[0]}: pins belong to a "
+            f"measured perplexity; remove them."
+        )
     rel_tol = float(_require(data, "rel_tol", float, where, path))
     if not 0 <= rel_tol < 1:
-        raise GoldenError(f"golden file {path}: key {where}rel_tol is {rel_tol}, not a fraction in [0, 1): write e.g. 0.0002 for 0.02%.")
+        raise GoldenError(
+            f"golden file {path}: key {where}rel_tol is {rel_tol}, not a fraction in [0, 1): write e.g. 0.0002 for "
+            f"0.02%."
+        )
     limits = _limits(data, where, path)
     why = _require(data, "why", str, where, path) if "why" in data else ""
     if "relative_to" in data:
@@ -270,14 +304,28 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
     if "computed" in data:
         how = _require(data, "computed", str, where, path)
         if how not in COMPUTED:
-            raise GoldenError(f"golden file {path}: key {where}computed is {how!r}: use {', '.join(COMPUTED)}, or record a measured perplexity.")
+            raise GoldenError(
+                f"golden file {path}: key {where}computed is {how!r}: use {', '.join(COMPUTED)}, or record a measured "
+                f"perplexity."
+            )
         return Expected(None, rel_tol, None, why, limits=limits, computed=how)
     value = float(_require(data, "perplexity", float, where, path))
     if not math.isfinite(value) or value < 1:
-        raise GoldenError(f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or regenerate the entry with --gate-update-golden.")
+        raise GoldenError(
+            f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or "
+            f"regenerate the entry with --gate-update-golden."
+        )
     provenance = data.get("provenance", {})
-    return Expected(value, rel_tol, None, why, provenance if isinstance(provenance, dict) else {}, limits,
-                    blocks=_blocks_pin(data, where, path), model=_model_pin(data, where, path))
+    return Expected(
+        value,
+        rel_tol,
+        None,
+        why,
+        provenance if isinstance(provenance, dict) else {},
+        limits,
+        blocks=_blocks_pin(data, where, path),
+        model=_model_pin(data, where, path),
+    )
 
 
 def _blocks_pin(data: dict, where: str, path: Path) -> BlocksPin | None:
@@ -285,7 +333,11 @@ def _blocks_pin(data: dict, where: str, path: Path) -> BlocksPin | None:
         return None
     raw = _require(data, "blocks", dict, where, path)
     where += "blocks."
-    return BlocksPin(_whole(raw, "count", where, path), _whole(raw, "scored_tokens", where, path), _require(raw, "sha256", str, where, path))
+    return BlocksPin(
+        _whole(raw, "count", where, path),
+        _whole(raw, "scored_tokens", where, path),
+        _require(raw, "sha256", str, where, path),
+    )
 
 
 def _model_pin(data: dict, where: str, path: Path) -> ModelPin | None:
@@ -300,7 +352,10 @@ def _model_pin(data: dict, where: str, path: Path) -> ModelPin | None:
 def _whole(data: dict, key: str, where: str, path: Path) -> int:
     value = _require(data, key, float, where, path)
     if not isinstance(value, int) or value < 0:
-        raise GoldenError(f"golden file {path}: key {where}{key} must be a whole number, not {json.dumps(value)}: fix it, or regenerate the entry with --gate-update-golden.")
+        raise GoldenError(
+            f"golden file {path}: key {where}{key} must be a whole number, not {json.dumps(value)}: fix it, or "
+            f"regenerate the entry with --gate-update-golden."
+        )
     return value
 
 
@@ -323,20 +378,34 @@ def _read(path: Path) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise GoldenError(f"golden file {path} is not UTF-8 text (byte {err.start}): restore it with git checkout, or save it as UTF-8.") from None
+        raise GoldenError(
+            f"golden file {path} is not UTF-8 text (byte {err.start}): restore it with git checkout, or save it as "
+            f"UTF-8."
+        ) from None
     except OSError as err:
-        raise GoldenError(f"golden file {path} cannot be read ({err.strerror or err}): make it a readable JSON file, or move it out of the golden folder.") from None
+        raise GoldenError(
+            f"golden file {path} cannot be read ({err.strerror or err}): make it a readable JSON file, or move it out "
+            f"of the golden folder."
+        ) from None
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as err:
-        raise GoldenError(f"golden file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): fix it, or restore it with git checkout.") from None
+        raise GoldenError(
+            f"golden file {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): fix it, or "
+            f"restore it with git checkout."
+        ) from None
     except _Duplicate as dup:
-        raise GoldenError(f"golden file {path} holds key {dup.args[0]!r} twice in one object, and only the last would count: keep one.") from None
+        raise GoldenError(
+            f"golden file {path} holds key {dup.args[0]!r} twice in one object, and only the last would count: keep "
+            f"one."
+        ) from None
     except RecursionError:
         raise GoldenError(f"golden file {path} nests too deeply to be a case: restore it with git checkout.") from None
     except ValueError as err:  # an integer of more digits than Python converts (4,300 since 3.11)
-        raise GoldenError(f"golden file {path} holds a number Python cannot read ({str(err).splitlines()[0][:80]}): "
-                          "write it with at most 17 significant digits, or restore the file with git checkout.") from None
+        raise GoldenError(
+            f"golden file {path} holds a number Python cannot read ({str(err).splitlines()[0][:80]}): "
+            "write it with at most 17 significant digits, or restore the file with git checkout."
+        ) from None
     if not isinstance(data, dict):
         raise GoldenError(f"golden file {path} must hold a JSON object: restore it with git checkout.")
     return data
@@ -346,10 +415,16 @@ def _method(raw: dict, path: Path) -> Method:
     _only(raw, METHOD_KEYS, "method.", path)
     for key, fixed in (("config", DATASET_CONFIG), ("split", SPLIT)):
         if key in raw and raw[key] != fixed:
-            raise GoldenError(f"golden file {path}: key method.{key} is {json.dumps(raw[key])}, but pplgate evaluates {DATASET_CONFIG} {SPLIT}: write {json.dumps(fixed)} or leave it out.")
+            raise GoldenError(
+                f"golden file {path}: key method.{key} is {json.dumps(raw[key])}, but pplgate evaluates "
+                f"{DATASET_CONFIG} {SPLIT}: write {json.dumps(fixed)} or leave it out."
+            )
     grouping = raw.get("grouping", "vendor")
     if grouping == "vendor" and raw.get("rows_per_batch", ROWS_PER_BATCH) != ROWS_PER_BATCH:
-        raise GoldenError(f"golden file {path}: key method.rows_per_batch is {json.dumps(raw['rows_per_batch'])}, but the vendor's batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}.")
+        raise GoldenError(
+            f"golden file {path}: key method.rows_per_batch is {json.dumps(raw['rows_per_batch'])}, but the vendor's "
+            f"batches are {ROWS_PER_BATCH} rows: write {ROWS_PER_BATCH}."
+        )
     try:
         return Method(grouping, raw.get("block_size", BLOCK_SIZE), raw.get("max_blocks"))
     except PplgateError as err:
@@ -361,8 +436,10 @@ def _key(key: str, path: Path, where: str) -> Target:
     try:
         return golden_key(key)
     except PplgateError:
-        raise GoldenError(f"golden file {path}: key {where} is not <device>-<precision> of known names: "
-                          f"devices {', '.join(DEVICES)}; precisions {', '.join(PRECISIONS)} (lower case, no card index).") from None
+        raise GoldenError(
+            f"golden file {path}: key {where} is not <device>-<precision> of known names: "
+            f"devices {', '.join(DEVICES)}; precisions {', '.join(PRECISIONS)} (lower case, no card index)."
+        ) from None
 
 
 def load_case(path: Path) -> GoldenCase:
@@ -372,19 +449,27 @@ def load_case(path: Path) -> GoldenCase:
     name = _require(data, "case", str, "", path)
     if name != path.stem:
         # Test ids come from the file name whether or not the file loads.
-        raise GoldenError(f"golden file {path}: key case is {name!r}, but the file is named {path.name}: name the file {name}.json or the case {path.stem!r}.")
+        raise GoldenError(
+            f"golden file {path}: key case is {name!r}, but the file is named {path.name}: name the file {name}.json "
+            f"or the case {path.stem!r}."
+        )
     sources = _require(data, "sources", dict, "", path)
     _only(sources, SOURCE_KEYS, "sources.", path)
-    for key in SOURCE_KEYS:
-        _require(sources, key, str, "sources.", path)
+    for source_key in SOURCE_KEYS:
+        _require(sources, source_key, str, "sources.", path)
     method = _method(_require(data, "method", dict, "", path) if "method" in data else {}, path)
     expected = _require(data, "expected", dict, "", path)
     entries = {_key(k, path, f"expected.{k}"): _entry(v, k, path) for k, v in expected.items()}
-    for key, entry in entries.items():
+    for target, entry in entries.items():
         other = entry.relative_to
-        if other is not None and other.widens_fp16 and key.device != other.device:
-            raise GoldenError(f"golden file {path}: expected.{key.key} is relative to {other.key}, which the CPU provider computes "
-                              f"mostly in fp32: it is no evidence for {key.key}; make {key.key} relative to cpu-fp32, or record it on its device.")
+        if other is not None and other.widens_fp16 and target.device != other.device:
+            raise GoldenError(
+                f"golden file {path}: expected.{target.key} is relative to {other.key}, which the CPU provider "
+                f"computes "
+                f"mostly in fp32: it is no evidence for {target.key}; make {target.key} relative to cpu-fp32, or "
+                f"record it "
+                f"on its device."
+            )
     return GoldenCase(name, path, sources, method, entries)
 
 
@@ -398,8 +483,11 @@ def golden_record(path: Path, target: Target, report: dict, provenance: dict) ->
     key = entry_key(target).key
     value = report["perplexity"]
     if not (isinstance(value, (int, float)) and math.isfinite(value)):
-        raise PplgateError(f"the obtained perplexity for {key} is {value}, which is never recorded: a golden file holds finite values only; "
-                           "find why the run overflowed (python -m pplgate localize) before recording it.")
+        raise PplgateError(
+            f"the obtained perplexity for {key} is {value}, which is never recorded: a golden file holds finite "
+            f"values only; "
+            "find why the run overflowed (python -m pplgate localize) before recording it."
+        )
     with locked(path):
         data = json.loads(path.read_text())
         old = data["expected"].get(key, {})
@@ -423,5 +511,22 @@ def golden_record(path: Path, target: Target, report: dict, provenance: dict) ->
 
 def provenance(report: dict) -> dict:
     """Where a value recorded by --gate-update-golden came from."""
-    keys = ("device", "providers", "onnxruntime", "onnxruntime_distribution", "model", "dataset", "tokenizer", "grouping", "rows", "batch_size", "scoring")
-    return {"source": "pplgate --update-golden", "hardware": report["machine"], **{k: report[k] for k in keys}, "date": datetime.date.today().isoformat()}
+    keys = (
+        "device",
+        "providers",
+        "onnxruntime",
+        "onnxruntime_distribution",
+        "model",
+        "dataset",
+        "tokenizer",
+        "grouping",
+        "rows",
+        "batch_size",
+        "scoring",
+    )
+    return {
+        "source": "pplgate --update-golden",
+        "hardware": report["machine"],
+        **{k: report[k] for k in keys},
+        "date": datetime.date.today().isoformat(),
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
 from pplgate.redact import printable
 from pplgate.timings import Saved, Timing, UnreadableRun, of_type, timing_of
-from pplgate.verdicts import BASELINE_MIN_RUNS, DEFAULT_THRESHOLD, ThroughputJudgment, Verdict, drift, throughput_verdict
+from pplgate.verdicts import (
+    BASELINE_MIN_RUNS,
+    DEFAULT_THRESHOLD,
+    ThroughputJudgment,
+    Verdict,
+    drift,
+    throughput_verdict,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ class Series:
 @dataclass(frozen=True)
 class History:
     runs: list[SavedRun]
-    series: dict[str, Series]  # by label: the test id (tiny-cpu-fp32), with the machine and settings where a test has several
+    series: dict[
+        str, Series
+    ]  # by label: the test id (tiny-cpu-fp32), with the machine and settings where a test has several
 
 
 def _commit(info: dict) -> str:
@@ -70,10 +80,12 @@ def _commit(info: dict) -> str:
 
 
 def timings_of_run(name: str, data: dict) -> list[Timing]:
-    """pplgate's throughput benchmarks in one saved run (pytest-benchmark's JSON), as Timings; UnreadableRun if it is not such a run."""
+    """pplgate's throughput benchmarks in one saved run (pytest-benchmark's JSON), as Timings; UnreadableRun if it is
+    not such a run.
+    """
     data = of_type(data, dict, "the file", optional=False)
     when = of_type(data.get("datetime"), str, "datetime") or ""
-    node = str(of_type(data.get("machine_info"), dict, "machine_info") and data["machine_info"].get("node") or "")
+    node = str((of_type(data.get("machine_info"), dict, "machine_info") and data["machine_info"].get("node")) or "")
     commit = _commit(of_type(data.get("commit_info"), dict, "commit_info") or {})
     benchmarks = of_type(data.get("benchmarks"), list, "benchmarks") or []
     found = (timing_of(b, name, when, commit, node) for b in benchmarks)
@@ -84,10 +96,12 @@ def storage_folder(storage: str | Path) -> Path:
     """pytest-benchmark's storage as a folder: a path, or its own spelling ``file://PATH`` (``file://./.benchmarks``)."""
     text = str(storage)
     if text.startswith("file://"):
-        return Path(text[len("file://"):] or ".")
+        return Path(text[len("file://") :] or ".")
     if "://" in text:
-        raise PplgateError(f"--storage {text}: only pytest-benchmark's file storage (a folder, or file://FOLDER) can be read; "
-                           "pass the folder its runs were saved in.")
+        raise PplgateError(
+            f"--storage {text}: only pytest-benchmark's file storage (a folder, or file://FOLDER) can be read; "
+            "pass the folder its runs were saved in."
+        )
     return Path(text)
 
 
@@ -111,21 +125,31 @@ def load_run(path: Path) -> dict:
     except RecursionError:
         raise UnreadableRun("it is nested deeper than any run pytest-benchmark writes") from None
     except ValueError as err:  # not JSON, not UTF-8, or an integer of more digits than Python converts
-        raise UnreadableRun(f"it is not valid JSON ({getattr(err, 'msg', None) or str(err).splitlines()[0][:80]})") from None
+        raise UnreadableRun(
+            f"it is not valid JSON ({getattr(err, 'msg', None) or str(err).splitlines()[0][:80]})"
+        ) from None
 
 
 def saved_runs(storage: Path) -> tuple[list[tuple[str, dict, Path]], list[SetAside]]:
     """(name, data, path) of every run saved under ``storage``, oldest first, and the files that cannot be read."""
     files = sorted(storage_folder(storage).rglob("*.json"))
     if not files:
-        raise PplgateError(f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass --storage with pytest-benchmark's folder.")
+        raise PplgateError(
+            f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass "
+            f"--storage with pytest-benchmark's folder."
+        )
     saved, aside = [], []
     for path in files:
         try:
             saved.append((path.stem.split("_")[0], load_run(path), path))
         except UnreadableRun as err:
             aside.append(SetAside(path, str(err)))
-    return sorted(saved, key=lambda r: r[1].get("datetime", "") if isinstance(r[1], dict) and isinstance(r[1].get("datetime"), str) else ""), aside
+    return sorted(
+        saved,
+        key=lambda r: (
+            r[1].get("datetime", "") if isinstance(r[1], dict) and isinstance(r[1].get("datetime"), str) else ""
+        ),
+    ), aside
 
 
 @dataclass(frozen=True)
@@ -146,7 +170,9 @@ class Judged:
 
 
 def judged(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> Judged:
-    """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given them then."""
+    """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given
+    them then.
+    """
     earlier = Saved()
     runs: list[SavedRun] = []
     rows: dict[str, list[Row]] = {}
@@ -161,12 +187,17 @@ def judged(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> Judged:
             continue  # not a run of pplgate's throughput tests
         runs.append(SavedRun(name, data.get("datetime") or "", _commit(data.get("commit_info") or {})))
         for t in timings:
-            rows.setdefault(t.test, []).append(Row(len(runs) - 1, t, throughput_verdict(t, earlier, threshold), drift(t, earlier)))
+            rows.setdefault(t.test, []).append(
+                Row(len(runs) - 1, t, throughput_verdict(t, earlier, threshold), drift(t, earlier))
+            )
         for t in timings:
             earlier.add(t)
     if not rows:
         why = f" ({len(aside)} set aside: {aside[0].path}: {aside[0].reason})" if aside else ""
-        raise PplgateError(f"the runs under {storage} hold no pplgate throughput benchmarks with their timings{why}: save runs of tests/test_throughput.py.")
+        raise PplgateError(
+            f"the runs under {storage} hold no pplgate throughput benchmarks with their timings{why}: save runs of "
+            f"tests/test_throughput.py."
+        )
     return Judged(runs, rows, aside)
 
 
@@ -178,7 +209,11 @@ def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str
 def _verdict_cell(v: ThroughputJudgment) -> str:
     if v.verdict is Verdict.BASELINE:
         return f"baseline ({v.baseline_runs} of {BASELINE_MIN_RUNS})"
-    return str(v.verdict) if v.change is None or v.uncertainty is None else f"{v.verdict} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
+    return (
+        str(v.verdict)
+        if v.change is None or v.uncertainty is None
+        else f"{v.verdict} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
+    )
 
 
 def _cells(row: Row) -> list[str]:
@@ -186,8 +221,15 @@ def _cells(row: Row) -> list[str]:
     verdict = _verdict_cell(v)
     if row.drift is not None:
         verdict += f"; perplexity {row.drift.change:+.2g}"
-    return [t.run, t.datetime[:16].replace("T", " "), t.node or "-", t.commit or "-", f"{t.tokens_per_second:,.0f} ± {t.tokens_per_second * t.spread:,.0f}",
-            f"{_perplexity(t):.10g}", verdict]
+    return [
+        t.run,
+        t.datetime[:16].replace("T", " "),
+        t.node or "-",
+        t.commit or "-",
+        f"{t.tokens_per_second:,.0f} ± {t.tokens_per_second * t.spread:,.0f}",
+        f"{_perplexity(t):.10g}",
+        verdict,
+    ]
 
 
 def _perplexity(t: Timing) -> float:
@@ -209,8 +251,15 @@ def render_table(rows: dict[str, list[Row]]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_markdown(rows: dict[str, list[Row]], plot: str | None = None, plot_note: str | None = None, set_aside: list[SetAside] = ()) -> str:
-    """The tables as markdown; ``plot``: a link to the figure that works from where the markdown is read, or ``plot_note``: where it went."""
+def render_markdown(
+    rows: dict[str, list[Row]],
+    plot: str | None = None,
+    plot_note: str | None = None,
+    set_aside: Sequence[SetAside] = (),
+) -> str:
+    """The tables as markdown; ``plot``: a link to the figure that works from where the markdown is read, or
+    ``plot_note``: where it went.
+    """
     out = ["## pplgate throughput history", ""]
     for test, runs in rows.items():
         out += [f"### {test}", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
@@ -229,7 +278,8 @@ STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 def plot_reference(markdown: Path, plot: Path | None) -> tuple[str | None, str | None]:
-    """(link, None) to the plot from the markdown's folder, or (None, a sentence saying where it went) where no link can work.
+    """(link, None) to the plot from the markdown's folder, or (None, a sentence saying where it went) where no link
+    can work.
 
     GitHub shows a job's step summary on its own page, where no file of the
     runner can be linked: there the sentence says where the PNG was written.
@@ -237,19 +287,26 @@ def plot_reference(markdown: Path, plot: Path | None) -> tuple[str | None, str |
     if plot is None:
         return None, None
     if os.environ.get(STEP_SUMMARY_ENV) and Path(os.environ[STEP_SUMMARY_ENV]).resolve() == Path(markdown).resolve():
-        return None, (f"The plot was written to {Path(plot).resolve()} on the runner; a step summary cannot show a runner's file: "
-                      "upload it as an artifact to see it.")
+        return None, (
+            f"The plot was written to {Path(plot).resolve()} on the runner; a step summary cannot show a runner's "
+            f"file: "
+            "upload it as an artifact to see it."
+        )
     return os.path.relpath(Path(plot).resolve(), Path(markdown).resolve().parent).replace(os.sep, "/"), None
 
 
 def _series_labels(rows: dict[str, list[Row]]) -> dict[tuple, str]:
-    """A label per (test, machine, settings): the test id, with the machine and the settings that differ where a test has several."""
+    """A label per (test, machine, settings): the test id, with the machine and the settings that differ where a test
+    has several.
+    """
     labels = {}
     for test, runs in rows.items():
         keys = {(r.timing.node, json.dumps(r.timing.settings, sort_keys=True)): r.timing for r in runs}
         nodes = {node for node, _ in keys}
         for (node, settings), t in keys.items():
-            differ = [k for k in t.settings if len({json.dumps(o.settings[k], sort_keys=True) for o in keys.values()}) > 1]
+            differ = [
+                k for k in t.settings if len({json.dumps(o.settings[k], sort_keys=True) for o in keys.values()}) > 1
+            ]
             parts = ([node] if len(nodes) > 1 else []) + [f"{k}={t.settings[k]}" for k in differ]
             labels[(test, node, settings)] = f"{test} ({', '.join(parts)})" if parts else test
     return labels
@@ -291,17 +348,42 @@ def draw_history(history: History, title: str):
     for name, s in history.series.items():
         judged = [i for i, kind in enumerate(s.kinds) if kind is not Verdict.UNDER_LOAD]
         loaded = [i for i, kind in enumerate(s.kinds) if kind is Verdict.UNDER_LOAD]
-        line = top.errorbar([s.runs[i] for i in judged], [s.tokens_per_second[i] for i in judged],
-                            yerr=[s.tokens_per_second_std[i] for i in judged], marker="o", capsize=3, label=name)
+        line = top.errorbar(
+            [s.runs[i] for i in judged],
+            [s.tokens_per_second[i] for i in judged],
+            yerr=[s.tokens_per_second_std[i] for i in judged],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
         color = line[0].get_color()
         if loaded:
-            top.scatter([s.runs[i] for i in loaded], [s.tokens_per_second[i] for i in loaded], marker="x", color=color, label=f"{name}: under load, not judged")
+            top.scatter(
+                [s.runs[i] for i in loaded],
+                [s.tokens_per_second[i] for i in loaded],
+                marker="x",
+                color=color,
+                label=f"{name}: under load, not judged",
+            )
         for kind, (marker, mark_color) in MARKS.items():
             marked = [i for i, k in enumerate(s.kinds) if k == kind]
             if marked:
-                top.scatter([s.runs[i] for i in marked], [s.tokens_per_second[i] for i in marked], marker=marker, s=120, color=mark_color,
-                            zorder=3, label=f"{name}: {kind}")
-        bottom.plot(s.runs, s.perplexity_change_percent, marker="o", color=color, label=f"{name} (first run: {s.perplexity[0]:.6g})")
+                top.scatter(
+                    [s.runs[i] for i in marked],
+                    [s.tokens_per_second[i] for i in marked],
+                    marker=marker,
+                    s=120,
+                    color=mark_color,
+                    zorder=3,
+                    label=f"{name}: {kind}",
+                )
+        bottom.plot(
+            s.runs,
+            s.perplexity_change_percent,
+            marker="o",
+            color=color,
+            label=f"{name} (first run: {s.perplexity[0]:.6g})",
+        )
     top.set_ylabel("tokens / s, median round (± stddev of rounds)")
     top.set_title(title)
     bottom.set_ylabel("perplexity change from the first run (%)")

@@ -26,8 +26,14 @@ from pplgate.errors import PplgateError
 IDS, MASK, POSITIONS, CACHE_BRANCH = "input_ids", "attention_mask", "position_ids", "use_cache_branch"
 PAST = re.compile(r"^past_key_values\.\d+\.(key|value)$")
 # onnxruntime's NodeArg.type -> numpy
-_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-           "tensor(float16)": np.float16, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
+_DTYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(bool)": np.bool_,
+    "tensor(double)": np.float64,
+}
 # What logits may be: scored in float32 (float16 and double are cast), as the vendor's host code scores them.
 LOGITS_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 
@@ -57,30 +63,54 @@ def inspect(session, name: str) -> GraphInterface:
     inputs = session.get_inputs()
     dtypes = {i.name: _DTYPES.get(i.type) for i in inputs}
     if IDS not in dtypes:
-        raise PplgateError(f"model {name} has no input named input_ids (its inputs: {', '.join(dtypes) or 'none'}): export the language model with an input_ids input.")
+        raise PplgateError(
+            f"model {name} has no input named input_ids (its inputs: {', '.join(dtypes) or 'none'}): export the "
+            f"language model with an input_ids input."
+        )
     unfed = [n for n in dtypes if n not in (IDS, MASK, POSITIONS, CACHE_BRANCH) and not PAST.match(n)]
     if unfed:
-        raise PplgateError(f"model {name} needs inputs pplgate does not feed ({', '.join(unfed)}): export it as a Hugging Face/optimum decoder "
-                           "(input_ids, attention_mask, position_ids, past_key_values.N.key/value, use_cache_branch).")
+        raise PplgateError(
+            f"model {name} needs inputs pplgate does not feed ({', '.join(unfed)}): export it as a Hugging "
+            f"Face/optimum decoder "
+            "(input_ids, attention_mask, position_ids, past_key_values.N.key/value, use_cache_branch)."
+        )
+    untyped = next((i for i in inputs if dtypes[i.name] is None), None)
+    if untyped is not None:
+        raise PplgateError(
+            f"model {name}'s input {untyped.name} is {untyped.type}, which pplgate cannot feed: export it with "
+            f"integer ids, "
+            "a mask of int64, int32, float or bool, and float or float16 past values."
+        )
+    typed: dict[str, type] = {k: v for k, v in dtypes.items() if v is not None}
     past_shapes = {}
     for i in inputs:
         if PAST.match(i.name):
             shape = list(i.shape)
             if len(shape) != 4 or _dim(shape[1]) is None or _dim(shape[3]) is None:
-                raise PplgateError(f"model {name} declares {i.name} with shape {shape}, not [batch, heads, past, head_dim] with fixed heads and head_dim: "
-                                   "export it with optimum, or without a past key/value cache.")
+                raise PplgateError(
+                    f"model {name} declares {i.name} with shape {shape}, not [batch, heads, past, head_dim] with "
+                    f"fixed heads and head_dim: "
+                    "export it with optimum, or without a past key/value cache."
+                )
             past_shapes[i.name] = (shape[1], shape[3])
     logits = _find_logits(session.get_outputs(), name)
     if logits.type not in LOGITS_TYPES:
-        raise PplgateError(f"model {name}'s logits output {logits.name} is {logits.type}, not {', '.join(LOGITS_TYPES)}: "
-                           "export the language model with floating-point logits.")
+        raise PplgateError(
+            f"model {name}'s logits output {logits.name} is {logits.type}, not {', '.join(LOGITS_TYPES)}: "
+            "export the language model with floating-point logits."
+        )
     if logits.shape and len(logits.shape) != 3:
         raise logits_rank(name, len(logits.shape))
     ids_shape = next(i for i in inputs if i.name == IDS).shape
-    if len(ids_shape) == 2 and len(logits.shape) == 3 and None not in (_dim(ids_shape[1]), _dim(logits.shape[1])) and ids_shape[1] != logits.shape[1]:
+    if (
+        len(ids_shape) == 2
+        and len(logits.shape) == 3
+        and None not in (_dim(ids_shape[1]), _dim(logits.shape[1]))
+        and ids_shape[1] != logits.shape[1]
+    ):
         raise logits_short(name, logits.shape[1], ids_shape[1])
     return GraphInterface(
-        input_dtypes=dtypes,
+        input_dtypes=typed,
         past_shapes=past_shapes,
         logits=logits.name,
         logits_dtype=_DTYPES[logits.type],
@@ -94,16 +124,21 @@ def _find_logits(outputs, name: str):
     by_name = {o.name: o for o in outputs}
     if "logits" in by_name:
         return by_name["logits"]
-    candidates = [o for o in outputs if not o.name.startswith("present") and len(o.shape) == 3 and o.type in LOGITS_TYPES]
+    candidates = [
+        o for o in outputs if not o.name.startswith("present") and len(o.shape) == 3 and o.type in LOGITS_TYPES
+    ]
     if len(candidates) != 1:
-        raise PplgateError(f"model {name} has no logits output (its outputs: {', '.join(by_name) or 'none'}): export it with a [batch, sequence, vocab] output named logits.")
+        raise PplgateError(
+            f"model {name} has no logits output (its outputs: {', '.join(by_name) or 'none'}): export it with a "
+            f"[batch, sequence, vocab] output named logits."
+        )
     return candidates[0]
 
 
 def feeds(iface: GraphInterface, ids: np.ndarray) -> dict[str, np.ndarray]:
     """ids [B, T] -> every input the graph declares, in its own dtype."""
     b, t = ids.shape
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, dtype in iface.input_dtypes.items():
         if name == IDS:
             value = ids
@@ -122,25 +157,47 @@ def feeds(iface: GraphInterface, ids: np.ndarray) -> dict[str, np.ndarray]:
 
 def logits_rank(name: str, rank: int) -> PplgateError:
     """The sentence for logits that are not [batch, sequence, vocab]."""
-    return PplgateError(f"model {name} gives logits of rank {rank}, not [batch, sequence, vocab] (rank 3), so no position can be scored: "
-                        "export the language model with logits for every input position, as transformers' export does.")
+    return PplgateError(
+        f"model {name} gives logits of rank {rank}, not [batch, sequence, vocab] (rank 3), so no position can be "
+        f"scored: "
+        "export the language model with logits for every input position, as transformers' export does."
+    )
 
 
 def logits_short(name: str, rows: int, tokens: int) -> PplgateError:
     """The sentence for logits that are not one row per input position."""
-    return PplgateError(f"model {name} gives {rows} rows of logits for {tokens} input tokens, not one per position, so no token can be scored against the next: "
-                        "export the language model with logits for every input position ([batch, sequence, vocab]), as transformers' export does.")
+    return PplgateError(
+        f"model {name} gives {rows} rows of logits for {tokens} input tokens, not one per position, so no token can "
+        f"be scored against the next: "
+        "export the language model with logits for every input position ([batch, sequence, vocab]), as transformers' "
+        "export does."
+    )
 
 
-def check_fits(iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int, batch_size: int = 1) -> None:
+def check_fits(
+    iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int, batch_size: int = 1
+) -> None:
     """Refuses a graph whose shape cannot take the blocks or disagrees with the tokenizer."""
     if iface.batch_size is not None and batch_size != iface.batch_size:
-        raise PplgateError(f"model {name} takes exactly {iface.batch_size} block(s) per run (its input_ids is [{iface.batch_size}, sequence]), not {batch_size}: "
-                           f"pass --batch-size {iface.batch_size} (in the gate --gate-batch-size={iface.batch_size}), or export it with a dynamic batch axis.")
+        raise PplgateError(
+            f"model {name} takes exactly {iface.batch_size} block(s) per run (its input_ids is [{iface.batch_size}, "
+            f"sequence]), not {batch_size}: "
+            f"pass --batch-size {iface.batch_size} (in the gate --gate-batch-size={iface.batch_size}), or export it "
+            f"with a dynamic batch axis."
+        )
     if iface.sequence_length is not None and iface.sequence_length < block_size:
-        raise PplgateError(f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: "
-                           f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic or {block_size}-token sequence axis.")
+        raise PplgateError(
+            f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: "
+            f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic or "
+            f"{block_size}-token sequence axis."
+        )
     if iface.vocab_size is not None and iface.vocab_size != vocab_size:
-        raise PplgateError(f"model {name} predicts {iface.vocab_size} tokens, but the tokenizer has {vocab_size}: pass --tokenizer with the tokenizer the model was trained with.")
+        raise PplgateError(
+            f"model {name} predicts {iface.vocab_size} tokens, but the tokenizer has {vocab_size}: pass --tokenizer "
+            f"with the tokenizer the model was trained with."
+        )
     if max_id >= (iface.vocab_size or vocab_size):
-        raise PplgateError(f"the data holds token id {max_id}, outside the {iface.vocab_size or vocab_size} ids of model {name}: pass --tokenizer with the tokenizer the model was trained with.")
+        raise PplgateError(
+            f"the data holds token id {max_id}, outside the {iface.vocab_size or vocab_size} ids of model {name}: "
+            f"pass --tokenizer with the tokenizer the model was trained with."
+        )

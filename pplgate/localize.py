@@ -122,13 +122,17 @@ class Localization:
 
     @property
     def first_divergence(self) -> TensorError | None:
-        """The first tensor whose error jumps past the threshold, or the first NaN or infinite one whose inputs were finite."""
+        """The first tensor whose error jumps past the threshold, or the first NaN or infinite one whose inputs were
+        finite.
+        """
         errors = {t.output: t.rel_l2 for t in self.tensors}
         for t in self.tensors:
             before = [errors.get(i, 0.0) for i in t.inputs]
             if not all(math.isfinite(b) for b in before):
                 continue  # carried from an input: it started there
-            if not math.isfinite(t.rel_l2) or (t.rel_l2 > self.threshold and t.rel_l2 > JUMP * max(before, default=0.0)):
+            if not math.isfinite(t.rel_l2) or (
+                t.rel_l2 > self.threshold and t.rel_l2 > JUMP * max(before, default=0.0)
+            ):
                 return t
         return None
 
@@ -140,13 +144,20 @@ class Localization:
             "blocks": self.blocks,
             "threshold": self.threshold,
             "jump": JUMP,
-            "first_divergence": None if first is None else {
-                "node": first.node, "op_type": first.op_type, "output": first.output,
-                "rel_l2": first.rel_l2, "max_abs": first.max_abs, "cosine": first.cosine,
+            "first_divergence": None
+            if first is None
+            else {
+                "node": first.node,
+                "op_type": first.op_type,
+                "output": first.output,
+                "rel_l2": first.rel_l2,
+                "max_abs": first.max_abs,
+                "cosine": first.cosine,
                 "inputs": {i: self.error(i) for i in first.inputs},
             },
-            "session_logits": None if self.session_logits is None else {
-                k: v for k, v in self.session_logits.record().items() if k in ("rel_l2", "max_abs", "cosine")},
+            "session_logits": None
+            if self.session_logits is None
+            else {k: v for k, v in self.session_logits.record().items() if k in ("rel_l2", "max_abs", "cosine")},
             "session_diverges": self.session_diverges,
             "tapping_logits_rel_l2": self.tapping_rel_l2,
             "tapping_changed_the_graph": self.tapping_changed,
@@ -172,7 +183,7 @@ class Side:
 
     @classmethod
     def of(cls, model: Path, target: Target, cache_dir: Path | None = None) -> Side:
-        """``model`` as a session on ``target`` loads it: converted to fp16 where the provider has no mode of its own."""
+        """``model`` as a session on ``target`` loads it: converted to fp16 where the provider has no mode of its own"""
         return cls(session_model(Path(model), target, cache_dir), target)
 
 
@@ -182,12 +193,20 @@ class TapModel:
     def __init__(self, path: Path, workdir: Path):
         self.folder = Path(tempfile.mkdtemp(dir=workdir))
         model = onnx.load(str(path))  # weights included, this once
-        onnx.save_model(model, str(self.folder / "model.onnx"), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location="weights.data")
+        onnx.save_model(
+            model,
+            str(self.folder / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="weights.data",
+        )
         del model
         self.graph_only = onnx.load(str(self.folder / "model.onnx"), load_external_data=False)
         inferred = onnx.shape_inference.infer_shapes(self.graph_only)
-        self.types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
+        self.types = {
+            v.name: v.type.tensor_type.elem_type
+            for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
+        }
 
     def tensors(self) -> list[TensorError]:
         """Every floating-point tensor a node of the main graph makes, in topological order."""
@@ -214,14 +233,18 @@ class TapModel:
         graph = self.graph_only.graph
         kept = [o for o in graph.output if o.name == self.logits_name()]
         del graph.output[:]
-        graph.output.extend(kept + [onnx.helper.make_tensor_value_info(n, self.types[n], None) for n in names if n != kept[0].name])
+        graph.output.extend(
+            kept + [onnx.helper.make_tensor_value_info(n, self.types[n], None) for n in names if n != kept[0].name]
+        )
         path = self.folder / "tap.onnx"
         data = self.graph_only.SerializeToString()
         write_atomic(path, lambda f: f.write(data))
         return path
 
 
-def _fetch(tap: Path, side: Side, names: list[str], blocks: Blocks, options: RuntimeOptions, each=None) -> list[list[np.ndarray]]:
+def _fetch(
+    tap: Path, side: Side, names: list[str], blocks: Blocks, options: RuntimeOptions, each=None
+) -> list[list[np.ndarray]]:
     """``names`` for every block from ``side``: kept and returned, or handed to ``each(block, values)`` and dropped."""
     session = _session(tap, side, options)
     iface = inspect(session, side.path.name)
@@ -241,8 +264,10 @@ def _fetch(tap: Path, side: Side, names: list[str], blocks: Blocks, options: Run
 def _add(group: list[TensorError], xs: list[np.ndarray], ys: list[np.ndarray], run: Side, reference: Side) -> None:
     for t, x, y in zip(group, xs, ys):
         if x.shape != y.shape:
-            raise PplgateError(f"tensor {t.output} has shape {x.shape} in {run.path.name} but {y.shape} in {reference.path.name}: "
-                               "the two models are not the same architecture; pass --reference-model with an export of the same model.")
+            raise PplgateError(
+                f"tensor {t.output} has shape {x.shape} in {run.path.name} but {y.shape} in {reference.path.name}: "
+                "the two models are not the same architecture; pass --reference-model with an export of the same model."
+            )
         t.add(x, y)
 
 
@@ -254,12 +279,16 @@ def _session(tap: Path, side: Side, options: RuntimeOptions):
 
 
 def _no_taps(side: Side, why: str) -> str:
-    return (f"{side.target.provider} cannot expose the intermediate tensors of {side.path.name} ({why.rstrip('.')}); "
-            f"compare on the CPU at the same precision instead: --device cpu --precision {side.target.precision}.")
+    return (
+        f"{side.target.provider} cannot expose the intermediate tensors of {side.path.name} ({why.rstrip('.')}); "
+        f"compare on the CPU at the same precision instead: --device cpu --precision {side.target.precision}."
+    )
 
 
 def _session_logits(side: Side, blocks: Blocks, options: RuntimeOptions, each=None) -> list[np.ndarray]:
-    """The logits of ``side``'s model as a session runs it, nothing exposed: kept, or handed to ``each(block, logits)``."""
+    """The logits of ``side``'s model as a session runs it, nothing exposed: kept, or handed to ``each(block,
+    logits)``.
+    """
     session = create_session(str(side.path), side.target, options, side.path.name)
     iface = inspect(session, side.path.name)
     kept = []
@@ -267,8 +296,10 @@ def _session_logits(side: Side, blocks: Blocks, options: RuntimeOptions, each=No
         try:
             (logits,) = session.run([iface.logits], feeds(iface, blocks.block(i)[None, :]))
         except ORT_RUN_ERRORS as err:
-            raise PplgateError(f"the {side.label} session cannot run block {i} ({str(err).strip().splitlines()[0]}): "
-                               "check it with python -m pplgate --device cpu --precision fp32.") from err
+            raise PplgateError(
+                f"the {side.label} session cannot run block {i} ({str(err).strip().splitlines()[0]}): "
+                "check it with python -m pplgate --device cpu --precision fp32."
+            ) from err
         if each is None:
             kept.append(logits)
         else:
@@ -276,9 +307,17 @@ def _session_logits(side: Side, blocks: Blocks, options: RuntimeOptions, each=No
     return kept
 
 
-def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None = None,
-             options: RuntimeOptions | None = None, workdir: Path | None = None) -> Localization:
-    """The sessions' logits first, then ``blocks`` through both sides, GROUP tensors at a time; only statistics are kept."""
+def localize(
+    run: Side,
+    reference: Side,
+    blocks: Blocks,
+    threshold: float | None = None,
+    options: RuntimeOptions | None = None,
+    workdir: Path | None = None,
+) -> Localization:
+    """The sessions' logits first, then ``blocks`` through both sides, GROUP tensors at a time; only statistics are
+    kept.
+    """
     options = options or RuntimeOptions()
     if threshold is None:
         threshold = DEFAULT_THRESHOLD[Precision.FP16 in (run.target.precision, reference.target.precision)]
@@ -296,8 +335,11 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
         matched = [t for t in all_run if t.output in ref_names]
         outputs = {o.name for o in run_model.graph_only.graph.output}
         if all(t.output in outputs for t in matched):
-            raise PplgateError(f"no tensor of {run.path.name} has a namesake in {reference.path.name}: the two exports name their tensors differently, "
-                               "so there is nothing to compare node by node; compare the perplexities with --reference instead.")
+            raise PplgateError(
+                f"no tensor of {run.path.name} has a namesake in {reference.path.name}: the two exports name their "
+                f"tensors differently, "
+                "so there is nothing to compare node by node; compare the perplexities with --reference instead."
+            )
         logits = run_model.logits_name()
         # Fewer tensors a group when more blocks are fed: the run's side of a group is held for every block.
         size = max(4, GROUP // len(blocks))
@@ -312,7 +354,16 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
                 changed.add(values[fetched.index(logits)], as_run[i])
                 if not math.isfinite(changed.rel_l2) or changed.rel_l2 > tapping:
                     tapping = changed.rel_l2  # a NaN stays: nothing finite outranks it
-            _fetch(ref_model.tap(names), reference, names, blocks, options, each=lambda i, ys: _add(group, obtained[i][: len(names)], ys, run, reference))
+            _fetch(
+                ref_model.tap(names),
+                reference,
+                names,
+                blocks,
+                options,
+                each=lambda i, ys, group=group, obtained=obtained: _add(
+                    group, obtained[i][: len(group)], ys, run, reference
+                ),
+            )
     run_names = {t.output for t in all_run}
     return Localization(
         run=run.label,
@@ -329,19 +380,33 @@ def localize(run: Side, reference: Side, blocks: Blocks, threshold: float | None
 
 def render(loc: Localization, worst: int = 10) -> str:
     """The terminal table: the first divergence and its inputs, then the worst tensors."""
+
     def row(t: TensorError) -> str:
-        return f"  {t.output:<28} {t.op_type:<16} {t.depth:>5} {t.rel_l2:>10.3g} {t.max_abs:>10.3g} {t.cosine:>12.9f}  {t.node}"
+        return (
+            f"  {t.output:<28} {t.op_type:<16} {t.depth:>5} {t.rel_l2:>10.3g} {t.max_abs:>10.3g} {t.cosine:>12.9f} "
+            f" {t.node}"
+        )
 
     header = f"  {'tensor':<28} {'op':<16} {'depth':>5} {'rel_l2':>10} {'max_abs':>10} {'cosine':>12}  node"
-    lines = [f"run:       {loc.run}", f"reference: {loc.reference}",
-             f"compared {len(loc.tensors)} tensors over {loc.blocks} block(s); threshold rel_l2 {loc.threshold:g}, jump x{JUMP:g}"]
+    lines = [
+        f"run:       {loc.run}",
+        f"reference: {loc.reference}",
+        f"compared {len(loc.tensors)} tensors over {loc.blocks} block(s); threshold rel_l2 {loc.threshold:g}, jump "
+        f"x{JUMP:g}",
+    ]
     lines += _session_lines(loc)
     first = loc.first_divergence
     if first is None:
-        lines.append("no divergence in the tapped graphs: no tensor's error is above the threshold and a jump over its inputs'")
+        lines.append(
+            "no divergence in the tapped graphs: no tensor's error is above the threshold and a jump over its inputs'"
+        )
     else:
-        where = ("first divergence:" if loc.session_diverges is not False else
-                 "first divergence in the tapped graphs only, NOT in the run's session (its logits agree with the reference's within the threshold):")
+        where = (
+            "first divergence:"
+            if loc.session_diverges is not False
+            else "first divergence in the tapped graphs only, NOT in the run's session (its logits agree with the "
+            "reference's within the threshold):"
+        )
         lines += ["", where, header, row(first), "  its inputs:"]
         by_name = {t.output: t for t in loc.tensors}
         lines += [row(by_name[i]) for i in first.inputs if i in by_name]
@@ -350,7 +415,9 @@ def render(loc: Localization, worst: int = 10) -> str:
     lines += ["", f"the {len(ranked)} largest errors:", header] + [row(t) for t in ranked]
     for label, names in (("only in the run", loc.only_run), ("only in the reference", loc.only_reference)):
         if names:
-            lines.append(f"{len(names)} tensors {label}, not compared: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+            lines.append(
+                f"{len(names)} tensors {label}, not compared: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+            )
     return "\n".join(lines)
 
 
@@ -360,17 +427,27 @@ def _session_lines(loc: Localization) -> list[str]:
         return []
     t = loc.session_logits
     verdict = "DIVERGES" if loc.session_diverges else "agrees within the threshold"
-    lines = [f"the run's session as it runs, nothing exposed: logits rel_l2 {t.rel_l2:.3g}, max_abs {t.max_abs:.3g}, "
-             f"cosine {t.cosine:.9f} against the reference's session: {verdict}"]
+    lines = [
+        f"the run's session as it runs, nothing exposed: logits rel_l2 {t.rel_l2:.3g}, max_abs {t.max_abs:.3g}, "
+        f"cosine {t.cosine:.9f} against the reference's session: {verdict}"
+    ]
     if loc.tapping_changed:
-        lines.append(f"exposing tensors changed the run's graph: a tapped graph's logits differ from the session's by rel_l2 {loc.tapping_rel_l2:.3g} "
-                     "(onnxruntime fuses no node whose intermediate tensor is an output, e.g. a LayerNorm or a GELU); "
-                     "the errors below are the tapped graph's")
+        lines.append(
+            f"exposing tensors changed the run's graph: a tapped graph's logits differ from the session's by rel_l2 "
+            f"{loc.tapping_rel_l2:.3g} "
+            "(onnxruntime fuses no node whose intermediate tensor is an output, e.g. a LayerNorm or a GELU); "
+            "the errors below are the tapped graph's"
+        )
     else:
-        lines.append(f"exposing tensors left the run's logits as the session computes them (rel_l2 {loc.tapping_rel_l2:.3g})")
+        lines.append(
+            f"exposing tensors left the run's logits as the session computes them (rel_l2 {loc.tapping_rel_l2:.3g})"
+        )
     if loc.session_diverges and loc.first_divergence is None:
-        lines.append("the session diverges but no tapped tensor does: the divergence is inside what onnxruntime fuses in the session; "
-                     "compare the fused kernels' precision (e.g. run the reference at the run's precision)")
+        lines.append(
+            "the session diverges but no tapped tensor does: the divergence is inside what onnxruntime fuses in the "
+            "session; "
+            "compare the fused kernels' precision (e.g. run the reference at the run's precision)"
+        )
     return lines
 
 
@@ -383,11 +460,24 @@ def plot(loc: Localization, output: Path) -> Path:
 
     floor = 1e-12  # exact agreement, drawn at the bottom of the log axis
     fig, ax = plt.subplots(figsize=(10, 5))
-    ax.scatter([t.depth for t in loc.tensors], [max(t.rel_l2, floor) for t in loc.tensors], s=10, label="tensor (exact agreement drawn at 1e-12)")
+    ax.scatter(
+        [t.depth for t in loc.tensors],
+        [max(t.rel_l2, floor) for t in loc.tensors],
+        s=10,
+        label="tensor (exact agreement drawn at 1e-12)",
+    )
     ax.axhline(loc.threshold, color="grey", linestyle="--", label=f"threshold {loc.threshold:g}")
     first = loc.first_divergence
     if first is not None:
-        ax.scatter([first.depth], [first.rel_l2], s=120, marker="*", color="red", zorder=3, label=f"first divergence: {first.node} ({first.op_type})")
+        ax.scatter(
+            [first.depth],
+            [first.rel_l2],
+            s=120,
+            marker="*",
+            color="red",
+            zorder=3,
+            label=f"first divergence: {first.node} ({first.op_type})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("graph depth (nodes from the inputs)")
     ax.set_ylabel("relative L2 error ||a - b|| / ||b||")

@@ -33,8 +33,13 @@ class SavedLosses:
 
 def save_losses(path: Path, token_losses: np.ndarray, blocks: Blocks, report: dict, fix: str = DEFAULT_FIX) -> Path:
     def write(f) -> None:
-        np.savez_compressed(f, token_losses=token_losses.astype(np.float32), ids=blocks.ids.astype(np.int32),
-                            lengths=blocks.lengths, meta=np.array(json.dumps(report)))
+        np.savez_compressed(
+            f,
+            token_losses=token_losses.astype(np.float32),
+            ids=blocks.ids.astype(np.int32),
+            lengths=blocks.lengths,
+            meta=np.array(json.dumps(report)),
+        )
 
     return write_atomic(Path(path), write, fix)
 
@@ -42,15 +47,25 @@ def save_losses(path: Path, token_losses: np.ndarray, blocks: Blocks, report: di
 def load_losses(path: Path) -> SavedLosses:
     path = Path(path)
     if not path.is_file():
-        raise PplgateError(f"losses file {path} does not exist: write one with python -m pplgate ... --save-losses {path}.")
+        raise PplgateError(
+            f"losses file {path} does not exist: write one with python -m pplgate ... --save-losses {path}."
+        )
     try:
         with np.load(path) as data:
             blocks = Blocks(data["ids"].astype(np.int64), data["lengths"].astype(np.int64))
             saved = SavedLosses(data["token_losses"], blocks, json.loads(str(data["meta"])))
     except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as err:
-        raise PplgateError(f"losses file {path} is not one pplgate wrote ({type(err).__name__}): write it again with --save-losses.") from err
+        raise PplgateError(
+            f"losses file {path} is not one pplgate wrote ({type(err).__name__}): write it again with --save-losses."
+        ) from err
     if not isinstance(saved.meta, dict):
-        raise PplgateError(f"losses file {path} holds a report that is {type(saved.meta).__name__}, not a JSON object: write it again with --save-losses.")
+        raise PplgateError(
+            f"losses file {path} holds a report that is {type(saved.meta).__name__}, not a JSON object: write it "
+            f"again with --save-losses."
+        )
     if blocks.ids.size != blocks.lengths.sum() or saved.token_losses.shape != (blocks.scored_tokens,):
-        raise PplgateError(f"losses file {path} holds {saved.token_losses.size} losses that do not fit its {len(blocks)} blocks: write it again with --save-losses.")
+        raise PplgateError(
+            f"losses file {path} holds {saved.token_losses.size} losses that do not fit its {len(blocks)} blocks: "
+            f"write it again with --save-losses."
+        )
     return saved

@@ -1,4 +1,4 @@
-"""What is evaluated and how the split becomes the blocks fed (pplgate.blocks cuts them): the settings and their rules."""
+"""What is evaluated, and how the split becomes the blocks fed (pplgate.blocks cuts them): the settings, their rules."""
 
 from __future__ import annotations
 
@@ -49,8 +49,12 @@ class Method:
         if not _whole(self.block_size):
             raise PplgateError(f"block size {self.block_size!r} is not a whole number: the vendor's is {BLOCK_SIZE}.")
         if self.block_size < 2:
-            raise PplgateError(f"block size {self.block_size} is below 2: a block needs a token to predict from and one to score.")
+            raise PplgateError(
+                f"block size {self.block_size} is below 2: a block needs a token to predict from and one to score."
+            )
         if self.max_blocks is not None and not _whole(self.max_blocks):
-            raise PplgateError(f"max blocks {self.max_blocks!r} is not a whole number: give 1 or more, or none for the whole split.")
+            raise PplgateError(
+                f"max blocks {self.max_blocks!r} is not a whole number: give 1 or more, or none for the whole split."
+            )
         if self.max_blocks is not None and self.max_blocks < 1:
             raise PplgateError(f"max blocks {self.max_blocks} is below 1: give 1 or more, or none for the whole split.")

@@ -56,14 +56,24 @@ def read_locations(model: Path) -> list[str]:
     try:
         graph = onnx.load(str(model), load_external_data=False).graph
     except (DecodeError, ValueError, RuntimeError, OSError) as err:
-        raise PplgateError(f"model file {model} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
+        raise PplgateError(
+            f"model file {model} is not a readable ONNX model ({type(err).__name__}): check that it is a complete "
+            f".onnx file."
+        ) from err
     return sorted({ExternalDataInfo(t).location for t in _tensors(graph) if uses_external_data(t)})
 
 
 def leaves_folder(location: str) -> bool:
     """Whether a location, as written, names a file outside the model's folder."""
     posix, windows = PurePosixPath(location), PureWindowsPath(location)
-    return not location or posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in posix.parts or ".." in windows.parts
+    return (
+        not location
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or bool(windows.drive)
+        or ".." in posix.parts
+        or ".." in windows.parts
+    )
 
 
 def check_locations(model: Path, locations: list[str]) -> None:
@@ -75,12 +85,17 @@ def check_locations(model: Path, locations: list[str]) -> None:
             target = (model.parent / location).resolve()
             outside = folder not in target.parents
         if outside:
-            raise PplgateError(f"model {model.name} keeps tensors in {location!r}, which is outside its folder {model.parent}: "
-                               "nothing was read; export the model again with its weights beside it (onnx.save_model(..., location=<a file name>)).")
+            raise PplgateError(
+                f"model {model.name} keeps tensors in {location!r}, which is outside its folder {model.parent}: "
+                "nothing was read; export the model again with its weights beside it (onnx.save_model(..., "
+                "location=<a file name>))."
+            )
 
 
 def external_locations(model: Path, cache_dir: Path) -> list[str]:
-    """``model``'s external-data locations, checked to stay in its folder; kept by the model's sha256, so a large graph is parsed once."""
+    """``model``'s external-data locations, checked to stay in its folder; kept by the model's sha256, so a large graph
+    is parsed once.
+    """
     model = Path(model)
     sha = file_digest(model, cache_dir).sha256
     cached = Path(cache_dir) / "external-data" / f"{sha[:32]}.json"
@@ -101,9 +116,13 @@ def check_present(model: Path, locations: list[str], fix: str) -> None:
     for location in locations:
         path = model.parent / location
         if not path.is_file():
-            raise PplgateError(f"model {model.name} keeps its weights in {location}, which is not beside it in {model.parent}: {fix}.")
+            raise PplgateError(
+                f"model {model.name} keeps its weights in {location}, which is not beside it in {model.parent}: {fix}."
+            )
         if not os.access(path, os.R_OK):
-            raise PplgateError(f"model {model.name}'s weights file {path} is not readable by this user: make it readable, or {fix}.")
+            raise PplgateError(
+                f"model {model.name}'s weights file {path} is not readable by this user: make it readable, or {fix}."
+            )
 
 
 def model_identity(model: Path, cache_dir: Path) -> ModelIdentity:

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pplgate.argtypes import device_list, key_value, percent, positive_int, precision_list, thread_count
 from pplgate.fileio import default_model_dir, user_cache_dir
@@ -66,7 +67,7 @@ class Option:
     # In the gate, what an absent option means when neither the ini key nor the
     # environment say, in words: set for the case sources, which are then each golden file's own (None).
     gate_absent: str | None = None
-    shown: Callable[[object], str] = str  # how the help writes the default
+    shown: Callable[[Any], str] = str  # how the help writes the default
 
     @property
     def dest(self) -> str:
@@ -98,53 +99,197 @@ def _sources_shown(value: object) -> str:
 
 
 OPTIONS = (
-    Option("model", "ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / builtin:gpt2-small",
-           default=lambda: VENDOR_MODEL_URL, metavar="SOURCE", shown=lambda v: bare_address(str(v)), ini="pplgate_model", source=True,
-           gate_absent="each golden file's sources.model"),
-    Option("dataset", "the wikitext dataset: a hub id or a local folder laid out like it", default=lambda: DEFAULT_DATASET, metavar="SOURCE",
-           ini="pplgate_dataset", source=True, gate_absent=f"each golden file's sources.dataset ({DEFAULT_DATASET})"),
-    Option("tokenizer", "the tokenizer: a hub id or a local folder", default=lambda: DEFAULT_TOKENIZER, metavar="SOURCE",
-           ini="pplgate_tokenizer", source=True, gate_absent=f"each golden file's sources.tokenizer ({DEFAULT_TOKENIZER})"),
-    Option("sources", "read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'", metavar="DIR",
-           ini="pplgate_sources", env=SOURCES_ENV, path=True, shown=_sources_shown),
-    Option("model-dir", "where downloaded, built and converted models go, for the CLI and the gate alike", metavar="DIR",
-           default=default_model_dir, ini="pplgate_model_dir", path=True),
-    Option("cache-dir", "where tokenized data, file hashes and computed references are cached", metavar="DIR",
-           default=lambda: user_cache_dir(ignore_env=True), env=CACHE_ENV, path=True),
-    Option("batch-size", "blocks per session.run", type=positive_int, default=lambda: 1, metavar="N", aliases=("batchsize",)),
-    Option("scoring", "graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; "
-           "host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers precision itself (gcu fp16)",
-           default=lambda: "auto", choices=SCORINGS),
-    Option("intra-op-threads", "onnxruntime intra-op threads per session; 0 is onnxruntime's choice, one per physical core",
-           type=thread_count, default=lambda: 0, metavar="N"),
-    Option("provider-option", "passed to every session's execution provider; repeatable", type=key_value, action="append",
-           default=lambda: [], metavar="KEY=VALUE", shown=lambda v: "none"),
+    Option(
+        "model",
+        "ONNX model: a path, an https URL (#sha256=<hex> checks it), hf://<repo>/<file>, or builtin:tiny / "
+        "builtin:gpt2-small",
+        default=lambda: VENDOR_MODEL_URL,
+        metavar="SOURCE",
+        shown=lambda v: bare_address(str(v)),
+        ini="pplgate_model",
+        source=True,
+        gate_absent="each golden file's sources.model",
+    ),
+    Option(
+        "dataset",
+        "the wikitext dataset: a hub id or a local folder laid out like it",
+        default=lambda: DEFAULT_DATASET,
+        metavar="SOURCE",
+        ini="pplgate_dataset",
+        source=True,
+        gate_absent=f"each golden file's sources.dataset ({DEFAULT_DATASET})",
+    ),
+    Option(
+        "tokenizer",
+        "the tokenizer: a hub id or a local folder",
+        default=lambda: DEFAULT_TOKENIZER,
+        metavar="SOURCE",
+        ini="pplgate_tokenizer",
+        source=True,
+        gate_absent=f"each golden file's sources.tokenizer ({DEFAULT_TOKENIZER})",
+    ),
+    Option(
+        "sources",
+        "read remote sources from DIR, a folder written by 'python -m pplgate fetch DIR'",
+        metavar="DIR",
+        ini="pplgate_sources",
+        env=SOURCES_ENV,
+        path=True,
+        shown=_sources_shown,
+    ),
+    Option(
+        "model-dir",
+        "where downloaded, built and converted models go, for the CLI and the gate alike",
+        metavar="DIR",
+        default=default_model_dir,
+        ini="pplgate_model_dir",
+        path=True,
+    ),
+    Option(
+        "cache-dir",
+        "where tokenized data, file hashes and computed references are cached",
+        metavar="DIR",
+        default=lambda: user_cache_dir(ignore_env=True),
+        env=CACHE_ENV,
+        path=True,
+    ),
+    Option(
+        "batch-size",
+        "blocks per session.run",
+        type=positive_int,
+        default=lambda: 1,
+        metavar="N",
+        aliases=("batchsize",),
+    ),
+    Option(
+        "scoring",
+        "graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; "
+        "host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers "
+        "precision itself (gcu fp16)",
+        default=lambda: "auto",
+        choices=SCORINGS,
+    ),
+    Option(
+        "intra-op-threads",
+        "onnxruntime intra-op threads per session; 0 is onnxruntime's choice, one per physical core",
+        type=thread_count,
+        default=lambda: 0,
+        metavar="N",
+    ),
+    Option(
+        "provider-option",
+        "passed to every session's execution provider; repeatable",
+        type=key_value,
+        action="append",
+        default=lambda: [],
+        metavar="KEY=VALUE",
+        shown=lambda v: "none",
+    ),
     # The gate's own.
-    Option("strict", "fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing",
-           action="store_true", default=lambda: False, ini="pplgate_strict", ini_bool=True, gate_only=True, shown=lambda v: "off: skip"),
-    Option("update-golden", "record the obtained perplexities of the selected tests in their golden files",
-           action="store_true", default=lambda: False, gate_only=True, shown=lambda v: "off, golden files are never changed"),
-    Option("report", "write the gate's results as JSON to PATH", metavar="PATH", path=True, gate_only=True, shown=_sources_shown),
-    Option("devices", "devices to parametrize over, e.g. 'cpu gcu:1'", type=device_list, metavar="LIST", ini="pplgate_devices",
-           default=lambda: device_list(DEFAULT_DEVICES), gate_only=True, shown=lambda v: " ".join(d.spec for d in v)),
-    Option("precisions", "precisions to parametrize over", type=precision_list, metavar="LIST", ini="pplgate_precisions",
-           default=lambda: tuple(Precision), gate_only=True, shown=lambda v: " ".join(v)),
-    Option("bench-blocks", "blocks each throughput test times per round", type=positive_int, default=lambda: 4, metavar="N", gate_only=True),
-    Option("bench-rounds", "timed rounds of each throughput test, after one warm-up round", type=positive_int, default=lambda: 3, metavar="N",
-           gate_only=True),
-    Option("throughput-fail", "fail a throughput test whose tokens/s fell by more than PCT percent and beyond the noise of its saved runs",
-           type=percent, metavar="PCT", gate_only=True, shown=lambda v: "such slowdowns beyond 10% are only reported"),
-    Option("drift-fail", "fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method",
-           action="store_true", default=lambda: False, gate_only=True, shown=lambda v: "a warning"),
-    Option("cards", "cards per device on this node: pytest-xdist worker n uses card n mod N", type=positive_int, metavar="N",
-           ini="pplgate_cards", gate_only=True, shown=lambda v: "the number of pytest-xdist workers"),
-    Option("golden-dir", "folder of the golden JSON files (the cases)", metavar="DIR", ini="pplgate_golden_dir", path=True,
-           default=lambda: Path("golden"), gate_only=True, shown=lambda v: "golden, from the rootdir"),
+    Option(
+        "strict",
+        "fail, rather than skip, cases whose provider, model, dataset or tokenizer is missing",
+        action="store_true",
+        default=lambda: False,
+        ini="pplgate_strict",
+        ini_bool=True,
+        gate_only=True,
+        shown=lambda v: "off: skip",
+    ),
+    Option(
+        "update-golden",
+        "record the obtained perplexities of the selected tests in their golden files",
+        action="store_true",
+        default=lambda: False,
+        gate_only=True,
+        shown=lambda v: "off, golden files are never changed",
+    ),
+    Option(
+        "report",
+        "write the gate's results as JSON to PATH",
+        metavar="PATH",
+        path=True,
+        gate_only=True,
+        shown=_sources_shown,
+    ),
+    Option(
+        "devices",
+        "devices to parametrize over, e.g. 'cpu gcu:1'",
+        type=device_list,
+        metavar="LIST",
+        ini="pplgate_devices",
+        default=lambda: device_list(DEFAULT_DEVICES),
+        gate_only=True,
+        shown=lambda v: " ".join(d.spec for d in v),
+    ),
+    Option(
+        "precisions",
+        "precisions to parametrize over",
+        type=precision_list,
+        metavar="LIST",
+        ini="pplgate_precisions",
+        default=lambda: tuple(Precision),
+        gate_only=True,
+        shown=lambda v: " ".join(v),
+    ),
+    Option(
+        "bench-blocks",
+        "blocks each throughput test times per round",
+        type=positive_int,
+        default=lambda: 4,
+        metavar="N",
+        gate_only=True,
+    ),
+    Option(
+        "bench-rounds",
+        "timed rounds of each throughput test, after one warm-up round",
+        type=positive_int,
+        default=lambda: 3,
+        metavar="N",
+        gate_only=True,
+    ),
+    Option(
+        "throughput-fail",
+        "fail a throughput test whose tokens/s fell by more than PCT percent and beyond the noise of its saved runs",
+        type=percent,
+        metavar="PCT",
+        gate_only=True,
+        shown=lambda v: "such slowdowns beyond 10% are only reported",
+    ),
+    Option(
+        "drift-fail",
+        "fail a throughput test whose perplexity moved from the last saved run on the same model, blocks and method",
+        action="store_true",
+        default=lambda: False,
+        gate_only=True,
+        shown=lambda v: "a warning",
+    ),
+    Option(
+        "cards",
+        "cards per device on this node: pytest-xdist worker n uses card n mod N",
+        type=positive_int,
+        metavar="N",
+        ini="pplgate_cards",
+        gate_only=True,
+        shown=lambda v: "the number of pytest-xdist workers",
+    ),
+    Option(
+        "golden-dir",
+        "folder of the golden JSON files (the cases)",
+        metavar="DIR",
+        ini="pplgate_golden_dir",
+        path=True,
+        default=lambda: Path("golden"),
+        gate_only=True,
+        shown=lambda v: "golden, from the rootdir",
+    ),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
 
-def add_global_options(addoption: Callable, prefix: str = "", names: tuple[str, ...] | None = None, unset: str | None = None) -> None:
+def add_global_options(
+    addoption: Callable, prefix: str = "", names: tuple[str, ...] | None = None, unset: str | None = None
+) -> None:
     """Declares options through ``addoption``: argparse's ``add_argument`` (prefix "") or pytest's (prefix "gate-").
 
     The CLI gets the shared options (or ``names`` of them); the gate gets every
@@ -179,7 +324,12 @@ def add_ini_keys(addini: Callable) -> None:
     """Declares the pytest.ini keys of the table (pytest's ``parser.addini``)."""
     for o in OPTIONS:
         if o.ini:
-            addini(o.ini, f"default for --gate-{o.name}", type="bool" if o.ini_bool else None, default=False if o.ini_bool else "")
+            addini(
+                o.ini,
+                f"default for --gate-{o.name}",
+                type="bool" if o.ini_bool else None,
+                default=False if o.ini_bool else "",
+            )
 
 
 def absent(value: object) -> bool:
@@ -187,9 +337,16 @@ def absent(value: object) -> bool:
     return value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0)
 
 
-def resolve(option: Option, given: object, ini: object = None, root: Path | None = None, environ: Mapping[str, str] = os.environ,
-            in_gate: bool = False) -> object:
-    """The option's value: given, else its pytest.ini value (relative paths from ``root``), else its environment variable, else its default.
+def resolve(
+    option: Option,
+    given: object,
+    ini: object = None,
+    root: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    in_gate: bool = False,
+) -> object:
+    """The option's value: given, else its pytest.ini value (relative paths from ``root``), else its environment
+    variable, else its default.
 
     In the gate a case source with none of these is None: each golden file's own.
     """

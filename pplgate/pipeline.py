@@ -24,11 +24,11 @@ from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
 from pplgate.interface import check_fits, logits_rank, logits_short
 from pplgate.method import Method
+from pplgate.models import resolve_model
 from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
 from pplgate.report import final_report
 from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, open_session
-from pplgate.models import resolve_model
 from pplgate.sourcefolder import Sources
 from pplgate.target import Target
 
@@ -45,16 +45,28 @@ def load_blocks(sources: Sources, method: Method = Method(), progress: bool = Tr
     tokens = load_tokens(sources.dataset, sources.tokenizer, sources.cache_dir, progress)
     blocks = tokens.blocks(method.grouping, method.block_size)
     if len(blocks) == 0:
-        raise PplgateError(f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, no block to score: pass --dataset with the full wikitext-2-raw-v1 test split.")
+        raise PplgateError(
+            f"dataset {sources.dataset} gives {len(tokens.ids)} tokens, no block to score: pass --dataset with the "
+            f"full wikitext-2-raw-v1 test split."
+        )
     return tokens, blocks.head(method.max_blocks)
 
 
-def build_session(sources: Sources, target: Target, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()) -> LMSession:
+def build_session(
+    sources: Sources, target: Target, tokens: TokenStream, blocks: Blocks, settings: RunSettings = RunSettings()
+) -> LMSession:
     """The session of the model on ``target``, checked to take ``blocks`` before any of them is scored."""
     path = resolve_model(sources.model, sources.model_dir, progress=settings.progress, cache_dir=sources.cache_dir)
     session = open_session(path, target, settings.scoring, settings.options, cache_dir=sources.cache_dir)
     longest = int(blocks.lengths.max())
-    check_fits(session.iface, path.name, longest, tokens.vocab_size, int(blocks.ids.max()), min(settings.batch_size, len(blocks)))
+    check_fits(
+        session.iface,
+        path.name,
+        longest,
+        tokens.vocab_size,
+        int(blocks.ids.max()),
+        min(settings.batch_size, len(blocks)),
+    )
     if session.iface.sequence_length is None:
         _probe(session, path.name, longest)
     return session
@@ -68,23 +80,37 @@ def _probe(session: LMSession, name: str, length: int) -> None:
     try:
         logits = session.session.run([session.iface.logits], session.feeds(short))[0]
     except ORT_RUN_ERRORS as err:
-        raise PplgateError(f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): check it with --device cpu --precision fp32.") from err
+        raise PplgateError(
+            f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): check it with --device cpu "
+            f"--precision fp32."
+        ) from err
     if logits.ndim != 3:
         raise logits_rank(name, logits.ndim)
     if logits.shape[:2] != short.shape:
         raise logits_short(name, logits.shape[1], short.shape[1])
     # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
     # Its logits alone are batch x length x vocab: a block size past any context must not allocate them first.
-    need = batch * length * (session.iface.vocab_size or int(logits.shape[-1])) * np.dtype(session.iface.logits_dtype).itemsize
+    need = (
+        batch
+        * length
+        * (session.iface.vocab_size or int(logits.shape[-1]))
+        * np.dtype(session.iface.logits_dtype).itemsize
+    )
     memory = physical_memory()
     if memory is not None and need > memory:
-        raise PplgateError(f"blocks of {length} tokens (batch {batch}) need {need / 2**30:,.1f} GiB for their logits alone, more than this machine's "
-                           f"{memory / 2**30:,.1f} GiB of memory: pass --block-size (a case's method.block_size) no larger than the model's context.")
+        raise PplgateError(
+            f"blocks of {length} tokens (batch {batch}) need {need / 2**30:,.1f} GiB for their logits alone, more "
+            f"than this machine's "
+            f"{memory / 2**30:,.1f} GiB of memory: pass --block-size (a case's method.block_size) no larger than the "
+            f"model's context."
+        )
     try:
         session.token_losses(np.zeros((batch, length), dtype=np.int64))
     except ORT_RUN_ERRORS as err:
-        raise PplgateError(f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
-                           "pass --block-size (a case's method.block_size) no larger than its context.") from err
+        raise PplgateError(
+            f"model {name} cannot take blocks of {length} tokens ({str(err).strip().splitlines()[0]}): "
+            "pass --block-size (a case's method.block_size) no larger than its context."
+        ) from err
 
 
 def physical_memory() -> int | None:
@@ -95,23 +121,46 @@ def physical_memory() -> int | None:
         return None
 
 
-def evaluate_report(sources: Sources, session: LMSession, tokens: TokenStream, blocks: Blocks, method: Method,
-                    settings: RunSettings = RunSettings(), measure_forward: bool = False) -> tuple[dict, Evaluation]:
+def evaluate_report(
+    sources: Sources,
+    session: LMSession,
+    tokens: TokenStream,
+    blocks: Blocks,
+    method: Method,
+    settings: RunSettings = RunSettings(),
+    measure_forward: bool = False,
+) -> tuple[dict, Evaluation]:
     """The blocks scored, and the Final report of it."""
-    baseline = open_session(session.source_path, session.target, "host", settings.options, cache_dir=sources.cache_dir) if measure_forward else None
+    baseline = (
+        open_session(session.source_path, session.target, "host", settings.options, cache_dir=sources.cache_dir)
+        if measure_forward
+        else None
+    )
     evaluation = evaluate(session, blocks, settings.batch_size, progress=settings.progress, baseline=baseline)
     return final_report(sources, session, evaluation, tokens, method), evaluation
 
 
-def compare(session: LMSession, reference: Target, blocks: Blocks, settings: RunSettings = RunSettings(), cache_dir: Path | None = None) -> dict:
+def compare(
+    session: LMSession,
+    reference: Target,
+    blocks: Blocks,
+    settings: RunSettings = RunSettings(),
+    cache_dir: Path | None = None,
+) -> dict:
     """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
     # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
     ref = open_session(session.source_path, reference, "host", settings.options, lean=True, cache_dir=cache_dir)
     return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
 
 
-def run(sources: Sources, target: Target, method: Method = Method(), settings: RunSettings = RunSettings(),
-        measure_forward: bool = False, reference: Target | None = None) -> tuple[dict, Evaluation]:
+def run(
+    sources: Sources,
+    target: Target,
+    method: Method = Method(),
+    settings: RunSettings = RunSettings(),
+    measure_forward: bool = False,
+    reference: Target | None = None,
+) -> tuple[dict, Evaluation]:
     """One evaluation, as the vendor's script does it: the Final report, and the losses (of ``evaluation.layout``)."""
     check_target(target, settings.options.provider_options)
     if reference:
@@ -125,9 +174,18 @@ def run(sources: Sources, target: Target, method: Method = Method(), settings: R
     return report, evaluation
 
 
-def localize_run(sources: Sources, run_side: Target, reference: Target, method: Method,
-                 reference_model: str | None = None, threshold: float | None = None, options: RuntimeOptions = RuntimeOptions()):
-    """Where a run departs from a reference, node by node (pplgate.localize), on the first ``method.max_blocks`` blocks."""
+def localize_run(
+    sources: Sources,
+    run_side: Target,
+    reference: Target,
+    method: Method,
+    reference_model: str | None = None,
+    threshold: float | None = None,
+    options: RuntimeOptions = RuntimeOptions(),
+):
+    """Where a run departs from a reference, node by node (pplgate.localize), on the first ``method.max_blocks``
+    blocks.
+    """
     from pplgate.localize import Side, localize
 
     check_target(run_side, options.provider_options)
@@ -136,4 +194,10 @@ def localize_run(sources: Sources, run_side: Target, reference: Target, method: 
     _, blocks = load_blocks(sources, method)
     model = resolve_model(sources.model, sources.model_dir, cache_dir=sources.cache_dir)
     other = resolve_model(reference_model, sources.model_dir, cache_dir=sources.cache_dir) if reference_model else model
-    return localize(Side.of(model, run_side, sources.cache_dir), Side.of(other, reference, sources.cache_dir), blocks, threshold, options)
+    return localize(
+        Side.of(model, run_side, sources.cache_dir),
+        Side.of(other, reference, sources.cache_dir),
+        blocks,
+        threshold,
+        options,
+    )

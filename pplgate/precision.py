@@ -31,7 +31,10 @@ def load(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except (DecodeError, ValueError, RuntimeError, OSError) as err:
-        raise PplgateError(f"model file {path} is not a readable ONNX model ({type(err).__name__}): check that it is a complete .onnx file.") from err
+        raise PplgateError(
+            f"model file {path} is not a readable ONNX model ({type(err).__name__}): check that it is a complete "
+            f".onnx file."
+        ) from err
 
 
 def fp16_path(source: Path) -> Path:
@@ -56,7 +59,9 @@ def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
     remove_leftovers(target.parent, f".{target.name}.")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.") as scratch:
         staged = Path(scratch) / target.name
-        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data")
+        onnx.save_model(
+            model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data"
+        )
         os.replace(staged.with_name(target.name + ".data"), target.with_name(target.name + ".data"))
         os.replace(staged, target)
     return sha256_of(target)
@@ -69,9 +74,12 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     except ImportError as err:  # a build without onnxruntime.transformers, or without what it imports
         import onnxruntime
 
-        raise PplgateError(f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime "
-                           f"{onnxruntime.__version__} cannot import ({err}): install an onnxruntime build that ships onnxruntime.transformers, "
-                           "or run fp32.") from None
+        raise PplgateError(
+            f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime "
+            f"{onnxruntime.__version__} cannot import ({err}): install an onnxruntime build that ships "
+            f"onnxruntime.transformers, "
+            "or run fp32."
+        ) from None
     target = fp16_path(source)
     # By content: a same-size, same-time replacement of the source is another model,
     # and so is the same graph with other external data.
@@ -79,9 +87,13 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     artifact = Artifact(target, source.name, {"source_sha256": identity}, verb="converting", fix=CONVERSION_FIX)
     try:
         # Hashed from the bytes just written, so checking a golden pin costs no second read.
-        return artifact.ensure(lambda: _save(convert_float_to_float16(load(source), keep_io_types=True), target, external_over))
+        return artifact.ensure(
+            lambda: _save(convert_float_to_float16(load(source), keep_io_types=True), target, external_over)
+        )
     except PermissionError as err:
-        raise PplgateError(f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: {CONVERSION_FIX}.") from err
+        raise PplgateError(
+            f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: {CONVERSION_FIX}."
+        ) from err
 
 
 def session_model(source: Path, target: Target, cache_dir: Path | None = None) -> Path:

@@ -63,7 +63,7 @@ class Progress:
         if finished or by_count or now - self.last_line >= LINE_EVERY_S:
             self._line(now, note)
             self.last_line = now
-            while self.next_count is not None and self.next_count <= self.done:
+            while self.next_count is not None and self.step is not None and self.next_count <= self.done:
                 self.next_count += self.step
 
     def _amount(self, count: int) -> str:

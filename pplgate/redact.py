@@ -53,6 +53,7 @@ def split_userinfo(url: str) -> tuple[str, str | None]:
 
 def _mask_params(text: str) -> str:
     """``a=1&token=x`` -> ``a=***&token=***`` unless a name is harmless (compared decoded: ``%73ha256`` is sha256)."""
+
     def one(item: str) -> str:
         name, sep, value = item.partition("=")
         if not item:
@@ -70,7 +71,9 @@ def redact_url(url: str) -> str:
     address, userinfo = split_userinfo(url)
     parts = urllib.parse.urlsplit(address)
     netloc = f"{MASK}@{parts.netloc}" if userinfo is not None else parts.netloc
-    return parts._replace(netloc=netloc, query=_mask_params(parts.query), fragment=_mask_params(parts.fragment)).geturl()
+    return parts._replace(
+        netloc=netloc, query=_mask_params(parts.query), fragment=_mask_params(parts.fragment)
+    ).geturl()
 
 
 def redact(text: str) -> str:
@@ -95,7 +98,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\n(?!$)")
 
 
 def printable(text: str) -> str:
-    """``text`` as printed and kept in reports: addresses redacted, control characters written as escapes (a newline as \\n)."""
+    """``text`` as printed and kept in reports: addresses redacted, control characters written as escapes (a newline as
+    \\n).
+    """
     return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], redact(text))
 
 

@@ -48,7 +48,9 @@ class ReferenceComparison:
         }
 
 
-def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks, batch_size: int) -> ReferenceComparison:
+def compare_with_reference(
+    run: LMSession, reference: LMSession, blocks: Blocks, batch_size: int
+) -> ReferenceComparison:
     """Both sessions' bare models on the same batches; any scoring of ``run`` will do, its logits are fetched."""
     n = blocks.scored_tokens
     kl = np.empty(n, dtype=np.float64)
@@ -83,4 +85,3 @@ def compare_with_reference(run: LMSession, reference: LMSession, blocks: Blocks,
         perplexity=perplexity(blocks.block_means(losses)),
         perplexity_reference=perplexity(blocks.block_means(losses_ref)),
     )
-

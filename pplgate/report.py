@@ -55,20 +55,31 @@ def machine_info() -> dict:
 
 def commit_info(cwd: str | None = None) -> dict:
     """The git commit of the working directory, as pytest-benchmark records it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
 
     try:
-        return {"id": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+        return {
+            "id": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        }
     except (OSError, subprocess.SubprocessError):
         return {"id": None, "dirty": None, "branch": None}
 
 
-def final_report(sources: Sources, session: LMSession, evaluation: Evaluation, tokens: TokenStream, method: Method) -> dict:
+def final_report(
+    sources: Sources, session: LMSession, evaluation: Evaluation, tokens: TokenStream, method: Method
+) -> dict:
     """The vendor's summary of ``evaluation``, with what ran, on what, and how the blocks were cut."""
     ev, grouping = evaluation, method.grouping
     source = model_identity(session.source_path, sources.cache_dir)
-    converted = model_identity(session.model_path, sources.cache_dir) if session.model_path != session.source_path else None
+    converted = (
+        model_identity(session.model_path, sources.cache_dir) if session.model_path != session.source_path else None
+    )
     n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
     cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {

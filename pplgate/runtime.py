@@ -21,8 +21,15 @@ from pplgate.target import Device, Precision, Target
 
 # What onnxruntime raises when it cannot build or run a session.
 _state = ort.capi.onnxruntime_pybind11_state
-ORT_ERRORS = (_state.Fail, _state.NotImplemented, _state.InvalidGraph, _state.InvalidArgument,
-              _state.RuntimeException, _state.InvalidProtobuf, _state.NoSuchFile)
+ORT_ERRORS = (
+    _state.Fail,
+    _state.NotImplemented,
+    _state.InvalidGraph,
+    _state.InvalidArgument,
+    _state.RuntimeException,
+    _state.InvalidProtobuf,
+    _state.NoSuchFile,
+)
 # run_with_iobinding reports a failed run as a plain RuntimeError.
 ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
 
@@ -114,7 +121,9 @@ class LMSession:
         b, t = ids.shape
         logits = self._logits_buffer(b, t)
         binding = self.session.io_binding()
-        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in self.feeds(ids).items()}  # held: see _run_bound
+        inputs = {
+            name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in self.feeds(ids).items()
+        }  # held: see _run_bound
         for name, value in inputs.items():
             binding.bind_ortvalue_input(name, value)
         bound = ort.OrtValue.ortvalue_from_numpy(logits)
@@ -130,7 +139,9 @@ class LMSession:
         """
         memory, card = self.device.kind.memory, self.device.index or 0
         binding = self.session.io_binding()
-        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()}  # held: see _run_bound
+        inputs = {
+            name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()
+        }  # held: see _run_bound
         for name, value in inputs.items():
             binding.bind_ortvalue_input(name, value)
         if memory == "cpu":
@@ -158,6 +169,7 @@ class LMSession:
         logits stay in the provider's memory, handed to the scorer whole as
         the same OrtValue: the inputs cross once, the logits never do.
         """
+        assert self.scorer is not None  # graph scoring
         memory, card = self.device.kind.memory, self.device.index or 0
         b, t = ids.shape
         labels = labels_of(ids)  # [B, T]
@@ -165,7 +177,9 @@ class LMSession:
         # Held until the runs end: onnxruntime before 1.10 or so keeps no
         # reference to a bound OrtValue, so a temporary's memory would be
         # freed and reused while the session reads it (wrong losses, seen on 1.9).
-        inputs = {name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()}
+        inputs = {
+            name: ort.OrtValue.ortvalue_from_numpy(value, memory, card) for name, value in self.feeds(ids).items()
+        }
         for name, value in inputs.items():
             model.bind_ortvalue_input(name, value)
         if memory == "cpu":
@@ -174,8 +188,12 @@ class LMSession:
             model.bind_ortvalue_output(self.iface.logits, bound_logits)
             self.session.run_with_iobinding(model)
             rows, row_labels = logits.reshape(1, b * t, -1), labels.reshape(1, b * t)  # views
-            runs = [self.scorer.run([TOKEN_LOSSES], {LOGITS: rows[:, r : r + SCORED_ROWS], LABELS: row_labels[:, r : r + SCORED_ROWS]})[0]
-                    for r in range(0, b * t, SCORED_ROWS)]
+            runs = [
+                self.scorer.run(
+                    [TOKEN_LOSSES], {LOGITS: rows[:, r : r + SCORED_ROWS], LABELS: row_labels[:, r : r + SCORED_ROWS]}
+                )[0]
+                for r in range(0, b * t, SCORED_ROWS)
+            ]
             losses = np.concatenate(runs, axis=1).reshape(b, t)
         else:
             model.bind_output(self.iface.logits, memory, card)  # only the logits: present.* are not fetched
@@ -193,12 +211,14 @@ class LMSession:
         """[B, T, V] in the logits' dtype, made once per batch shape and reused."""
         if self._logits is None or self._logits.shape[:2] != (b, t):
             self._logits = None  # let the old buffer go before the new one is made
+            assert self.iface.vocab_size is not None  # graph scoring needs it, open_session made sure
             self._logits = np.empty((b, t, self.iface.vocab_size), dtype=self.iface.logits_dtype)
         return self._logits
 
 
-def create_session(what: str | bytes, target: Target, options: RuntimeOptions, name: str,
-                   spin: bool = True, lean: bool = False) -> ort.InferenceSession:
+def create_session(
+    what: str | bytes, target: Target, options: RuntimeOptions, name: str, spin: bool = True, lean: bool = False
+) -> ort.InferenceSession:
     """An InferenceSession on the target's device alone, refusing a silent fallback to another provider.
 
     The target was checked when the run started (``pipeline.check_target``).
@@ -223,11 +243,20 @@ def create_session(what: str | bytes, target: Target, options: RuntimeOptions, n
         with _environment(device.kind.fp16_env, env_value):
             session = ort.InferenceSession(what, so, providers=[(device.kind.provider, provider_options)])
     except _state.InvalidProtobuf as err:
-        raise PplgateError(f"model file {name} is not a readable ONNX model ({str(err).strip().splitlines()[0]}): check that it is a complete .onnx file.") from err
+        raise PplgateError(
+            f"model file {name} is not a readable ONNX model ({str(err).strip().splitlines()[0]}): check that it is a "
+            f"complete .onnx file."
+        ) from err
     except ORT_ERRORS as err:
         first_line = str(err).strip().splitlines()[0]
-        hint = f"use --precision fp32 on {device.kind.name}" if precision is Precision.FP16 else "check the model and the provider options"
-        raise PplgateError(f"onnxruntime cannot build a {precision} session of {name} on {device.spec} ({first_line}): {hint}.") from err
+        hint = (
+            f"use --precision fp32 on {device.kind.name}"
+            if precision is Precision.FP16
+            else "check the model and the provider options"
+        )
+        raise PplgateError(
+            f"onnxruntime cannot build a {precision} session of {name} on {device.spec} ({first_line}): {hint}."
+        ) from err
     got = session.get_providers()
     if not got or got[0] != device.kind.provider:
         raise ProviderUnavailable(
@@ -265,5 +294,11 @@ def open_session(
         # The scorer is pplgate's own float32 graph: created at fp32 whatever the run's precision.
         graph = scoring_model(iface.vocab_size, iface.logits_dtype)
         # It runs between the model's runs: spinning, its threads would take cores from the model's next run.
-        scorer = create_session(graph.SerializeToString(), Target(target.device, Precision.FP32), options, "pplgate's scoring graph", spin=False)
+        scorer = create_session(
+            graph.SerializeToString(),
+            Target(target.device, Precision.FP32),
+            options,
+            "pplgate's scoring graph",
+            spin=False,
+        )
     return LMSession(session, scorer, iface, target, scoring, source_path, model_path, options)

@@ -36,7 +36,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-
 TOKEN_LOSSES = "token_losses"
 
 
@@ -94,19 +93,27 @@ def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto
         logits = node("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
 
     count = chunk_count(vocab_size)
+
     def log_sum_exp(x: str, name: str) -> str:
         """x [..., N] -> [...]: read at the largest element (see the module's note)."""
         top = node("ReduceMax", [x], name + "_max", axes=[-1], keepdims=0)
-        top_logprob = node("ReduceMax", [node("LogSoftmax", [x], name + "_logprobs", axis=-1)], name + "_max_logprob", axes=[-1], keepdims=0)
+        top_logprob = node(
+            "ReduceMax",
+            [node("LogSoftmax", [x], name + "_logprobs", axis=-1)],
+            name + "_max_logprob",
+            axes=[-1],
+            keepdims=0,
+        )
         lse = node("Sub", [top, top_logprob], name + "_at_max")
         # All -inf: LogSoftmax gives NaN; the log-sum-exp of nothing is -inf.
         empty = node("Equal", [top, const_f(name + "_neg_inf", -np.inf)], name + "_empty")
         return node("Where", [empty, top, lse], name)
 
-    if count is None:
+    if count is None or vocab_size is None:
         lse = log_sum_exp(logits, "lse")  # [B, R]
     else:
-        chunks = node("Reshape", [logits, const("chunks", [0, 0, count, vocab_size // count])], "chunked")  # [B, R, K, L]
+        shape = const("chunks", [0, 0, count, vocab_size // count])
+        chunks = node("Reshape", [logits, shape], "chunked")  # [B, R, K, L]
         lse_k = log_sum_exp(chunks, "chunk_lse")  # [B, R, K]
         lse = node("ReduceLogSumExp", [lse_k], "lse", axes=[-1], keepdims=0)  # [B, R]
 
@@ -115,12 +122,19 @@ def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto
     picked = node("Squeeze", [picked, const("axis2p", [2])], "picked_2d")  # [B, R]
     node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
 
-    elem = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}[logits_dtype]
+    elements: dict[type, int] = {
+        np.float32: TensorProto.FLOAT,
+        np.float16: TensorProto.FLOAT16,
+        np.float64: TensorProto.DOUBLE,
+    }
+    elem = elements[logits_dtype]
     graph = helper.make_graph(
         nodes,
         "pplgate_scoring",
-        [helper.make_tensor_value_info(LOGITS, elem, ["batch", "rows", vocab_size or "vocab"]),
-         helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "rows"])],
+        [
+            helper.make_tensor_value_info(LOGITS, elem, ["batch", "rows", vocab_size or "vocab"]),
+            helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "rows"]),
+        ],
         [helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, ["batch", "rows"])],
         initializer=initializers,
     )

@@ -67,13 +67,17 @@ def read_sums(sums: Path) -> dict[str, str]:
             raise PplgateError(f"{sums} line {number} is not '<sha256>  <file>': {refetch}.")
         name = name[1:] if name.startswith("*") else name
         if leaves_folder(name):
-            raise PplgateError(f"{sums} line {number} names {name!r}, which is outside {sums.parent}: nothing was read; {refetch}.")
+            raise PplgateError(
+                f"{sums} line {number} names {name!r}, which is outside {sums.parent}: nothing was read; {refetch}."
+            )
         listed[PurePosixPath(name).as_posix()] = digest.lower()
     return listed
 
 
 def verify(folder: Path, cache_dir: Path, only: str | None = None) -> None:
-    """Checks ``folder`` against its ``SHA256SUMS``: every file it holds listed and matching (or just ``only``); one sentence for the first that is not."""
+    """Checks ``folder`` against its ``SHA256SUMS``: every file it holds listed and matching (or just ``only``); one
+    sentence for the first that is not.
+    """
     sums = folder / SUMS
     refetch = f"write it again with 'python -m pplgate fetch {folder.parent}' on a machine with network"
     if not sums.is_file():
@@ -83,7 +87,9 @@ def verify(folder: Path, cache_dir: Path, only: str | None = None) -> None:
         raise PplgateError(f"{sums} lists no file, so nothing in {folder} can be checked: {refetch}.")
     if only is not None:
         if only not in listed:
-            raise PplgateError(f"{folder / only} is not listed in {sums}: {refetch}, or add its line (sha256sum {only} >> {SUMS}).")
+            raise PplgateError(
+                f"{folder / only} is not listed in {sums}: {refetch}, or add its line (sha256sum {only} >> {SUMS})."
+            )
         listed = {only: listed[only]}
     else:
         _refuse_unlisted(folder, listed, refetch)
@@ -93,20 +99,30 @@ def verify(folder: Path, cache_dir: Path, only: str | None = None) -> None:
         if not path.is_file():
             raise PplgateError(f"{path}, listed in {sums}, is missing: {refetch}.")
         if inside not in path.resolve().parents:
-            raise PplgateError(f"{path}, listed in {sums}, is a link to {path.resolve()}, outside {folder}: nothing was read; {refetch}.")
+            raise PplgateError(
+                f"{path}, listed in {sums}, is a link to {path.resolve()}, outside {folder}: nothing was read; "
+                f"{refetch}."
+            )
         got = file_digest(path, cache_dir).sha256
         if got != want:
-            raise PplgateError(f"{path} does not match its checksum in {sums} (sha256 {got}, listed {want}): the copy is damaged or was changed; {refetch}.")
+            raise PplgateError(
+                f"{path} does not match its checksum in {sums} (sha256 {got}, listed {want}): the copy is damaged or "
+                f"was changed; {refetch}."
+            )
 
 
 def _refuse_unlisted(folder: Path, listed: dict[str, str], refetch: str) -> None:
-    """A file the folder holds but SHA256SUMS does not list would be read unchecked (an extra parquet shard is more rows)."""
+    """A file the folder holds but SHA256SUMS does not list would be read unchecked (an extra parquet shard is more
+    rows).
+    """
     held = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
     unlisted = [name for name in held if name not in listed and name not in (SUMS, CARD)]
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-        raise PplgateError(f"{folder} holds {shown}, which {folder / SUMS} does not list, so a run would read it unchecked: "
-                           f"remove it, or {refetch}.")
+        raise PplgateError(
+            f"{folder} holds {shown}, which {folder / SUMS} does not list, so a run would read it unchecked: "
+            f"remove it, or {refetch}."
+        )
     if CARD in held and CARD not in listed:
         _check_card(folder / CARD, refetch)
 
@@ -130,8 +146,11 @@ def _check_card(card: Path, refetch: str) -> None:
     patterns = list(_strings(meta.get("configs") if isinstance(meta, dict) else None))
     outside = [p for p in patterns if leaves_folder(p) or "://" in p]
     if outside:
-        raise PplgateError(f"{card}, which {card.parent / SUMS} does not list, points datasets at {outside[0]!r}, outside {card.parent}: "
-                           f"nothing was read; {refetch}.")
+        raise PplgateError(
+            f"{card}, which {card.parent / SUMS} does not list, points datasets at {outside[0]!r}, outside "
+            f"{card.parent}: "
+            f"nothing was read; {refetch}."
+        )
 
 
 def _strings(value):
@@ -208,4 +227,10 @@ class Sources:
         if self.folder is None:
             return self
         f = SourceFolder(Path(self.folder), self.cache_dir)
-        return replace(self, model=f.model(self.model), dataset=f.dataset(self.dataset), tokenizer=f.tokenizer(self.tokenizer), folder=None)
+        return replace(
+            self,
+            model=f.model(self.model),
+            dataset=f.dataset(self.dataset),
+            tokenizer=f.tokenizer(self.tokenizer),
+            folder=None,
+        )

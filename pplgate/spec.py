@@ -44,7 +44,9 @@ def is_builtin(spec: str) -> bool:
 
 
 def local_path(text: str | Path) -> Path:
-    """``text`` as a path, ``~`` and ``~user`` expanded, ``file://`` read as the path it names; a ``~user`` of no user here is one sentence."""
+    """``text`` as a path, ``~`` and ``~user`` expanded, ``file://`` read as the path it names; a ``~user`` of no user
+    here is one sentence.
+    """
     text = str(text)
     if scheme(text) == "file":
         text = urllib.request.url2pathname(urllib.parse.urlsplit(text).path)
@@ -52,7 +54,10 @@ def local_path(text: str | Path) -> Path:
         return Path(text).expanduser()
     except RuntimeError:  # pathlib's "Could not determine home directory"
         user = text[1:].split("/")[0]
-        raise PplgateError(f"{text} starts with ~{user}, but this machine has no user {user!r} (or no home folder for it): write the path in full.") from None
+        raise PplgateError(
+            f"{text} starts with ~{user}, but this machine has no user {user!r} (or no home folder for it): write the "
+            f"path in full."
+        ) from None
 
 
 def looks_local(source: str) -> bool:

@@ -24,8 +24,11 @@ class Precision(str, Enum):
     TF32 = "tf32"
 
     # Printed as its value everywhere (f-strings, str(), JSON), on every Python.
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
     @classmethod
     def parse(cls, text: str) -> Precision:
@@ -66,8 +69,12 @@ DEVICES: dict[str, DeviceKind] = {
     for kind in (
         DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime", widens_fp16=True),
         DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu", memory="cuda", tf32_option="use_tf32"),
-        DeviceKind("gcu", "TopsInferenceExecutionProvider", "Enflame's onnxruntime build (TopsInference)",
-                   fp16_env="ORT_TOPSINFERENCE_FP16_ENABLE"),
+        DeviceKind(
+            "gcu",
+            "TopsInferenceExecutionProvider",
+            "Enflame's onnxruntime build (TopsInference)",
+            fp16_env="ORT_TOPSINFERENCE_FP16_ENABLE",
+        ),
         DeviceKind("trt", "TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT", memory="cuda"),
         DeviceKind("rocm", "ROCMExecutionProvider", "onnxruntime-rocm"),
         DeviceKind("openvino", "OpenVINOExecutionProvider", "onnxruntime-openvino"),
@@ -88,11 +95,15 @@ class Device:
         """``cpu``, ``gpu``, ``gcu:3`` ... -> Device; anything else is refused with the known names."""
         name, _, index = str(text).strip().lower().partition(":")
         if name not in DEVICES:
-            raise PplgateError(f"unknown device {text!r}: use one of {', '.join(DEVICES)}, optionally with a card index such as gpu:1.")
+            raise PplgateError(
+                f"unknown device {text!r}: use one of {', '.join(DEVICES)}, optionally with a card index such as gpu:1."
+            )
         if not index:
             return cls(DEVICES[name])
         if not index.isdigit():
-            raise PplgateError(f"device {text!r} has a card index that is not a whole number >= 0: write it as {name}:0, {name}:1 ...")
+            raise PplgateError(
+                f"device {text!r} has a card index that is not a whole number >= 0: write it as {name}:0, {name}:1 ..."
+            )
         if name == "cpu":
             raise PplgateError(f"device {text!r} has a card index, but the CPU provider has no cards: write cpu.")
         return cls(DEVICES[name], int(index))
@@ -160,18 +171,22 @@ class Target:
         (NotApplicable, a skip), and a provider option that would make it another precision is refused."""
         kind = self.device.kind
         if self.precision is Precision.TF32 and kind.tf32_option is None:
-            raise NotApplicable(f"tf32 is CUDA's TensorFloat-32 matmul mode, which {kind.provider} does not have: "
-                                f"{kind.name} computes fp32 as IEEE fp32; run tf32 on gpu.")
+            raise NotApplicable(
+                f"tf32 is CUDA's TensorFloat-32 matmul mode, which {kind.provider} does not have: "
+                f"{kind.name} computes fp32 as IEEE fp32; run tf32 on gpu."
+            )
         option = kind.tf32_option
         given = (provider_options or {}).get(option) if option else None
-        if given is None:
+        if option is None or given is None:
             return
         wanted = self.precision_options()[option]
         if str(given).strip() != wanted:
             other = "tf32" if wanted == "0" else "fp32"
-            raise PplgateError(f"--provider-option {option}={given} contradicts precision {self.precision}, "
-                               f"which pplgate runs with {option}={wanted}: ask for precision {other} instead "
-                               "(fp32 means IEEE fp32, tf32 is its own precision).")
+            raise PplgateError(
+                f"--provider-option {option}={given} contradicts precision {self.precision}, "
+                f"which pplgate runs with {option}={wanted}: ask for precision {other} instead "
+                "(fp32 means IEEE fp32, tf32 is its own precision)."
+            )
 
     def precision_options(self) -> dict[str, str]:
         """The provider options the precision sets: TF32 on for tf32 alone, off for fp32 (and fp16's fp32 parts)."""
@@ -179,7 +194,9 @@ class Target:
         return {} if option is None else {option: "1" if self.precision is Precision.TF32 else "0"}
 
     def provider_options(self, given: dict[str, str] | None = None) -> dict[str, str]:
-        """Every option a session gets: the card, the user's (which win over the card), the precision's (which win over all)."""
+        """Every option a session gets: the card, the user's (which win over the card), the precision's (which win over
+        all).
+        """
         card = {} if self.device.index is None else {"device_id": str(self.device.index)}
         return {**card, **(given or {}), **self.precision_options()}
 
@@ -206,8 +223,10 @@ class Target:
         if self.lowered_by_provider:
             return f"the provider's own fp16 mixed precision ({kind.fp16_env}=1) on the fp32 model"
         if self.widens_fp16:
-            return (f"onnxruntime's fp16 conversion, most of whose operators {kind.provider} computes in fp32: "
-                    "no evidence for a device that computes in fp16")
+            return (
+                f"onnxruntime's fp16 conversion, most of whose operators {kind.provider} computes in fp32: "
+                "no evidence for a device that computes in fp16"
+            )
         if self.precision is Precision.FP16:
             return "onnxruntime's fp16 conversion of the model, computed by the provider in fp16"
         if self.precision is Precision.TF32:

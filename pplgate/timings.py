@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # The saved runs of a series a verdict takes its baseline from: the last ten.
@@ -57,7 +58,9 @@ class Timing:
 
 
 class UnreadableRun(ValueError):
-    """A saved run, or one benchmark of it, that is not what pytest-benchmark writes: named and set aside, never judged."""
+    """A saved run, or one benchmark of it, that is not what pytest-benchmark writes: named and set aside, never
+    judged.
+    """
 
 
 def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float:
@@ -67,14 +70,22 @@ def _number(value, what: str, minimum: float = 0.0, above: bool = True) -> float
     try:
         number = float(value)
     except OverflowError:
-        raise UnreadableRun(f"{what} is a {int(abs(value)).bit_length() * 30103 // 100000 + 1}-digit number or so, beyond any float") from None
+        raise UnreadableRun(
+            f"{what} is a {int(abs(value)).bit_length() * 30103 // 100000 + 1}-digit number or so, beyond any float"
+        ) from None
     if not math.isfinite(number) or (number <= minimum if above else number < minimum):
-        raise UnreadableRun(f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}")
+        raise UnreadableRun(
+            f"{what} is {number!r}, not a finite number {'above' if above else 'of at least'} {minimum:g}"
+        )
     return number
 
 
 def _shown(value) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
+    text = (
+        json.dumps(value, default=str)
+        if not isinstance(value, (dict, list))
+        else ("an object" if isinstance(value, dict) else "a list")
+    )
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -100,9 +111,17 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
     test = of_type(extra["test"], str, "extra_info.test", optional=False)
     stats = of_type(bench.get("stats"), dict, f"{test}: stats", optional=False)
     median = _number(stats.get("median"), f"{test}: stats.median")
-    tokens = int(_number(of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"))
+    tokens = int(
+        _number(
+            of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"
+        )
+    )
     stddev = 0.0 if stats.get("stddev") is None else _number(stats["stddev"], f"{test}: stats.stddev", above=False)
-    rounds = 1 if stats.get("rounds") is None else int(_number(of_type(stats["rounds"], int, f"{test}: stats.rounds"), f"{test}: stats.rounds"))
+    rounds = (
+        1
+        if stats.get("rounds") is None
+        else int(_number(of_type(stats["rounds"], int, f"{test}: stats.rounds"), f"{test}: stats.rounds"))
+    )
     if extra.get("perplexity") is not None:
         _number(extra["perplexity"], f"{test}: extra_info.perplexity")
     conditions = of_type(extra.get("conditions"), dict, f"{test}: extra_info.conditions") or {}
@@ -124,7 +143,7 @@ class Saved:
     saved run against those before it (``pplgate history``) is linear in them.
     """
 
-    def __init__(self, timings: list[Timing] = ()):
+    def __init__(self, timings: Iterable[Timing] = ()):
         self._series: dict[tuple, list[Timing]] = {}  # (test, node, settings) -> every run
         self._calm: dict[tuple, list[Timing]] = {}  # the same, runs under load left out
         self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
@@ -141,7 +160,8 @@ class Saved:
         self._newest_here[(t.test, t.node)] = t
         self._nodes.setdefault(t.test, set()).add(t.node)
         if t.extra.get("perplexity") is not None:
-            self._accuracy[(t.test, *t.accuracy_key)] = t
+            key = (t.test, *t.accuracy_key)
+            self._accuracy[key] = t
 
     def series(self, current: Timing) -> list[Timing]:
         """The saved runs of the same test, machine and settings."""
@@ -159,6 +179,5 @@ class Saved:
 
     def last_on_same_inputs(self, current: Timing) -> Timing | None:
         """The newest run of the test on the same model, blocks and method."""
-        return self._accuracy.get((current.test, *current.accuracy_key))
-
-
+        key = (current.test, *current.accuracy_key)
+        return self._accuracy.get(key)

@@ -47,12 +47,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from pplgate.golden import BlocksPin, Limits, ModelPin, Resolved, Tolerance
 from pplgate.target import Target
-from pplgate.timings import RUNTIME, SETTINGS, Saved, Timing
+from pplgate.timings import SETTINGS, Saved, Timing
 
 # The fewest saved runs a verdict is given against: the median and the median
 # absolute deviation of five runs ignore any two odd ones (of three, only one).
@@ -86,8 +87,11 @@ class Verdict(str, Enum):
     UNDER_LOAD = "under load"
     DRIFT = "drift"  # the perplexity moved on the same model, blocks and method
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Judgment:
         return self.verdict in (Verdict.FAIL, Verdict.NO_GOLDEN)
 
 
-def columns(rows: list[tuple[str, ...]]) -> str:
+def columns(rows: Sequence[Sequence[str]]) -> str:
     """Rows of cells as left-aligned columns."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
@@ -112,49 +116,80 @@ def columns(rows: list[tuple[str, ...]]) -> str:
 
 def judge_missing(path, target: Target, obtained: float, command: str) -> Judgment:
     """A case with no entry for the target."""
-    return Judgment(Verdict.NO_GOLDEN, f"{path} has no expected perplexity for {target.key} (obtained {obtained:.6g}): record it with\n  {command}")
+    return Judgment(
+        Verdict.NO_GOLDEN,
+        f"{path} has no expected perplexity for {target.key} (obtained {obtained:.6g}): record it with\n  {command}",
+    )
 
 
 def judge_pins(test: str, resolved: Resolved, report: dict, where: str, command: str) -> Judgment | None:
-    """FAIL when the run's blocks or model are not those the value was recorded on; None when they are, or nothing is pinned."""
+    """FAIL when the run's blocks or model are not those the value was recorded on; None when they are, or nothing is
+    pinned.
+    """
     obtained = BlocksPin.of(report)
     if resolved.blocks is not None and resolved.blocks != obtained:
-        return Judgment(Verdict.FAIL,
-                        f"the blocks of {test} differ from those the value in {where} was recorded on "
-                        f"(recorded: {resolved.blocks.describe()}; now: {obtained.describe()}), so the data, the tokenizer or the grouping changed, "
-                        f"not the model: pass the --dataset and --tokenizer it was recorded with, or re-record with\n  {command}")
+        return Judgment(
+            Verdict.FAIL,
+            f"the blocks of {test} differ from those the value in {where} was recorded on "
+            f"(recorded: {resolved.blocks.describe()}; now: {obtained.describe()}), so the data, the tokenizer or the "
+            f"grouping changed, "
+            f"not the model: pass the --dataset and --tokenizer it was recorded with, or re-record with\n  {command}",
+        )
     model = ModelPin.of(report)
     pinned = resolved.model
     if pinned is None:
         return None
     if pinned.sha256 != model.sha256:
-        return Judgment(Verdict.FAIL,
-                        f"the model of {test} is not the one the value in {where} was measured on "
-                        f"(recorded sha256 {pinned.sha256}, {pinned.bytes} bytes; now {model.sha256}, {model.bytes} bytes, {report['model']}): "
-                        f"point --model at the original, or re-record with\n  {command}")
-    if resolved.via is None and None not in (pinned.converted_sha256, model.converted_sha256) and pinned.converted_sha256 != model.converted_sha256:
-        return Judgment(Verdict.FAIL,
-                        f"the fp16 conversion of {test} is not the one the value in {where} was measured on "
-                        f"(recorded sha256 {pinned.converted_sha256}; now {model.converted_sha256}), though the model is the same: "
-                        f"onnxruntime's float16 converter changed; re-record with\n  {command}")
+        return Judgment(
+            Verdict.FAIL,
+            f"the model of {test} is not the one the value in {where} was measured on "
+            f"(recorded sha256 {pinned.sha256}, {pinned.bytes} bytes; now {model.sha256}, {model.bytes} bytes, "
+            f"{report['model']}): "
+            f"point --model at the original, or re-record with\n  {command}",
+        )
+    if (
+        resolved.via is None
+        and None not in (pinned.converted_sha256, model.converted_sha256)
+        and pinned.converted_sha256 != model.converted_sha256
+    ):
+        return Judgment(
+            Verdict.FAIL,
+            f"the fp16 conversion of {test} is not the one the value in {where} was measured on "
+            f"(recorded sha256 {pinned.converted_sha256}; now {model.converted_sha256}), though the model is the same: "
+            f"onnxruntime's float16 converter changed; re-record with\n  {command}",
+        )
     return None
 
 
-def judge_perplexity(case: str, target: Target, obtained: float, expected: float, rel_tol: float, where: str, command: str, hint: str) -> Judgment:
-    """PASS within the tolerance, else FAIL with the table (obtained, expected, difference, tolerance) and what to run next."""
+def judge_perplexity(
+    case: str, target: Target, obtained: float, expected: float, rel_tol: float, where: str, command: str, hint: str
+) -> Judgment:
+    """PASS within the tolerance, else FAIL with the table (obtained, expected, difference, tolerance) and what to run
+    next.
+    """
     c = Tolerance(obtained, expected, rel_tol)
     if c.passed:
         return Judgment(Verdict.PASS, expected=expected, rel_tol=rel_tol)
-    table = columns([
-        ("", "obtained", "expected", "difference", "tolerance"),
-        ("perplexity", f"{c.obtained:.6g}", f"{c.expected:.6g}", f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})",
-         f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})"),
-    ])
-    return Judgment(Verdict.FAIL,
-                    f"perplexity of {case} on {target.spec} is outside its tolerance\n"
-                    f"{table}\ndevice {target.device.spec}, precision {target.precision}, golden {where}\n"
-                    f"If the change is intended, record the obtained value with:\n  {command}\n{hint}",
-                    expected, rel_tol)
+    table = columns(
+        [
+            ("", "obtained", "expected", "difference", "tolerance"),
+            (
+                "perplexity",
+                f"{c.obtained:.6g}",
+                f"{c.expected:.6g}",
+                f"{c.difference:+.6g} ({c.difference / c.expected:+.4%})",
+                f"±{c.rel_tol:.4%} (±{c.rel_tol * c.expected:.4g})",
+            ),
+        ]
+    )
+    return Judgment(
+        Verdict.FAIL,
+        f"perplexity of {case} on {target.spec} is outside its tolerance\n"
+        f"{table}\ndevice {target.device.spec}, precision {target.precision}, golden {where}\n"
+        f"If the change is intended, record the obtained value with:\n  {command}\n{hint}",
+        expected,
+        rel_tol,
+    )
 
 
 def judge_limits(test: str, limits: Limits, summary: dict, where: str, hint: str) -> Judgment:
@@ -163,25 +198,35 @@ def judge_limits(test: str, limits: Limits, summary: dict, where: str, hint: str
     if not broken:
         return Judgment(Verdict.PASS)
     table = columns([("", "obtained", "limit")] + [(m, f"{v:.6g}", f"{side} {b:.6g}") for m, v, side, b in broken])
-    return Judgment(Verdict.FAIL,
-                    f"{test} against {limits.reference.spec} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
-                    f"limits: {where}\n{hint}")
+    return Judgment(
+        Verdict.FAIL,
+        f"{test} against {limits.reference.spec} on {limits.blocks or 'all'} blocks breaks its limits\n{table}\n"
+        f"limits: {where}\n{hint}",
+    )
 
 
 def judge_timed(test: str, blocks: int, timed: float, accuracy: float) -> Judgment:
-    """MLPerf's TEST01: the timed run's perplexity is the accuracy path's on the same blocks, or the timed path computes something else."""
+    """MLPerf's TEST01: the timed run's perplexity is the accuracy path's on the same blocks, or the timed path
+    computes something else.
+    """
     if abs(timed / accuracy - 1.0) <= TEST01_REL_TOL:
         return Judgment(Verdict.PASS)
-    return Judgment(Verdict.FAIL,
-                    f"{test}: the timed run's perplexity of its {blocks} blocks is {timed!r}, "
-                    f"the accuracy path's on the same blocks {accuracy!r} ({timed / accuracy - 1.0:+.3g} relative, tolerance {TEST01_REL_TOL:g}): "
-                    "the timed path computes something else; compare both with --device cpu --precision fp32.")
+    return Judgment(
+        Verdict.FAIL,
+        f"{test}: the timed run's perplexity of its {blocks} blocks is {timed!r}, "
+        f"the accuracy path's on the same blocks {accuracy!r} ({timed / accuracy - 1.0:+.3g} relative, tolerance "
+        f"{TEST01_REL_TOL:g}): "
+        "the timed path computes something else; compare both with --device cpu --precision fp32.",
+    )
 
 
 def judge_nothing_timed(test: str, strict: bool) -> Judgment:
     """Never a pass: a throughput test that timed nothing has checked nothing."""
-    why = (f"{test}: nothing was timed: pytest-benchmark is off (--benchmark-disable, or pytest-xdist, under which it turns "
-           "itself off): run the throughput tests without -n and without --benchmark-disable")
+    why = (
+        f"{test}: nothing was timed: pytest-benchmark is off (--benchmark-disable, or pytest-xdist, under which it "
+        f"turns "
+        "itself off): run the throughput tests without -n and without --benchmark-disable"
+    )
     return Judgment(Verdict.FAIL, f"{why} (--gate-strict)") if strict else Judgment(Verdict.SKIP, why)
 
 
@@ -203,12 +248,23 @@ class ThroughputJudgment:
 
     def record(self) -> dict:
         """As reports keep it: the verdict under "kind"."""
-        return {"test": self.test, "kind": self.verdict.value, "sentence": self.sentence, "change": self.change,
-                "uncertainty": self.uncertainty, "baseline_runs": self.baseline_runs, "changed": self.changed}
+        return {
+            "test": self.test,
+            "kind": self.verdict.value,
+            "sentence": self.sentence,
+            "change": self.change,
+            "uncertainty": self.uncertainty,
+            "baseline_runs": self.baseline_runs,
+            "changed": self.changed,
+        }
 
 
-def throughput_failure(judgment: ThroughputJudgment, moved: ThroughputJudgment | None, fail_beyond: float | None, drift_fails: bool) -> str | None:
-    """What fails a throughput test once judged: a slowdown with --gate-throughput-fail, a drift with --gate-drift-fail."""
+def throughput_failure(
+    judgment: ThroughputJudgment, moved: ThroughputJudgment | None, fail_beyond: float | None, drift_fails: bool
+) -> str | None:
+    """What fails a throughput test once judged: a slowdown with --gate-throughput-fail, a drift with
+    --gate-drift-fail.
+    """
     if judgment.regression and fail_beyond is not None:
         return f"{judgment.sentence}; --gate-throughput-fail={fail_beyond:.0%}"
     if moved is not None and drift_fails:
@@ -233,19 +289,32 @@ def _saved(history: Saved | list[Timing]) -> Saved:
 
 
 def _new_series(current: Timing, history: Saved) -> str:
-    """Why no saved run is comparable: the settings that differ from the newest run of this test here, or the machines it ran on."""
+    """Why no saved run is comparable: the settings that differ from the newest run of this test here, or the machines
+    it ran on.
+    """
     nearest = history.newest_here(current)
     if nearest is not None:
-        differ = ", ".join(f"{k} {nearest.settings[k]!r} (run {nearest.run}) -> {current.settings[k]!r}" for k in SETTINGS
-                           if nearest.settings[k] != current.settings[k])
-        return f"first run with these settings, a new series: the saved runs of this test on this machine differ in {differ}"
+        differ = ", ".join(
+            f"{k} {nearest.settings[k]!r} (run {nearest.run}) -> {current.settings[k]!r}"
+            for k in SETTINGS
+            if nearest.settings[k] != current.settings[k]
+        )
+        return (
+            f"first run with these settings, a new series: the saved runs of this test on this machine differ in "
+            f"{differ}"
+        )
     elsewhere = sorted(history.nodes(current.test))
     if elsewhere:
-        return f"first run on this machine ({current.node}): the saved runs of this test are from {', '.join(elsewhere)}, never compared across machines"
+        return (
+            f"first run on this machine ({current.node}): the saved runs of this test are from "
+            f"{', '.join(elsewhere)}, never compared across machines"
+        )
     return "first run on this machine with these settings: nothing to compare"
 
 
-def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold: float = DEFAULT_THRESHOLD) -> ThroughputJudgment:
+def throughput_verdict(
+    current: Timing, history: Saved | list[Timing], threshold: float = DEFAULT_THRESHOLD
+) -> ThroughputJudgment:
     history = _saved(history)
     series = history.series(current)
     baseline = history.baseline(current)
@@ -253,17 +322,29 @@ def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold
     if current.under_load:
         share = conditions.get("others_cpu_share")
         took = f" (other processes took {share:.0%} of the CPU)" if isinstance(share, (int, float)) else ""
-        return ThroughputJudgment(current.test, Verdict.UNDER_LOAD, f"{current.test}: taken under load{took}: not judged, and not a baseline for later runs")
+        return ThroughputJudgment(
+            current.test,
+            Verdict.UNDER_LOAD,
+            f"{current.test}: taken under load{took}: not judged, and not a baseline for later runs",
+        )
     if not series:
         return ThroughputJudgment(current.test, Verdict.FIRST_RUN, f"{current.test}: {_new_series(current, history)}")
     if len(baseline) < BASELINE_MIN_RUNS:
-        return ThroughputJudgment(current.test, Verdict.BASELINE,
-                       f"{current.test}: baseline: {len(baseline)} of {BASELINE_MIN_RUNS} runs saved with these settings on this machine "
-                       f"(runs under load not counted): not judged until {BASELINE_MIN_RUNS}, the fewest whose spread says what noise is",
-                       baseline_runs=len(baseline))
+        return ThroughputJudgment(
+            current.test,
+            Verdict.BASELINE,
+            f"{current.test}: baseline: {len(baseline)} of {BASELINE_MIN_RUNS} runs saved with these settings on this "
+            f"machine "
+            f"(runs under load not counted): not judged until {BASELINE_MIN_RUNS}, the fewest whose spread says what "
+            f"noise is",
+            baseline_runs=len(baseline),
+        )
     medians = [t.median_seconds for t in baseline]
     center = statistics.median(medians)
-    noise = max(statistics.median(t.spread for t in baseline), 1.4826 * statistics.median(abs(m - center) for m in medians) / center)
+    noise = max(
+        statistics.median(t.spread for t in baseline),
+        1.4826 * statistics.median(abs(m - center) for m in medians) / center,
+    )
     u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
     change = center / current.median_seconds - 1.0
     changed = _changes(baseline[-1].runtime, current.runtime)
@@ -271,7 +352,9 @@ def throughput_verdict(current: Timing, history: Saved | list[Timing], threshold
     since = f"; since the last of them: {_describe(changed)}" if changed else ""
     if abs(change) > threshold and abs(change) > SIGMAS * u:
         kind = Verdict.SLOWER if change < 0 else Verdict.FASTER
-        sentence = f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
+        sentence = (
+            f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
+        )
     else:
         kind = Verdict.WITHIN_NOISE
         sentence = f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
@@ -293,6 +376,14 @@ def drift(current: Timing, history: Saved | list[Timing]) -> ThroughputJudgment 
         changed["provider_options"] = [last.extra.get("provider_options"), current.extra.get("provider_options")]
     relative = now / before - 1.0
     what = _describe(changed) if changed else "nothing recorded differs (the same runtime, provider and machine)"
-    return ThroughputJudgment(current.test, Verdict.DRIFT,
-                   f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (run {last.run}) on the same model, blocks and method; "
-                   f"what differs: {what}", relative, None, 1, changed)
+    return ThroughputJudgment(
+        current.test,
+        Verdict.DRIFT,
+        f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (run {last.run}) on "
+        f"the same model, blocks and method; "
+        f"what differs: {what}",
+        relative,
+        None,
+        1,
+        changed,
+    )

@@ -15,7 +15,18 @@ from pplgate.target import Target
 from pytest_pplgate.session import CaseTarget, GateSession
 
 # The options of a run that a suggested command repeats where given: what was read and how it ran.
-REPEATED = ("model", "dataset", "tokenizer", "sources", "model-dir", "golden-dir", "cache-dir", "batch-size", "scoring", "intra-op-threads")
+REPEATED = (
+    "model",
+    "dataset",
+    "tokenizer",
+    "sources",
+    "model-dir",
+    "golden-dir",
+    "cache-dir",
+    "batch-size",
+    "scoring",
+    "intra-op-threads",
+)
 
 
 def source_args(config: pytest.Config) -> list[str]:
@@ -31,7 +42,10 @@ def source_args(config: pytest.Config) -> list[str]:
         value = config.getoption(BY_NAME[name].dest)
         if not absent(value):
             words.append(f"--gate-{name}={value}")
-    words += [f"--gate-provider-option={key}={value}" for key, value in config.getoption(BY_NAME["provider-option"].dest) or []]
+    words += [
+        f"--gate-provider-option={key}={value}"
+        for key, value in config.getoption(BY_NAME["provider-option"].dest) or []
+    ]
     return words
 
 
@@ -54,7 +68,20 @@ def localize_command(gate: GateSession, param: CaseTarget, reference: Target) ->
     src = gate.sources(param.case)
     method = param.case.method
     target = param.target
-    words = [sys.executable, "-m", "pplgate", "localize", f"--model={src.model}", f"--dataset={src.dataset}", f"--tokenizer={src.tokenizer}",
-             f"--device={target.device.spec}", f"--precision={target.precision}", f"--reference={reference.spec}",
-             f"--grouping={method.grouping}", f"--block-size={method.block_size}", f"--model-dir={src.model_dir}", f"--cache-dir={src.cache_dir}"]
+    words = [
+        sys.executable,
+        "-m",
+        "pplgate",
+        "localize",
+        f"--model={src.model}",
+        f"--dataset={src.dataset}",
+        f"--tokenizer={src.tokenizer}",
+        f"--device={target.device.spec}",
+        f"--precision={target.precision}",
+        f"--reference={reference.spec}",
+        f"--grouping={method.grouping}",
+        f"--block-size={method.block_size}",
+        f"--model-dir={src.model_dir}",
+        f"--cache-dir={src.cache_dir}",
+    ]
     return shlex.join(redact(w) for w in words)

@@ -41,7 +41,9 @@ class Outcome:
 
 
 def obtain(strict: bool, make):
-    """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other faults fail with their sentence."""
+    """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other
+    faults fail with their sentence.
+    """
     __tracebackhide__ = True
     from pplgate.errors import NotApplicable, PplgateError, ProviderUnavailable, SourceUnavailable
     from pplgate.redact import printable
@@ -62,4 +64,4 @@ def obtain(strict: bool, make):
         pytest.fail(broken, pytrace=False)
     if strict:
         pytest.fail(f"{missing} (--gate-strict: a missing provider or source is a failure)", pytrace=False)
-    pytest.skip(missing)
+    pytest.skip(str(missing))

@@ -36,8 +36,16 @@ class PerplexityRegression:
         node = self.request.node
         node.user_properties.append(("perplexity", obtained))
         command = regenerate_command(self.request.config, node.nodeid)
-        outcome = Outcome(test, Verdict.PASS, target.key, obtained, report["perplexity_stderr"], tokens_per_second=report["tokens_per_second"],
-                          model_sha256=report["model_sha256"], report=report)
+        outcome = Outcome(
+            test,
+            Verdict.PASS,
+            target.key,
+            obtained,
+            report["perplexity_stderr"],
+            tokens_per_second=report["tokens_per_second"],
+            model_sha256=report["model_sha256"],
+            report=report,
+        )
 
         entry = case.entry(target)
         # A computed entry has no recorded value to update: it is checked as usual.
@@ -49,7 +57,9 @@ class PerplexityRegression:
 
         def record(other) -> str:
             """The command that records entry ``other`` of this case: this test's node with that target's id."""
-            return regenerate_command(self.request.config, node.nodeid.replace(f"[{test}]", f"[{case.name}-{other.key}]"))
+            return regenerate_command(
+                self.request.config, node.nodeid.replace(f"[{test}]", f"[{case.name}-{other.key}]")
+            )
 
         resolved = obtain(False, lambda: case.resolve(target, record))
         if resolved is None:
@@ -59,12 +69,18 @@ class PerplexityRegression:
         # A computed value holds for any model file it is computed from: nothing to pin.
         outcome.model_pinned = resolved.model is not None if resolved.computed is None else None
         self._settle(outcome, judge_pins(test, resolved, report, where, command))
-        value = resolved.perplexity if resolved.computed is None else obtain(self.gate.settings.strict, lambda: self.gate.computed_perplexity(self.param))
+        value = (
+            resolved.perplexity
+            if resolved.computed is None
+            else obtain(self.gate.settings.strict, lambda: self.gate.computed_perplexity(self.param))
+        )
         node.user_properties.append(("perplexity_expected", value))
         if resolved.computed is not None:
             where += f" ({resolved.computed} of these blocks)"
         limits = entry.limits if entry is not None else None
-        judgment = judge_perplexity(case.name, target, obtained, value, resolved.rel_tol, where, command, self._localize_hint(limits))
+        judgment = judge_perplexity(
+            case.name, target, obtained, value, resolved.rel_tol, where, command, self._localize_hint(limits)
+        )
         outcome.expected, outcome.rel_tol = judgment.expected, judgment.rel_tol
         self._settle(outcome, judgment)
         if limits is not None:
@@ -72,7 +88,12 @@ class PerplexityRegression:
             outcome.report = {**(outcome.report or {}), **summary}
             for metric in limits.bounds:
                 node.user_properties.append((metric, summary[metric]))
-            self._settle(outcome, judge_limits(test, limits, summary, f"{case.path} [expected.{target.key}.limits]", self._localize_hint(limits)))
+            self._settle(
+                outcome,
+                judge_limits(
+                    test, limits, summary, f"{case.path} [expected.{target.key}.limits]", self._localize_hint(limits)
+                ),
+            )
         self._keep(outcome)
 
     def _settle(self, outcome: Outcome, judgment: Judgment | None) -> None:
@@ -93,7 +114,10 @@ class PerplexityRegression:
         command = localize_command(self.gate, self.param, reference)
         if reference.key == target.key:
             # Against itself there is nothing to find: an earlier export of the model is the reference.
-            return f"To find the first node that departs from an earlier export of the model:\n  {command} --reference-model=EARLIER.onnx"
+            return (
+                f"To find the first node that departs from an earlier export of the model:\n  {command} "
+                f"--reference-model=EARLIER.onnx"
+            )
         return f"To find the first node where {self.param.id} departs from {reference.spec}:\n  {command}"
 
     def _keep(self, outcome: Outcome) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pplgate.errors import GoldenError, PplgateError
-from pplgate.options import BY_NAME, OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
+from pplgate.options import OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
 from pplgate.target import DEVICES, Precision
 from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, obtain
 from pytest_pplgate.session import BrokenCase, CaseTarget, GateSession, GateSettings
@@ -29,7 +30,7 @@ def _worker(config: pytest.Config) -> tuple[int | None, int | None]:
     info = getattr(config, "workerinput", None)
     if info is None:
         return None, None
-    return int(info["workerid"][len("gw"):]), int(info["workercount"])
+    return int(info["workerid"][len("gw") :]), int(info["workercount"])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,9 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_ini_keys(parser.addini)
 
 
-def _options(config: pytest.Config) -> dict[str, object]:
-    """Every option's value, each from where the table says (option, pytest.ini, environment, default); a bad ini value is a usage error."""
-    values = {}
+def _options(config: pytest.Config) -> dict[str, Any]:
+    """Every option's value, each from where the table says (option, pytest.ini, environment, default); a bad ini value
+    is a usage error.
+    """
+    values: dict[str, Any] = {}
     for o in OPTIONS:
         ini = config.getini(o.ini) if o.ini else None
         try:
@@ -53,31 +56,31 @@ def _options(config: pytest.Config) -> dict[str, object]:
 def _settings(config: pytest.Config) -> GateSettings:
     v = _options(config)
     worker, workers = _worker(config)
-    golden = Path(v["golden-dir"])  # type: ignore[arg-type]
+    golden = Path(v["golden-dir"])
     return GateSettings(
         golden_dir=golden if golden.is_absolute() else config.rootpath / golden,
-        model_dir=v["model-dir"],  # type: ignore[arg-type]
-        cache_dir=v["cache-dir"],  # type: ignore[arg-type]
-        devices=v["devices"],  # type: ignore[arg-type]
-        precisions=v["precisions"],  # type: ignore[arg-type]
-        model=v["model"],  # type: ignore[arg-type]
-        dataset=v["dataset"],  # type: ignore[arg-type]
-        tokenizer=v["tokenizer"],  # type: ignore[arg-type]
-        sources=v["sources"],  # type: ignore[arg-type]
+        model_dir=v["model-dir"],
+        cache_dir=v["cache-dir"],
+        devices=v["devices"],
+        precisions=v["precisions"],
+        model=v["model"],
+        dataset=v["dataset"],
+        tokenizer=v["tokenizer"],
+        sources=v["sources"],
         strict=bool(v["strict"]),
         update=bool(v["update-golden"]),
-        report_path=v["report"],  # type: ignore[arg-type]
+        report_path=v["report"],
         run=RunSettings(
-            batch_size=v["batch-size"],  # type: ignore[arg-type]
-            scoring=v["scoring"],  # type: ignore[arg-type]
-            options=RuntimeOptions(v["intra-op-threads"], dict(v["provider-option"])),  # type: ignore[arg-type]
+            batch_size=v["batch-size"],
+            scoring=v["scoring"],
+            options=RuntimeOptions(v["intra-op-threads"], dict(v["provider-option"])),
         ),
-        bench_blocks=v["bench-blocks"],  # type: ignore[arg-type]
-        bench_rounds=v["bench-rounds"],  # type: ignore[arg-type]
-        throughput_fail=v["throughput-fail"],  # type: ignore[arg-type]
+        bench_blocks=v["bench-blocks"],
+        bench_rounds=v["bench-rounds"],
+        throughput_fail=v["throughput-fail"],
         drift_fail=bool(v["drift-fail"]),
         worker=worker,
-        cards=v["cards"] or workers,  # type: ignore[arg-type]
+        cards=v["cards"] or workers,
     )
 
 
@@ -85,7 +88,13 @@ def _settings(config: pytest.Config) -> GateSettings:
 PATH_OPTIONS = tuple(f"--gate-{o.name}" for o in OPTIONS if o.path or o.source)
 
 # The files pytest reads its settings from, and what marks one as pytest's.
-INI_FILES = {"pytest.ini": "", ".pytest.ini": "", "pyproject.toml": "[tool.pytest", "tox.ini": "[pytest]", "setup.cfg": "[tool:pytest]"}
+INI_FILES = {
+    "pytest.ini": "",
+    ".pytest.ini": "",
+    "pyproject.toml": "[tool.pytest",
+    "tox.ini": "[pytest]",
+    "setup.cfg": "[tool:pytest]",
+}
 
 
 def _ini_files(folder: Path) -> list[Path]:
@@ -125,15 +134,20 @@ def _refuse_unreadable_model(model: str | None) -> None:
 
     why = unreadable(model) if model else None
     if model and why is not None:
-        raise pytest.UsageError(f"--gate-model {bare_address(model)}: {why}: pass the path of a readable ONNX file, an https URL or hf://<repo>/<file>, "
-                                "or leave --gate-model out to run each case's own model.")
+        raise pytest.UsageError(
+            f"--gate-model {bare_address(model)}: {why}: pass the path of a readable ONNX file, an https URL or "
+            f"hf://<repo>/<file>, "
+            "or leave --gate-model out to run each case's own model."
+        )
 
 
 def _refuse_report_over_golden(report: Path | None, golden: Path) -> None:
     """--gate-report never overwrites a case file: golden files change only through --gate-update-golden."""
     if report is not None and report.suffix == ".json" and report.resolve().parent == golden.resolve():
-        raise pytest.UsageError(f"--gate-report {report} is in the golden folder {golden}, where it would replace or add a case: "
-                                "write the report elsewhere (golden files change only through --gate-update-golden).")
+        raise pytest.UsageError(
+            f"--gate-report {report} is in the golden folder {golden}, where it would replace or add a case: "
+            "write the report elsewhere (golden files change only through --gate-update-golden)."
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,9 +157,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{precision}: a pplgate case at {precision}")
     _refuse_missed_ini(config)
     gate = GateSession(_settings(config))
-    if gate.settings.update and gate.settings.strict:  # strict from the command line or from pytest.ini's pplgate_strict
-        raise pytest.UsageError("--gate-update-golden records what this node obtains and --gate-strict (or pplgate_strict in pytest.ini) gates on it: "
-                                "run one, not both (record with --gate-update-golden -o pplgate_strict=false, then check with --gate-strict).")
+    if (
+        gate.settings.update and gate.settings.strict
+    ):  # strict from the command line or from pytest.ini's pplgate_strict
+        raise pytest.UsageError(
+            "--gate-update-golden records what this node obtains and --gate-strict (or pplgate_strict in pytest.ini) "
+            "gates on it: "
+            "run one, not both (record with --gate-update-golden -o pplgate_strict=false, then check with "
+            "--gate-strict)."
+        )
     if gate.settings.golden_dir.is_dir():
         _import_onnxruntime()  # a gate project: its first sentence, before any test; elsewhere the plugin costs nothing
     _refuse_unreadable_model(gate.settings.model)
@@ -164,18 +184,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """The gate's sessions go when its last test in a row is done: a suite's other tests do not carry them."""
-    if "gate_target" in getattr(item, "fixturenames", ()) and (nextitem is None or "gate_target" not in getattr(nextitem, "fixturenames", ())):
+    if "gate_target" in getattr(item, "fixturenames", ()) and (
+        nextitem is None or "gate_target" not in getattr(nextitem, "fixturenames", ())
+    ):
         item.config.stash[gate_key].release()
 
 
 def _import_onnxruntime():
-    """onnxruntime, or a usage error saying how to install it: pplgate leaves the build to the node (see README, Set up)."""
+    """onnxruntime, or a usage error saying how to install it: pplgate leaves the build to the node (see README, Set
+    up).
+    """
     try:
         import onnxruntime
     except ImportError as err:
         raise pytest.UsageError(
-            f"onnxruntime cannot be imported in this Python ({sys.executable}: {err}): install the build for this node's device, "
-            f"e.g. '{sys.executable} -m pip install onnxruntime' for the CPU, onnxruntime-gpu for CUDA, or the vendor's wheel.") from None
+            f"onnxruntime cannot be imported in this Python ({sys.executable}: {err}): install the build for this "
+            f"node's device, "
+            f"e.g. '{sys.executable} -m pip install onnxruntime' for the CPU, onnxruntime-gpu for CUDA, or the "
+            f"vendor's wheel."
+        ) from None
     return onnxruntime
 
 
@@ -189,11 +216,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from pplgate.report import onnxruntime_distribution
 
     return [
-        f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: {', '.join(ort.get_available_providers())}",
-        f"pplgate: model {bare_address(s.model) if s.model else 'per golden file'}, dataset {s.dataset or 'per golden file'}, "
+        f"pplgate: onnxruntime {ort.__version__} ({onnxruntime_distribution()}), providers: "
+        f"{', '.join(ort.get_available_providers())}",
+        f"pplgate: model {bare_address(s.model) if s.model else 'per golden file'}, dataset "
+        f"{s.dataset or 'per golden file'}, "
         f"tokenizer {s.tokenizer or 'per golden file'}" + (f", remote sources from {s.sources}" if s.sources else ""),
-        f"pplgate: golden {s.golden_dir}, devices {' '.join(d.spec for d in s.devices)}, precisions {' '.join(s.precisions)}"
-        + (", strict" if s.strict else "") + (", UPDATING GOLDEN FILES" if s.update else ""),
+        f"pplgate: golden {s.golden_dir}, devices {' '.join(d.spec for d in s.devices)}, precisions "
+        f"{' '.join(s.precisions)}"
+        + (", strict" if s.strict else "")
+        + (", UPDATING GOLDEN FILES" if s.update else ""),
         *config.stash[gate_key].ignored_options(),
     ]
 
@@ -209,8 +240,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # only be one module's collection error.
         metafunc.config.stash[golden_error_key] = err
         params = []
-    marked = [pytest.param(p, id=p.id, marks=[getattr(pytest.mark, p.target.device.kind.name), getattr(pytest.mark, p.target.precision.value)])
-              for p in params]
+    marked = [
+        pytest.param(
+            p,
+            id=p.id,
+            marks=[getattr(pytest.mark, p.target.device.kind.name), getattr(pytest.mark, p.target.precision.value)],
+        )
+        for p in params
+    ]
     metafunc.parametrize("gate_target", marked, indirect=True)
 
 
@@ -223,9 +260,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is None or "gate_target" not in callspec.params:
             continue
-        if "perplexity_regression" in item.fixturenames:
+        fixtures = getattr(item, "fixturenames", ())
+        if "perplexity_regression" in fixtures:
             item.user_properties.append((TARGET_PROPERTY, callspec.params["gate_target"].id))
-        elif "throughput_regression" in item.fixturenames:
+        elif "throughput_regression" in fixtures:
             item.user_properties.append((THROUGHPUT_TARGET_PROPERTY, callspec.params["gate_target"].id))
 
 
@@ -246,7 +284,9 @@ def gate_target(request: pytest.FixtureRequest) -> CaseTarget:
 
 @pytest.fixture
 def gate_model(gate: GateSession, gate_target: CaseTarget):
-    """The model of this test's case as an onnxruntime session on its target (pplgate.runtime.LMSession), built once per pytest session."""
+    """The model of this test's case as an onnxruntime session on its target (pplgate.runtime.LMSession), built once
+    per pytest session.
+    """
     return obtain(gate.settings.strict, lambda: gate.session(gate_target))
 
 
@@ -298,19 +338,23 @@ def gate_history(pytestconfig: pytest.Config) -> list:
     else:
         runs = list(storage.load())
     timings = []
-    for path, data in sorted(runs, key=lambda item: str(item[1].get("datetime", "")) if isinstance(item[1], dict) else ""):
+    for path, data in sorted(
+        runs, key=lambda item: str(item[1].get("datetime", "")) if isinstance(item[1], dict) else ""
+    ):
         try:
             timings += timings_of_run(Path(str(path)).stem.split("_")[0], data)
         except UnreadableRun as err:
             aside.append(SetAside(Path(str(path)), str(err)))
     for run in aside:
-        warnings.warn(pytest.PytestWarning(f"pplgate: {printable(run.line())}"))
+        warnings.warn(pytest.PytestWarning(f"pplgate: {printable(run.line())}"), stacklevel=2)
     return timings
 
 
 @pytest.fixture
-def throughput_regression(gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest, gate_history: list):
-    """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against the saved runs."""
+def throughput_regression(
+    gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest, gate_history: list
+):
+    """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against saved runs."""
     from pytest_pplgate.throughput import ThroughputRegression
 
     return ThroughputRegression(gate, gate_target, request, gate_history)

@@ -103,7 +103,9 @@ class GateSession:
         return value
 
     def release(self, kinds: tuple[str, ...] = ("session",)) -> None:
-        """Drops what was made of ``kinds`` (onnxruntime sessions hold the models and their buffers); made again if asked for."""
+        """Drops what was made of ``kinds`` (onnxruntime sessions hold the models and their buffers); made again if
+        asked for.
+        """
         for key in [k for k in self._made if k[0] in kinds]:
             del self._made[key]
 
@@ -111,11 +113,17 @@ class GateSession:
         """The case files; a folder that is missing or holds none is a usage error, never an empty gate."""
         folder = self.settings.golden_dir
         if not folder.is_dir():
-            raise GoldenError(f"golden folder {folder} does not exist: pass --gate-golden-dir with the folder of the case files (golden/ of the repository).")
+            raise GoldenError(
+                f"golden folder {folder} does not exist: pass --gate-golden-dir with the folder of the case files "
+                f"(golden/ of the repository)."
+            )
         files = sorted(folder.glob("*.json"))
         if not files:
-            raise GoldenError(f"golden folder {folder} holds no case (*.json): pass --gate-golden-dir with the folder of the case files, "
-                              "or add one (see README, Cases).")
+            raise GoldenError(
+                f"golden folder {folder} holds no case (*.json): pass --gate-golden-dir with the folder of the case "
+                f"files, "
+                "or add one (see README, Cases)."
+            )
         return files
 
     def params(self) -> list[CaseTarget | BrokenCase]:
@@ -150,7 +158,10 @@ class GateSession:
             except GoldenError:
                 continue  # its own tests fail and say why
             if is_builtin(model):
-                lines.append(f"pplgate: case {path.stem} ignores --gate-model: its model {model} is part of the case (the built model and its computed reference)")
+                lines.append(
+                    f"pplgate: case {path.stem} ignores --gate-model: its model {model} is part of the case (the "
+                    f"built model and its computed reference)"
+                )
         return lines
 
     def sources(self, case: GoldenCase) -> Sources:
@@ -162,7 +173,14 @@ class GateSession:
         # A built model is part of the case's definition; real models follow --gate-model.
         if s.model and not is_builtin(model):
             model = s.model
-        given = Sources(model, s.dataset or case.sources["dataset"], s.tokenizer or case.sources["tokenizer"], s.model_dir, s.cache_dir, s.sources)
+        given = Sources(
+            model,
+            s.dataset or case.sources["dataset"],
+            s.tokenizer or case.sources["tokenizer"],
+            s.model_dir,
+            s.cache_dir,
+            s.sources,
+        )
         return self._once(("sources", given), given.resolved)
 
     def blocks(self, case: GoldenCase) -> tuple[TokenStream, Blocks]:
@@ -174,7 +192,9 @@ class GateSession:
     def session(self, param: CaseTarget) -> LMSession:
         from pplgate.pipeline import build_session, check_target
 
-        check_target(param.target, self.settings.run.options.provider_options)  # the first cause: before any source is resolved, downloaded or checked
+        check_target(
+            param.target, self.settings.run.options.provider_options
+        )  # the first cause: before any source is resolved, downloaded or checked
         src = self.sources(param.case)
         tokens, blocks = self.blocks(param.case)
         key = ("session", src.model, param.target)
@@ -185,7 +205,9 @@ class GateSession:
 
         def make() -> tuple[dict, Evaluation]:
             tokens, blocks = self.blocks(param.case)
-            return evaluate_report(self.sources(param.case), self.session(param), tokens, blocks, param.case.method, self.settings.run)
+            return evaluate_report(
+                self.sources(param.case), self.session(param), tokens, blocks, param.case.method, self.settings.run
+            )
 
         return self._once(("evaluation", param.case.name, param.target), make)
 
@@ -199,7 +221,9 @@ class GateSession:
         if made is not None and not isinstance(made, Exception):
             return perplexity(made[1].block_losses[:n_blocks])
         _, blocks = self.blocks(param.case)
-        return evaluate(self.session(param), blocks.head(n_blocks), self.settings.run.batch_size, progress=False).perplexity
+        return evaluate(
+            self.session(param), blocks.head(n_blocks), self.settings.run.batch_size, progress=False
+        ).perplexity
 
     def reference_summary(self, param: CaseTarget, limits: Limits) -> dict:
         """KL, top-1 agreement and perplexity ratio of the target against ``limits.reference``."""
@@ -208,7 +232,13 @@ class GateSession:
         def make() -> dict:
             check_target(limits.reference)
             _, blocks = self.blocks(param.case)
-            return compare(self.session(param), limits.reference, blocks.head(limits.blocks), self.settings.run, self.settings.cache_dir)
+            return compare(
+                self.session(param),
+                limits.reference,
+                blocks.head(limits.blocks),
+                self.settings.run,
+                self.settings.cache_dir,
+            )
 
         return self._once(("reference", param.case.name, param.target, limits.reference, limits.blocks), make)
 

@@ -16,9 +16,24 @@ from pathlib import Path
 import pytest
 
 from pplgate.verdicts import Verdict
-from pytest_pplgate.outcome import RESULT_PROPERTY, TARGET_PROPERTY, THROUGHPUT_PROPERTY, THROUGHPUT_TARGET_PROPERTY, Outcome
+from pytest_pplgate.outcome import (
+    RESULT_PROPERTY,
+    TARGET_PROPERTY,
+    THROUGHPUT_PROPERTY,
+    THROUGHPUT_TARGET_PROPERTY,
+    Outcome,
+)
 
-ORDER = (Verdict.PASS, Verdict.FAIL, Verdict.NO_GOLDEN, Verdict.SKIP, Verdict.ERROR, Verdict.CRASHED, Verdict.NOT_RUN, Verdict.UPDATED)
+ORDER = (
+    Verdict.PASS,
+    Verdict.FAIL,
+    Verdict.NO_GOLDEN,
+    Verdict.SKIP,
+    Verdict.ERROR,
+    Verdict.CRASHED,
+    Verdict.NOT_RUN,
+    Verdict.UPDATED,
+)
 REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never cut
 
 
@@ -26,7 +41,9 @@ class GateSummary:
     def __init__(self, config: pytest.Config, report_path: Path | None, targets=lambda: []):
         self.config = config
         self.report_path = report_path
-        self.targets = targets  # the gate's (case, device, precision) targets, read when xdist reports what it collected
+        self.targets = (
+            targets  # the gate's (case, device, precision) targets, read when xdist reports what it collected
+        )
         self.selected: dict[str, str] = {}  # nodeid -> target id of every gate accuracy test selected
         self.outcomes: dict[str, Outcome] = {}  # by nodeid
         self.throughput: dict[str, dict] = {}  # by nodeid: the verdicts of a throughput test
@@ -37,7 +54,7 @@ class GateSummary:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # In the process that collected: without xdist, this one.
         for item in session.items:
-            props = dict(item.user_properties)
+            props = {k: str(v) for k, v in item.user_properties}
             if props.get(TARGET_PROPERTY) is not None:
                 self.selected[item.nodeid] = props[TARGET_PROPERTY]
             if props.get(THROUGHPUT_TARGET_PROPERTY) is not None:
@@ -63,7 +80,7 @@ class GateSummary:
             return set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = {k: v for k, v in report.user_properties}
+        props = {k: str(v) for k, v in report.user_properties}
         if THROUGHPUT_PROPERTY in props and report.when == "call":
             self.throughput[report.nodeid] = json.loads(props[THROUGHPUT_PROPERTY])
         if report.nodeid in self.throughput_selected or props.get(THROUGHPUT_TARGET_PROPERTY) is not None:
@@ -71,7 +88,9 @@ class GateSummary:
             if report.skipped:
                 self.throughput_outcomes[report.nodeid] = Verdict.SKIP
             elif report.failed:
-                self.throughput_outcomes.setdefault(report.nodeid, Verdict.FAIL if report.when == "call" else Verdict.ERROR)
+                self.throughput_outcomes.setdefault(
+                    report.nodeid, Verdict.FAIL if report.when == "call" else Verdict.ERROR
+                )
         target = props.get(TARGET_PROPERTY) or self.selected.get(report.nodeid)
         if target is None:
             return
@@ -87,10 +106,16 @@ class GateSummary:
             verdict = Verdict.CRASHED if report.when not in ("setup", "call", "teardown") else Verdict.ERROR
             lines = [line for line in reason.strip().splitlines() if line.strip()] or [verdict.value]
             crashed = next((line for line in lines if "crashed" in line), lines[0])
-            self.outcomes[report.nodeid] = Outcome(target, verdict, reason=crashed if verdict is Verdict.CRASHED else "\n".join(lines))
+            self.outcomes[report.nodeid] = Outcome(
+                target, verdict, reason=crashed if verdict is Verdict.CRASHED else "\n".join(lines)
+            )
 
     def _not_run(self) -> dict[str, Outcome]:
-        return {n: Outcome(t, Verdict.NOT_RUN, reason="the session ended before it ran") for n, t in self.selected.items() if n not in self.outcomes}
+        return {
+            n: Outcome(t, Verdict.NOT_RUN, reason="the session ended before it ran")
+            for n, t in self.selected.items()
+            if n not in self.outcomes
+        }
 
     def _all(self) -> dict[str, Outcome]:
         return {**self.outcomes, **self._not_run()}
@@ -132,20 +157,25 @@ class GateSummary:
             tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent)" + self._history_command())
 
     def _history_command(self) -> str:
-        """The history of the storage these runs were compared with, as pytest-benchmark's --benchmark-storage named it."""
+        """The history of the storage these runs were compared with, as pytest-benchmark's --benchmark-storage named
+        it.
+        """
         import shlex
 
         storage = str(self.config.getoption("benchmark_storage", None) or "file://./.benchmarks")
         if not storage.startswith("file://"):
             return ""  # Elasticsearch: 'pplgate history' reads files only
-        return f"; the history: python -m pplgate history --storage {shlex.quote(storage[len('file://'):])}"
+        return f"; the history: python -m pplgate history --storage {shlex.quote(storage[len('file://') :])}"
 
     def _accuracy(self, tr, exitstatus: int) -> None:
         from pplgate.target import Target
         from pytest_pplgate.commands import pytest_command
 
         tr.write_sep("-", "pplgate")
-        header = f"{'test':<28} {'perplexity':>12} {'±':>9} {'expected':>12} {'difference':>11} {'tolerance':>10} {'verdict':<9} {'tokens/s':>9}"
+        header = (
+            f"{'test':<28} {'perplexity':>12} {'±':>9} {'expected':>12} {'difference':>11} {'tolerance':>10} "
+            f"{'verdict':<9} {'tokens/s':>9}"
+        )
         tr.write_line(header)
         outcomes = self._all()
         for o in outcomes.values():
@@ -159,18 +189,31 @@ class GateSummary:
             diff = f"{(o.perplexity - o.expected) / o.expected:+.4%}" if o.expected else "-"
             tol = f"±{o.rel_tol:.3%}" if o.rel_tol is not None else "-"
             err = f"{o.perplexity_stderr:.3g}" if o.perplexity_stderr is not None else "-"
-            tr.write_line(f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} {o.tokens_per_second:>9.0f}")
-        widened_rows = [o.id for o in outcomes.values() if o.perplexity is not None and o.target and Target.parse(o.target).widens_fp16]
+            tr.write_line(
+                f"{o.id:<28} {o.perplexity:>12.6g} {err:>9} {exp:>12} {diff:>11} {tol:>10} {o.verdict:<9} "
+                f"{o.tokens_per_second:>9.0f}"
+            )
+        widened_rows = [
+            o.id
+            for o in outcomes.values()
+            if o.perplexity is not None and o.target and Target.parse(o.target).widens_fp16
+        ]
         if widened_rows:
-            tr.write_line(f"{', '.join(widened_rows)}: the CPU provider computes most fp16 operators in fp32: no evidence for a device that computes in fp16")
+            tr.write_line(
+                f"{', '.join(widened_rows)}: the CPU provider computes most fp16 operators in fp32: no evidence for a "
+                f"device that computes in fp16"
+            )
         unpinned = [o for o in self.outcomes.values() if o.model_pinned is False and o.model_sha256]
         for o in unpinned:
             tr.write_line(f"{o.id}: ran model sha256 {o.model_sha256}, which its golden entry does not pin yet")
         counts = self.counts()
         tr.write_line("pplgate: " + ", ".join(f"{counts[v]} {v}" for v in ORDER if counts[v]))
         if not self._complete(exitstatus):
-            tr.write_line(f"pplgate: INCOMPLETE: {counts[Verdict.CRASHED]} crashed, {counts[Verdict.NOT_RUN]} not run (exit status {int(exitstatus)}); "
-                          "no verdict on those, so this run proves nothing about them.")
+            tr.write_line(
+                f"pplgate: INCOMPLETE: {counts[Verdict.CRASHED]} crashed, {counts[Verdict.NOT_RUN]} not run (exit "
+                f"status {int(exitstatus)}); "
+                "no verdict on those, so this run proves nothing about them."
+            )
         to_fix = [o.id for o in outcomes.values() if o.verdict in (Verdict.FAIL, Verdict.NO_GOLDEN)]
         if to_fix:
             command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(to_fix))
@@ -178,7 +221,9 @@ class GateSummary:
         elif unpinned:
             command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(o.id for o in unpinned))
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
-        if counts[Verdict.SKIP] and not (counts[Verdict.PASS] or counts[Verdict.FAIL] or counts[Verdict.ERROR] or counts[Verdict.CRASHED]):
+        if counts[Verdict.SKIP] and not (
+            counts[Verdict.PASS] or counts[Verdict.FAIL] or counts[Verdict.ERROR] or counts[Verdict.CRASHED]
+        ):
             tr.write_line("Every gate case skipped: nothing was checked. Use --gate-strict to make that a failure.")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -190,21 +235,30 @@ class GateSummary:
 
         records = []
         for nodeid, o in self._all().items():
-            record = {"test": nodeid, "id": o.id, "verdict": o.verdict.value, "perplexity_expected": o.expected, "rel_tol": o.rel_tol}
+            record = {
+                "test": nodeid,
+                "id": o.id,
+                "verdict": o.verdict.value,
+                "perplexity_expected": o.expected,
+                "rel_tol": o.rel_tol,
+            }
             if o.reason is not None:
                 record["reason"] = o.reason
             records.append({**record, **(o.report or {})})
         try:
-            write_json_atomic(self.report_path, {
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "complete": self._complete(exitstatus),
-                "exit_status": int(exitstatus),
-                "machine": machine_info(),
-                "commit": commit_info(str(self.config.rootpath)),
-                "counts": {verdict.value: n for verdict, n in self.counts().items()},
-                "results": records,
-                "throughput": list(self.throughput.values()),
-            })
+            write_json_atomic(
+                self.report_path,
+                {
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "complete": self._complete(exitstatus),
+                    "exit_status": int(exitstatus),
+                    "machine": machine_info(),
+                    "commit": commit_info(str(self.config.rootpath)),
+                    "counts": {verdict.value: n for verdict, n in self.counts().items()},
+                    "results": records,
+                    "throughput": list(self.throughput.values()),
+                },
+            )
         except PplgateError as err:  # pplgate.fileio.WriteFailed: its sentence names the file
             # Said at the end of the summary, which the terminal reporter writes after this hook.
             self.write_error = f"pplgate: error: --gate-report: {err}"
@@ -214,11 +268,13 @@ class GateSummary:
 
 def _without(reason: str, prefix: str) -> str:
     """pytest's reason without the prefix it adds ("Skipped: ", "Failed: ")."""
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
+    return reason[len(prefix) :] if reason.startswith(prefix) else reason
 
 
 def _target_of(nodeid: str, targets: set[str], test: str) -> str | None:
-    """The gate test id in a test's nodeid (``...::test_perplexity[gpt2-small-cpu-fp32]``), if it is that test of the gate."""
+    """The gate test id in a test's nodeid (``...::test_perplexity[gpt2-small-cpu-fp32]``), if it is that test of the
+    gate.
+    """
     if f"::{test}[" not in nodeid or not nodeid.endswith("]"):
         return None
     param = nodeid[nodeid.index("[") + 1 : -1]

@@ -154,5 +154,5 @@ def test_the_shipped_cases_load(tmp_path):
 
     golden = Path(__file__).resolve().parents[1] / "golden"
     cases = {p.stem: load_case(p) for p in golden.glob("*.json")}
-    assert set(cases) == {"gpt2-small", "tiny"}
+    assert {name: case.name for name, case in cases.items()} == {"gpt2-small": "gpt2-small", "tiny": "tiny"}
     assert cases["gpt2-small"].resolve(Target.parse("gcu-fp16")).perplexity == 29.383

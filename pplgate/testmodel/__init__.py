@@ -7,16 +7,21 @@ numpy forward pass of the same weights.
 
 from pplgate.testmodel.config import PRESETS, GPT2Config, init_weights
 from pplgate.testmodel.graph import build_model, write_model
-from pplgate.testmodel.reference import cached_reference_perplexity, load_weights, reference_perplexity, reference_token_losses
+from pplgate.testmodel.reference import (
+    cached_reference_perplexity,
+    load_weights,
+    reference_perplexity,
+    reference_token_losses,
+)
 
 __all__ = [
     "PRESETS",
     "GPT2Config",
-    "init_weights",
     "build_model",
-    "write_model",
-    "load_weights",
-    "reference_token_losses",
-    "reference_perplexity",
     "cached_reference_perplexity",
+    "init_weights",
+    "load_weights",
+    "reference_perplexity",
+    "reference_token_losses",
+    "write_model",
 ]

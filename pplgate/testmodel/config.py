@@ -55,19 +55,21 @@ def init_weights(config: GPT2Config) -> dict[str, np.ndarray]:
     }
     for i in range(config.n_layer):
         h = f"h.{i}."
-        weights.update({
-            h + "ln_1.weight": 1.0 + normal(c),
-            h + "ln_1.bias": normal(c),
-            h + "attn.c_attn.weight": normal(c, 3 * c),
-            h + "attn.c_attn.bias": normal(3 * c),
-            h + "attn.c_proj.weight": normal(c, c),
-            h + "attn.c_proj.bias": normal(c),
-            h + "ln_2.weight": 1.0 + normal(c),
-            h + "ln_2.bias": normal(c),
-            h + "mlp.c_fc.weight": normal(c, 4 * c),
-            h + "mlp.c_fc.bias": normal(4 * c),
-            h + "mlp.c_proj.weight": normal(4 * c, c),
-            h + "mlp.c_proj.bias": normal(c),
-        })
+        weights.update(
+            {
+                h + "ln_1.weight": 1.0 + normal(c),
+                h + "ln_1.bias": normal(c),
+                h + "attn.c_attn.weight": normal(c, 3 * c),
+                h + "attn.c_attn.bias": normal(3 * c),
+                h + "attn.c_proj.weight": normal(c, c),
+                h + "attn.c_proj.bias": normal(c),
+                h + "ln_2.weight": 1.0 + normal(c),
+                h + "ln_2.bias": normal(c),
+                h + "mlp.c_fc.weight": normal(c, 4 * c),
+                h + "mlp.c_fc.bias": normal(4 * c),
+                h + "mlp.c_proj.weight": normal(4 * c, c),
+                h + "mlp.c_proj.bias": normal(c),
+            }
+        )
     weights.update({"ln_f.weight": 1.0 + normal(c), "ln_f.bias": normal(c)})
     return weights

@@ -97,10 +97,18 @@ def _with_past(g: _Graph, style: str, past: str, current: str, present: str, cac
         g.named("Concat", [past, current], [present], axis=2)
         return present
     then_out, else_out = present + ".cached", present + ".fresh"
-    then_branch = helper.make_graph([helper.make_node("Concat", [past, current], [then_out], axis=2)], "cached", [],
-                                    [helper.make_tensor_value_info(then_out, TensorProto.FLOAT, None)])
-    else_branch = helper.make_graph([helper.make_node("Identity", [current], [else_out])], "fresh", [],
-                                    [helper.make_tensor_value_info(else_out, TensorProto.FLOAT, None)])
+    then_branch = helper.make_graph(
+        [helper.make_node("Concat", [past, current], [then_out], axis=2)],
+        "cached",
+        [],
+        [helper.make_tensor_value_info(then_out, TensorProto.FLOAT, None)],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [current], [else_out])],
+        "fresh",
+        [],
+        [helper.make_tensor_value_info(else_out, TensorProto.FLOAT, None)],
+    )
     g.named("If", [cache_branch], [present], then_branch=then_branch, else_branch=else_branch)
     return present
 
@@ -139,7 +147,11 @@ def build_model(cfg: GPT2Config, weights: dict[str, np.ndarray] | None = None, s
     ids, mask = "input_ids", "attention_mask"  # [B, T] and [B, P+T] int64
 
     seq_len = g.op("Gather", g.op("Shape", ids), _int(g, "axis1", 1), axis=0)  # T
-    past_len = _int(g, "zero", 0) if style == "plain" else g.op("Gather", g.op("Shape", "past_key_values.0.key"), _int(g, "axis2", 2), axis=0)
+    past_len = (
+        _int(g, "zero", 0)
+        if style == "plain"
+        else g.op("Gather", g.op("Shape", "past_key_values.0.key"), _int(g, "axis2", 2), axis=0)
+    )
     total = g.op("Add", past_len, seq_len)  # P + T
     positions = g.op("Range", past_len, total, _int(g, "one", 1))  # [T]: P .. P+T-1
     x = g.op("Add", g.op("Gather", g.const("wte", w["wte"]), ids), g.op("Gather", g.const("wpe", w["wpe"]), positions))
@@ -168,15 +180,21 @@ def build_model(cfg: GPT2Config, weights: dict[str, np.ndarray] | None = None, s
     # Tied LM head: the embedding matrix, transposed, maps back to the vocabulary.
     g.named("MatMul", [x, g.op("Transpose", "wte", perm=[1, 0])], ["logits"])
 
-    inputs = [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"]),
-              helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch", "total_sequence"])]
+    inputs = [
+        helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"]),
+        helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch", "total_sequence"]),
+    ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", cfg.vocab_size])]
     if style != "plain":
-        kv = ["batch", cfg.n_head, "past_sequence", cfg.head_dim]
+        kv: list[str | int] = ["batch", cfg.n_head, "past_sequence", cfg.head_dim]
         for i in range(cfg.n_layer):
             for kind in ("key", "value"):
                 inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, kv))
-                outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, ["batch", cfg.n_head, "total_sequence", cfg.head_dim]))
+                outputs.append(
+                    helper.make_tensor_value_info(
+                        f"present.{i}.{kind}", TensorProto.FLOAT, ["batch", cfg.n_head, "total_sequence", cfg.head_dim]
+                    )
+                )
     if style == "merged":
         inputs.append(helper.make_tensor_value_info(CACHE_BRANCH, TensorProto.BOOL, [1]))
     graph = helper.make_graph(g.nodes, "gpt2", inputs, outputs, initializer=g.initializers)

@@ -28,8 +28,11 @@ def load_weights(path: Path) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
     if CONFIG_KEY not in props:
-        raise PplgateError(f"model {path.name} was not built by pplgate (its metadata has no {CONFIG_KEY}), so no numpy reference can recompute it: "
-                           '"computed": "numpy-reference" is for builtin: models; give the entry a "perplexity" instead.')
+        raise PplgateError(
+            f"model {path.name} was not built by pplgate (its metadata has no {CONFIG_KEY}), so no numpy reference "
+            f"can recompute it: "
+            '"computed": "numpy-reference" is for builtin: models; give the entry a "perplexity" instead.'
+        )
     cfg = GPT2Config(**json.loads(props[CONFIG_KEY]))
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     return cfg, weights
