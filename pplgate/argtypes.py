@@ -7,6 +7,7 @@ parser both report as a usage error naming the option.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pplgate.errors import PplgateError
 from pplgate.method import Method
@@ -75,6 +76,19 @@ def relative_error(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"{text} is not a relative error above 0: write e.g. 1e-4")
     return value
+
+
+def output_file(text: str) -> Path:
+    """A file to write: an empty value (an unset variable, $GITHUB_STEP_SUMMARY outside GitHub Actions) is refused by
+    name.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the value is empty (an unset variable such as $GITHUB_STEP_SUMMARY outside GitHub Actions?): pass a file "
+            "path, "
+            "or leave the option out"
+        )
+    return Path(text)
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -12,9 +12,20 @@ import os
 import sys
 from pathlib import Path
 
-from pplgate.argtypes import block_size, device, max_blocks, percent, positive_int, precision, relative_error, target
+from pplgate.argtypes import (
+    block_size,
+    device,
+    max_blocks,
+    output_file,
+    percent,
+    positive_int,
+    precision,
+    relative_error,
+    target,
+)
 from pplgate.errors import PplgateError
 from pplgate.fileio import WriteFailed, write_json_atomic
+from pplgate.golden import refuse_over_cases
 from pplgate.method import BLOCK_SIZE, DEFAULT_DATASET, DEFAULT_TOKENIZER, GROUPINGS, VENDOR_MODEL_URL, Method
 from pplgate.options import RunSettings, RuntimeOptions, add_global_options
 from pplgate.redact import printable
@@ -143,7 +154,15 @@ def plot_main(argv: list[str]) -> int:
     from pplgate.history import plot_history
 
     args = build_plot_parser().parse_args(argv)
-    return _exit_status(lambda: _emit(plot_history(args.storage, args.output)))
+
+    def work() -> None:
+        refuse_over_cases(args.output, "--output")
+        aside = plot_history(args.storage, args.output)
+        _emit(args.output)
+        for run in aside:
+            _emit(printable(run.line()))
+
+    return _exit_status(work)
 
 
 def build_history_parser() -> argparse.ArgumentParser:
@@ -171,7 +190,7 @@ def build_history_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--markdown",
-        type=Path,
+        type=output_file,
         default=None,
         metavar="FILE",
         help="also write the tables as markdown, e.g. $GITHUB_STEP_SUMMARY (appended to when it exists)",
@@ -198,6 +217,9 @@ def history_main(argv: list[str]) -> int:
     regressions: list[str] = []
 
     def work() -> None:
+        for option, path in (("--plot", args.plot), ("--markdown", args.markdown)):
+            if path is not None:
+                refuse_over_cases(path, option)
         found = judged(args.storage, args.threshold)
         rows = found.rows
         _emit(render_table(rows), end="")
@@ -424,6 +446,7 @@ def _write(path: Path | None, option: str, write) -> None:
     """``write(path, fix)`` where an option asked for a file; a failure is one sentence, the printed result kept."""
     if path is None:
         return
+    refuse_over_cases(path, option)
     try:
         write(path, f"the result printed above is complete; pass {option} a file path in a writable folder with room")
     except WriteFailed as err:

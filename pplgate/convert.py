@@ -10,32 +10,57 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pplgate.digest import sidecar
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
-from pplgate.modelfiles import model_identity
+from pplgate.golden import refuse_over_cases
+from pplgate.modelfiles import external_locations, model_identity
 from pplgate.models import resolve_model
-from pplgate.precision import session_model
+from pplgate.precision import fp16_path, session_model
 from pplgate.redact import bare_address
 from pplgate.target import Precision, Target
 
 
 def write_session_model(spec: str, target: Target, output: Path, model_dir: Path, cache_dir: Path) -> str:
-    """Writes what a ``target`` session of ``spec`` loads to ``output``; returns the line that says what it is."""
+    """Writes what a ``target`` session of ``spec`` loads to ``output``, with every weights file its graph names beside
+    it; returns the line that says what it is."""
     target.check()
     source = resolve_model(spec, Path(model_dir), cache_dir=cache_dir)
     graph = session_model(source, target, cache_dir)
     output = Path(output)
-    if output.exists() and output.resolve() in (source.resolve(), graph.resolve()):
-        raise PplgateError(f"--output {output} is the model it would be written from: pass another path.")
+    refuse_over_cases(output, "--output")
+    locations = external_locations(graph, cache_dir)
+    files = [(graph, output)] + [(graph.parent / loc, output.parent / loc) for loc in locations]
+    protected = _made_of(source, cache_dir) | _made_of(graph, cache_dir) | _made_of(fp16_path(source), cache_dir)
+    for _, written in files:
+        if written.resolve() not in protected:
+            continue
+        if written == output:
+            raise PplgateError(
+                f"--output {output} is a file of the model it would be written from ({source.name}, its fp16 "
+                f"conversion, "
+                "their weights or records): pass another path."
+            )
+        raise PplgateError(
+            f"--output {output} would write the weights file it names, {written.name}, over {written}, a file of the "
+            f"model it "
+            f"is written from ({source.name}, its fp16 conversion, their weights or records): pass a path in another "
+            f"folder."
+        )
     fix = "pass --output a file path in a writable folder with room"
-    with open(graph, "rb") as src:
-        write_atomic(output, lambda out: shutil.copyfileobj(src, out), fix)
-    weights = graph.with_name(graph.name + ".data")  # precision._save names a conversion's external weights so
-    beside = ""
-    if weights.is_file() and graph != source:
-        with open(weights, "rb") as src:
-            write_atomic(output.with_name(weights.name), lambda out: shutil.copyfileobj(src, out), fix)
-        beside = f", its weights beside it in {weights.name} (the name the model reads them by)"
+    done: list[Path] = []
+    try:
+        # The weights first and the graph last: a graph is never there without the files it names.
+        for origin, written in reversed(files):
+            _copy(origin, written, fix)
+            done.append(written)
+    except BaseException:
+        for written in done:
+            written.unlink(missing_ok=True)
+        raise
+    beside = (
+        f", its weights beside it in {', '.join(locations)} (the names the model reads them by)" if locations else ""
+    )
     digest = model_identity(output, cache_dir).sha256  # the graph and its weights: what a golden file pins
     kind = target.device.kind
     if target.converts_to_fp16:
@@ -49,3 +74,16 @@ def write_session_model(spec: str, target: Target, output: Path, model_dir: Path
     else:
         what = f"{bare_address(spec)} itself: {target.key} runs the model as given"
     return f"wrote {output} (sha256 {digest}){beside}: {what}"
+
+
+def _made_of(model: Path, cache_dir: Path) -> set[Path]:
+    """A model's files, resolved: the graph, the weights it names, and pplgate's records beside them."""
+    if not model.is_file():
+        return {model.resolve(), sidecar(model).resolve(), model.with_name(model.name + ".data").resolve()}
+    files = [model] + [model.parent / loc for loc in external_locations(model, cache_dir)]
+    return {p.resolve() for f in files for p in (f, sidecar(f))} | {model.with_name(model.name + ".data").resolve()}
+
+
+def _copy(origin: Path, written: Path, fix: str) -> None:
+    with open(origin, "rb") as src:
+        write_atomic(written, lambda out: shutil.copyfileobj(src, out), fix)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pplgate.blocks import Blocks, group
+from pplgate.digest import file_digest
 from pplgate.download import NO_ROOM
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import CACHE_FIX, make_folder, write_atomic
@@ -172,11 +173,13 @@ def _unreachable(source: str) -> SourceUnavailable:
     )
 
 
-def dataset_key(source: str) -> str:
+def dataset_key(source: str, cache_dir: Path) -> str:
     """What identifies the data without loading it.
 
-    A local folder: its files' names, sizes and modification times.  A hub id:
-    the commit of the repository (from the hub, or the local cache offline).
+    A local folder: its files' names and contents (sha256, computed once per
+    file version: a copy that keeps the old size and time, ``cp -p``, is new
+    content all the same).  A hub id: the commit of the repository (from the
+    hub, or the local cache offline).
     """
     if looks_local(source):
         folder = local_path(source)
@@ -190,7 +193,7 @@ def dataset_key(source: str) -> str:
             for p in folder.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         )
-        return "|".join(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        return "|".join(f"{p.relative_to(folder).as_posix()}:{file_digest(p, cache_dir).sha256}" for p in files)
     folder = snapshot(
         source,
         ["README.md"],
@@ -315,7 +318,7 @@ def tokenize(texts: list[str], folder: Path) -> tuple[np.ndarray, np.ndarray, in
 
 def load_tokens(dataset: str, tokenizer: str, cache_dir: Path, progress: bool = True) -> TokenStream:
     folder = resolve_tokenizer_dir(tokenizer)
-    data_key = dataset_key(dataset)
+    data_key = dataset_key(dataset, Path(cache_dir))
     key = hashlib.sha256(f"{CACHE_VERSION}|{data_key}|{tokenizer_key(folder)}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "tokens" / f"{DATASET_CONFIG}-{SPLIT}-{key}.npz"
     fields = ("ids", "row_lengths", "vocab_size", "vocab_bytes", "vocab_offsets")

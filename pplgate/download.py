@@ -14,11 +14,14 @@ must bring ``MIN_BYTES_PER_S``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import http.client
 import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -170,6 +173,84 @@ def _credentials(url: str) -> tuple[str, dict[str, str]]:
     return address, {"Authorization": f"Basic {token}"}
 
 
+class _KeepCredentialsHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never carries the Authorization of one host to another: a redirect that changes the
+    scheme, the host or the port loses it (as curl and requests do)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
+            if (before.scheme, before.hostname, before.port) != (after.scheme, after.hostname, after.port):
+                new.remove_header("Authorization")
+        return new
+
+
+class _HeadersBy:
+    """A connection whose answer's status line and headers must all arrive within ``timeout`` seconds.
+
+    The socket's timeout bounds each read, and a server that trickles its
+    headers a byte at a time never trips it: past the deadline the socket is
+    shut, and the read in progress ends.
+    """
+
+    header_timeout: float = TIMEOUT_S
+
+    def getresponse(self):
+        sock = self.sock  # type: ignore[attr-defined]
+        timer = threading.Timer(self.header_timeout, _shut, (sock,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse()  # type: ignore[misc]
+        except (OSError, http.client.HTTPException) as err:
+            if not timer.is_alive():
+                raise HeadersTooSlow(f"no complete answer within {self.header_timeout:g} s") from err
+            raise
+        finally:
+            timer.cancel()
+
+
+def _shut(sock) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: wakes a read blocked in TLS too
+
+
+class HeadersTooSlow(ConnectionError):
+    pass
+
+
+class _HTTPConnection(_HeadersBy, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeadersBy, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.header_timeout = timeout
+
+    def http_open(self, req):
+        connection = type("Connection", (_HTTPConnection,), {"header_timeout": self.header_timeout})
+        return self.do_open(connection, req)  # type: ignore[arg-type]
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.header_timeout = timeout
+
+    def https_open(self, req):
+        connection = type("Connection", (_HTTPSConnection,), {"header_timeout": self.header_timeout})
+        kwargs = {"context": self._context}  # type: ignore[attr-defined]
+        if hasattr(self, "_check_hostname"):  # Python before 3.12
+            kwargs["check_hostname"] = self._check_hostname
+        return self.do_open(connection, req, **kwargs)  # type: ignore[arg-type]
+
+
 def _open(url: str, offset: int, timeout: float, validator: str | None = None):
     address, headers = _credentials(url.split("#")[0])
     if offset:
@@ -178,8 +259,9 @@ def _open(url: str, offset: int, timeout: float, validator: str | None = None):
         if validator:
             headers["If-Range"] = validator
     request = urllib.request.Request(address, headers=headers)
+    opener = urllib.request.build_opener(_KeepCredentialsHome(), _HTTPHandler(timeout), _HTTPSHandler(timeout))
     try:
-        return urllib.request.urlopen(request, timeout=timeout)
+        return opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # the part is already as long as the file, or longer: start over
             return None

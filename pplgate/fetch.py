@@ -16,16 +16,16 @@ from pathlib import Path, PurePosixPath
 
 from pplgate.data import TOKENIZER_FILES
 from pplgate.digest import file_digest, sidecar
-from pplgate.download import download
+from pplgate.download import address_key, download
 from pplgate.errors import PplgateError
-from pplgate.fileio import remove_idle_locks, write_atomic
+from pplgate.fileio import read_json_dict, remove_idle_locks, write_atomic, write_json_atomic
 from pplgate.hub import hub_download, snapshot
 from pplgate.method import DATASET_CONFIG, SPLIT
 from pplgate.modelfiles import check_locations, read_locations
 from pplgate.models import beside
 from pplgate.redact import bare_address
-from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, read_sums, repo_folder_name, verify
-from pplgate.spec import is_builtin, is_hub, is_url, local_path, looks_local
+from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, model_file_name, read_sums, repo_folder_name, verify
+from pplgate.spec import is_builtin, is_hub, is_remote, is_url, local_path, looks_local
 
 DATASET_PATTERNS = ["README.md", f"{DATASET_CONFIG}/{SPLIT}-*"]
 TOKENIZER_PATTERNS = list(TOKENIZER_FILES) + ["config.json"]
@@ -137,10 +137,13 @@ def fetch_model(spec: str, folder: Path, cache_dir: Path, progress: bool = True)
 
 
 def _fetch_model_files(spec: str, folder: Path, cache_dir: Path, progress: bool) -> str:
+    _refuse_another(folder / _file_name(spec), spec)
     path = _fetch_file(spec, folder, progress)
     # A model over protobuf's 2 GB keeps its weights in files beside it: they come from beside its source,
     # and only from there (a location that leaves the folder is refused before any of it is read).
     locations = _locations(path, local_path(spec) if looks_local(spec) else path)
+    for loc in locations:
+        _refuse_another(folder / loc, beside(spec, loc))
     extra = [_fetch_file(beside(spec, loc), folder / PurePosixPath(loc).parent, progress) for loc in locations]
     # Every model the folder holds: fetching a second case's model keeps the first's lines.
     listed = read_sums(folder / SUMS) if (folder / SUMS).is_file() else {}
@@ -166,7 +169,29 @@ def _fetch_file(spec: str, folder: Path, progress: bool) -> Path:
     path = folder / source.name  # a hub file keeps its name in the hub's cache too
     with open(source, "rb") as src:
         write_atomic(path, lambda out: shutil.copyfileobj(src, out))
+    # Where it came from, as a download records it: the next fetch tells another case's file of the same name.
+    write_json_atomic(sidecar(path), {"made_from": bare_address(spec), "address_sha256": address_key(spec)})
     return path
+
+
+def _file_name(spec: str) -> str:
+    return model_file_name(spec) if is_remote(spec) else local_path(spec).name
+
+
+def _refuse_another(path: Path, spec: str) -> None:
+    """A file of another source under the same name is never replaced: hub exports share their names
+    (decoder_model.onnx, model.onnx_data), and a case would then verify and measure another case's model."""
+    if not path.exists():
+        return
+    record = read_json_dict(sidecar(path))
+    if record.get("address_sha256") == address_key(spec):
+        return  # the same source fetched again: brought up to date
+    came = f"from {record['made_from']}" if isinstance(record.get("made_from"), str) else "of unknown origin"
+    raise PplgateError(
+        f"{path} holds a file {came}, which fetching {bare_address(spec)} would replace (the folder keeps models by "
+        f"file name): "
+        "fetch this case into another folder, or remove that file if no case needs it."
+    )
 
 
 def _locations(path: Path, source: Path) -> list[str]:

@@ -37,9 +37,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object], fix: str = DE
     An interruption (Ctrl-C, a full disk) leaves the old file, or none, and no
     temporary file behind; one left by a killed process is removed here by
     the next writer of the same file.  A file that cannot be written is a
-    ``WriteFailed`` naming it and saying ``fix``.
+    ``WriteFailed`` naming it and saying ``fix``.  A symbolic link is written
+    through: its target gets the new content, and the link stays a link.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     if path.exists() and not path.is_file() and not path.is_dir():
         # A rename would replace a device or a pipe with a file: refused, the device or pipe kept.
         raise WriteFailed(
@@ -88,7 +91,8 @@ def _why(err: OSError) -> str:
 
 
 def write_json_atomic(path: Path, data: object, fix: str = DEFAULT_FIX) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    # Non-ASCII text as it was written (a golden file's prose), not as \uXXXX.
+    text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     return write_atomic(path, lambda f: f.write(text.encode()), fix)
 
 

@@ -97,12 +97,17 @@ class Limits:
 
     reference: Target
     blocks: int | None  # the first N blocks only: the comparison fetches every logit; None: all
-    bounds: dict[str, tuple[str, float]]  # metric -> ("max" | "min", value)
+    bounds: tuple[tuple[str, str, float], ...]  # (metric, "max" | "min", value): a metric may be bounded on both sides
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics bounded, each once, in the file's order."""
+        return list(dict.fromkeys(metric for metric, _, _ in self.bounds))
 
     def violations(self, obtained: dict) -> list[tuple[str, float, str, float]]:
         """(metric, obtained, max|min, bound) for each bound the run breaks."""
         out = []
-        for metric, (side, bound) in self.bounds.items():
+        for metric, side, bound in self.bounds:
             value = obtained[metric]
             ok = value <= bound if side == "max" else value >= bound
             if not ok or value != value:  # NaN never passes
@@ -228,7 +233,7 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
         raise GoldenError(
             f"golden file {path}: key {where}blocks must be a whole number of 1 or more, or absent for all blocks."
         )
-    bounds = {}
+    bounds = []
     for name in raw:
         if name in ("reference", "blocks"):
             continue
@@ -242,12 +247,25 @@ def _limits(data: dict, where: str, path: Path) -> Limits | None:
                 f"golden file {path}: key {where}{name} is {bound}, not a finite number: write the bound, or remove "
                 f"the key for none."
             )
-        bounds[metric] = (side, bound)
+        bounds.append((metric, side, bound))
+    if not bounds:
+        raise GoldenError(
+            f"golden file {path}: key {where[:-1]} names a reference and no bound, so it would check nothing: "
+            f"add a bound such as kl_mean_max, or remove the limits."
+        )
+    for metric in dict.fromkeys(m for m, _, _ in bounds):
+        sides = {side: bound for m, side, bound in bounds if m == metric}
+        if len(sides) == 2 and sides["min"] > sides["max"]:
+            raise GoldenError(
+                f"golden file {path}: key {where}{metric}_min is {sides['min']:g}, above {metric}_max "
+                f"{sides['max']:g}: "
+                "no run could pass; fix the bounds."
+            )
     try:
         target = Target.parse(reference)
     except PplgateError as err:
         raise GoldenError(f"golden file {path}: key {where}reference: {err}") from None
-    return Limits(target, blocks, bounds)
+    return Limits(target, blocks, tuple(bounds))
 
 
 # What each object of a golden file may hold; any other key is refused, so a
@@ -315,7 +333,7 @@ def _entry(data: dict, key: str, path: Path) -> Expected:
             f"golden file {path}: key {where}perplexity is {value}, not a finite perplexity of 1 or more: fix it, or "
             f"regenerate the entry with --gate-update-golden."
         )
-    provenance = data.get("provenance", {})
+    provenance = _require(data, "provenance", dict, where, path) if "provenance" in data else {}
     return Expected(
         value,
         rel_tol,
@@ -333,6 +351,7 @@ def _blocks_pin(data: dict, where: str, path: Path) -> BlocksPin | None:
         return None
     raw = _require(data, "blocks", dict, where, path)
     where += "blocks."
+    _only(raw, ("count", "scored_tokens", "sha256"), where, path)
     return BlocksPin(
         _whole(raw, "count", where, path),
         _whole(raw, "scored_tokens", where, path),
@@ -345,6 +364,7 @@ def _model_pin(data: dict, where: str, path: Path) -> ModelPin | None:
         return None
     raw = _require(data, "model", dict, where, path)
     where += "model."
+    _only(raw, ("sha256", "bytes", "converted_sha256"), where, path)
     converted = _require(raw, "converted_sha256", str, where, path) if raw.get("converted_sha256") is not None else None
     return ModelPin(_require(raw, "sha256", str, where, path), _whole(raw, "bytes", where, path), converted)
 
@@ -447,6 +467,14 @@ def load_case(path: Path) -> GoldenCase:
     data = _read(path)
     _only(data, TOP_KEYS, "", path)
     name = _require(data, "case", str, "", path)
+    if "description" in data:
+        _require(data, "description", str, "", path)
+    if "notes" in data and not isinstance(data["notes"], (dict, str)):
+        raise GoldenError(
+            f"golden file {path}: key notes must be an object or a string, not "
+            f"{json.dumps(data['notes'])[:60]}: "
+            "write prose, or an object of prose."
+        )
     if name != path.stem:
         # Test ids come from the file name whether or not the file loads.
         raise GoldenError(
@@ -471,6 +499,31 @@ def load_case(path: Path) -> GoldenCase:
                 f"on its device."
             )
     return GoldenCase(name, path, sources, method, entries)
+
+
+def is_case_file(path: Path) -> bool:
+    """Whether ``path`` is a golden case file: a JSON object with a case and its expected values."""
+    if not path.is_file() or path.suffix != ".json":
+        return False
+    try:
+        data = json.loads(path.read_bytes()[: 1 << 22])
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and "case" in data and "expected" in data
+
+
+def refuse_over_cases(path: Path, option: str, golden: Path | None = None) -> None:
+    """An output is never written over a golden case file, nor into a folder of them: golden files change only through
+    --gate-update-golden.  ``golden``: the gate's golden folder, which counts even while it holds no case."""
+    path = Path(path)
+    folder = path.parent.resolve()
+    in_golden = golden is not None and folder == Path(golden).resolve() and path.suffix == ".json"
+    holds_cases = folder.is_dir() and path.suffix == ".json" and any(is_case_file(p) for p in folder.glob("*.json"))
+    if is_case_file(path) or in_golden or holds_cases:
+        raise PplgateError(
+            f"{option} {path} is in a folder of golden case files ({folder}), where it would replace or add a case: "
+            "write it elsewhere (golden files change only through --gate-update-golden)."
+        )
 
 
 def golden_record(path: Path, target: Target, report: dict, provenance: dict) -> None:
@@ -525,7 +578,7 @@ def provenance(report: dict) -> dict:
         "scoring",
     )
     return {
-        "source": "pplgate --update-golden",
+        "source": "pplgate --gate-update-golden",
         "hardware": report["machine"],
         **{k: report[k] for k in keys},
         "date": datetime.date.today().isoformat(),

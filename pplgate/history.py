@@ -66,9 +66,9 @@ class Series:
 @dataclass(frozen=True)
 class History:
     runs: list[SavedRun]
-    series: dict[
-        str, Series
-    ]  # by label: the test id (tiny-cpu-fp32), with the machine and settings where a test has several
+    # By label: the test id (tiny-cpu-fp32), with the machine and settings where a test has several.
+    series: dict[str, Series]
+    set_aside: list[SetAside] = field(default_factory=list)  # runs that could not be read: named, never drawn
 
 
 def _commit(info: dict) -> str:
@@ -95,8 +95,13 @@ def timings_of_run(name: str, data: dict) -> list[Timing]:
 def storage_folder(storage: str | Path) -> Path:
     """pytest-benchmark's storage as a folder: a path, or its own spelling ``file://PATH`` (``file://./.benchmarks``)."""
     text = str(storage)
+    if not text.strip() or text.strip() == "file://":
+        raise PplgateError(
+            f"--storage {text!r} names no folder: pass the folder pytest-benchmark saved its runs in "
+            "(--benchmark-storage's, .benchmarks by default)."
+        )
     if text.startswith("file://"):
-        return Path(text[len("file://") :] or ".")
+        return Path(text[len("file://") :])
     if "://" in text:
         raise PplgateError(
             f"--storage {text}: only pytest-benchmark's file storage (a folder, or file://FOLDER) can be read; "
@@ -144,12 +149,16 @@ def saved_runs(storage: Path) -> tuple[list[tuple[str, dict, Path]], list[SetAsi
             saved.append((path.stem.split("_")[0], load_run(path), path))
         except UnreadableRun as err:
             aside.append(SetAside(path, str(err)))
-    return sorted(
-        saved,
-        key=lambda r: (
-            r[1].get("datetime", "") if isinstance(r[1], dict) and isinstance(r[1].get("datetime"), str) else ""
-        ),
-    ), aside
+    return sorted(saved, key=lambda r: saved_order(r[2])), aside
+
+
+def saved_order(path: Path | str) -> tuple[int, str]:
+    """Where a saved run stands in its storage: pytest-benchmark's run number (0001_...), the order it was saved in.
+
+    Never its date: a node with a wrong clock would make its run "the newest".
+    """
+    number = Path(str(path)).name.split("_")[0]
+    return (int(number) if number.isdigit() else 10**9, str(path))
 
 
 @dataclass(frozen=True)
@@ -326,7 +335,7 @@ def read_history(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> History
             s.tokens_per_second_std.append(t.tokens_per_second * t.spread)
             s.perplexity.append(_perplexity(t))
             s.kinds.append(r.verdict.verdict)
-    return History(runs, series)
+    return History(runs, series, found.set_aside)
 
 
 # How each verdict is marked on the tokens/s line.
@@ -398,10 +407,12 @@ def draw_history(history: History, title: str):
     return fig
 
 
-def plot_history(storage: Path, output: Path, threshold: float = DEFAULT_THRESHOLD) -> Path:
-    fig = draw_history(read_history(storage, threshold), f"pplgate history: {storage}")
+def plot_history(storage: Path, output: Path, threshold: float = DEFAULT_THRESHOLD) -> list[SetAside]:
+    """Draws the history of ``storage`` into ``output``; returns the saved runs set aside, which the plot leaves out."""
+    history = read_history(storage, threshold)
+    fig = draw_history(history, f"pplgate history: {storage}")
     import matplotlib.pyplot as plt
 
     write_atomic(Path(output), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    return Path(output)
+    return history.set_aside

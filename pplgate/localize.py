@@ -72,6 +72,7 @@ class TensorError:
     max_abs: float = 0.0
     rel_l2: float = 0.0
     cosine: float = 1.0
+    nonfinite_both: int = 0  # positions that are the same NaN or infinity on both sides
     # Running sums over the blocks: ||a - b||^2, ||b||^2, ||a||^2, a.b
     _sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0], repr=False)
 
@@ -81,8 +82,15 @@ class TensorError:
         # otherwise take four float64 copies of itself (1.6 GB for GPT-2's).
         for start in range(0, a.size, ELEMENTS):
             x, y = a[start : start + ELEMENTS].astype(np.float64), b[start : start + ELEMENTS].astype(np.float64)
-            d = x - y
-            self.max_abs = max(self.max_abs, float(np.abs(d).max()))
+            # The same non-finite value in the same place on both sides (NaN and NaN, inf and inf) is equal: it
+            # counts as no error, and the norms are of the finite values.
+            same = (x == y) | (np.isnan(x) & np.isnan(y))
+            shared = same & ~np.isfinite(x)
+            self.nonfinite_both += int(shared.sum())
+            if shared.any():
+                x, y = np.where(shared, 0.0, x), np.where(shared, 0.0, y)
+            d = np.where(same, 0.0, x - y)
+            self.max_abs = max(self.max_abs, float(np.abs(d).max()) if d.size else 0.0)
             for i, v in enumerate((d @ d, y @ y, x @ x, x @ y)):
                 self._sums[i] += float(v)
         dd, bb, aa, ab = self._sums
@@ -157,7 +165,11 @@ class Localization:
             },
             "session_logits": None
             if self.session_logits is None
-            else {k: v for k, v in self.session_logits.record().items() if k in ("rel_l2", "max_abs", "cosine")},
+            else {
+                k: v
+                for k, v in self.session_logits.record().items()
+                if k in ("rel_l2", "max_abs", "cosine", "nonfinite_both")
+            },
             "session_diverges": self.session_diverges,
             "tapping_logits_rel_l2": self.tapping_rel_l2,
             "tapping_changed_the_graph": self.tapping_changed,
@@ -431,6 +443,12 @@ def _session_lines(loc: Localization) -> list[str]:
         f"the run's session as it runs, nothing exposed: logits rel_l2 {t.rel_l2:.3g}, max_abs {t.max_abs:.3g}, "
         f"cosine {t.cosine:.9f} against the reference's session: {verdict}"
     ]
+    if t.nonfinite_both:
+        lines.append(
+            f"non-finite logits in both: {t.nonfinite_both:,} values are the same NaN or infinity on both sides, so "
+            f"they agree "
+            "there; find where they start with the reference at cpu-fp32 (--reference cpu-fp32)"
+        )
     if loc.tapping_changed:
         lines.append(
             f"exposing tensors changed the run's graph: a tapped graph's logits differ from the session's by rel_l2 "

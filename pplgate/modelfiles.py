@@ -19,14 +19,13 @@ otherwise read, and copy to other nodes, whatever file it names.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from pplgate.digest import file_digest
 from pplgate.errors import PplgateError
-from pplgate.fileio import CACHE_FIX, write_json_atomic
+from pplgate.fileio import CACHE_FIX, read_json_dict, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,36 @@ class ModelIdentity:
     files: dict[str, str]  # name (relative to the model's folder) -> sha256, the .onnx first
 
 
-def _tensors(graph):
-    """Every initializer and constant of ``graph`` and of its subgraphs (the branches of a merged decoder's If)."""
+# Bumped when read_locations finds tensors it did not before: locations cached by an older reader are read again.
+READER_VERSION = 2  # 2: sparse initializers, attribute tensor lists, local functions
+
+
+def _tensors(model):
+    """Every tensor a model can hold, wherever ONNX allows one: initializers and sparse initializers of the graph and
+    its subgraphs (the branches of a merged decoder's If), tensors in node attributes (Constant), dense or sparse, and
+    the same in the bodies of the model's local functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph):
     yield from graph.initializer
-    for node in graph.node:
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
+            yield from attr.tensors
+            for sparse in ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors(sub)
+                yield from _graph_tensors(sub)
 
 
 def read_locations(model: Path) -> list[str]:
@@ -54,13 +74,13 @@ def read_locations(model: Path) -> list[str]:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     try:
-        graph = onnx.load(str(model), load_external_data=False).graph
+        proto = onnx.load(str(model), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as err:
         raise PplgateError(
             f"model file {model} is not a readable ONNX model ({type(err).__name__}): check that it is a complete "
             f".onnx file."
         ) from err
-    return sorted({ExternalDataInfo(t).location for t in _tensors(graph) if uses_external_data(t)})
+    return sorted({ExternalDataInfo(t).location for t in _tensors(proto) if uses_external_data(t)})
 
 
 def leaves_folder(location: str) -> bool:
@@ -99,14 +119,13 @@ def external_locations(model: Path, cache_dir: Path) -> list[str]:
     model = Path(model)
     sha = file_digest(model, cache_dir).sha256
     cached = Path(cache_dir) / "external-data" / f"{sha[:32]}.json"
-    try:
-        record = json.loads(cached.read_text())
-        locations = record["locations"] if record.get("sha256") == sha else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        locations = None
+    record = read_json_dict(cached)
+    locations = (
+        record.get("locations") if record.get("sha256") == sha and record.get("reader") == READER_VERSION else None
+    )
     if not (isinstance(locations, list) and all(isinstance(x, str) for x in locations)):
         locations = read_locations(model)
-        write_json_atomic(cached, {"sha256": sha, "locations": locations}, fix=CACHE_FIX)
+        write_json_atomic(cached, {"sha256": sha, "reader": READER_VERSION, "locations": locations}, fix=CACHE_FIX)
     check_locations(model, locations)
     return locations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -87,13 +88,18 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     artifact = Artifact(target, source.name, {"source_sha256": identity}, verb="converting", fix=CONVERSION_FIX)
     try:
         # Hashed from the bytes just written, so checking a golden pin costs no second read.
-        return artifact.ensure(
-            lambda: _save(convert_float_to_float16(load(source), keep_io_types=True), target, external_over)
-        )
+        return artifact.ensure(lambda: _save(_converted(convert_float_to_float16, load(source)), target, external_over))
     except PermissionError as err:
         raise PplgateError(
             f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: {CONVERSION_FIX}."
         ) from err
+
+
+def _converted(convert, model: onnx.ModelProto) -> onnx.ModelProto:
+    # onnxruntime 1.9's converter calls numpy functions numpy has deprecated, once a tensor: not the user's to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return convert(model, keep_io_types=True)
 
 
 def session_model(source: Path, target: Target, cache_dir: Path | None = None) -> Path:

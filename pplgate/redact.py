@@ -9,8 +9,9 @@ a signed link's query (``?X-Amz-Signature=...``), a hub token
   fragment masked (``***``), except the values of parameters known to be
   harmless;
 - ``redact``: the same for every address inside a text;
-- ``bare_address``: the address as reports name it, without user info,
-  query and fragment;
+- ``bare_address``: the address as sentences name it, without user info,
+  query and fragment; ``reported_address``: as reports keep it, the query's
+  names kept and its values masked;
 - ``printable``: a text as printed: redacted, control characters escaped;
 - ``HiddenText``: a secret that prints as its redaction.
 """
@@ -79,6 +80,14 @@ def redact_url(url: str) -> str:
 def redact(text: str) -> str:
     """``text`` with every address in it redacted."""
     return _ADDRESS.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def reported_address(spec: str) -> str:
+    """An address as a report keeps it: without user info, its query's names kept and their values masked, so two
+    addresses that differ in their query (``?v=1``, ``?v=2``) are told apart without either secret shown."""
+    if "://" not in spec:
+        return spec
+    return redact_url(split_userinfo(spec)[0])
 
 
 def bare_address(spec: str) -> str:

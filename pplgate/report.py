@@ -18,7 +18,7 @@ from pplgate.evaluate import Evaluation
 from pplgate.method import ROWS_PER_BATCH, Method
 from pplgate.metric import CrossToolMetrics
 from pplgate.modelfiles import model_identity
-from pplgate.redact import bare_address
+from pplgate.redact import reported_address
 from pplgate.runtime import LMSession
 from pplgate.sourcefolder import Sources
 
@@ -83,7 +83,7 @@ def final_report(
     n_bytes, n_words = tokens.scored_bytes_and_words(ev.layout)
     cross = CrossToolMetrics(total_nll=float(ev.token_losses.sum(dtype=np.float64)), words=n_words, bytes=n_bytes)
     return {
-        "model": bare_address(sources.model),
+        "model": reported_address(sources.model),
         "model_file": session.model_path.name,
         # The bytes that ran, which golden files pin: the file as given with
         # its external-data files (pplgate.modelfiles), and the fp16

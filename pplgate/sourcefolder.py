@@ -27,7 +27,7 @@ from pplgate.digest import file_digest
 from pplgate.download import file_name
 from pplgate.errors import PplgateError, SourceUnavailable
 from pplgate.fileio import default_model_dir, user_cache_dir
-from pplgate.method import DEFAULT_DATASET, DEFAULT_TOKENIZER, VENDOR_MODEL_URL
+from pplgate.method import DATASET_CONFIG, DEFAULT_DATASET, DEFAULT_TOKENIZER, SPLIT, VENDOR_MODEL_URL
 from pplgate.modelfiles import external_locations, leaves_folder
 from pplgate.redact import bare_address
 from pplgate.spec import is_hub, is_remote, looks_local
@@ -57,7 +57,8 @@ def read_sums(sums: Path) -> dict[str, str]:
         text = sums.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise PplgateError(f"{sums} is not UTF-8 text (byte {err.start}): {refetch}.") from None
-    listed = {}
+    listed: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -70,7 +71,14 @@ def read_sums(sums: Path) -> dict[str, str]:
             raise PplgateError(
                 f"{sums} line {number} names {name!r}, which is outside {sums.parent}: nothing was read; {refetch}."
             )
-        listed[PurePosixPath(name).as_posix()] = digest.lower()
+        key = PurePosixPath(name).as_posix()
+        if key in listed:
+            raise PplgateError(
+                f"{sums} lists {key} twice (lines {lines[key]} and {number}), so either hash could be "
+                f"the one checked: {refetch}."
+            )
+        listed[key] = digest.lower()
+        lines[key] = number
     return listed
 
 
@@ -123,34 +131,77 @@ def _refuse_unlisted(folder: Path, listed: dict[str, str], refetch: str) -> None
             f"{folder} holds {shown}, which {folder / SUMS} does not list, so a run would read it unchecked: "
             f"remove it, or {refetch}."
         )
-    if CARD in held and CARD not in listed:
-        _check_card(folder / CARD, refetch)
+    if CARD in held:
+        _check_card(folder / CARD, listed, refetch)
 
 
-def _check_card(card: Path, refetch: str) -> None:
-    """An unlisted dataset card may only point ``datasets`` at files inside the folder, which are all listed.
+def _check_card(card: Path, listed: dict[str, str], refetch: str) -> None:
+    """A dataset card, listed or not, may make ``datasets`` read only files the folder lists, each once.
 
     Hub mirrors often list their data files but not README.md (../shared/data
-    does); datasets reads the card's ``configs`` to find the data files, so
-    those patterns must not leave the folder.
+    does).  datasets reads the card's ``configs`` to find the data files, so
+    the card is parsed as datasets parses it (huggingface_hub's DatasetCard: a
+    header after a byte-order mark or a blank line is a header all the same),
+    and what its patterns name for the split is checked: inside the folder,
+    listed, and no file twice (twice is every row twice).
     """
-    text = card.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return
-    import yaml  # a dependency of datasets
+    import yaml  # a dependency of huggingface_hub
+    from huggingface_hub import DatasetCard
 
+    said = f"{card}," if CARD in listed else f"{card}, which {card.parent / SUMS} does not list,"
     try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) if text.count("---") >= 2 else None
-    except yaml.YAMLError as err:
+        meta = DatasetCard.load(card).data.to_dict()
+    except (ValueError, yaml.YAMLError) as err:
         raise PplgateError(f"{card}'s header is not YAML ({str(err).splitlines()[0]}): {refetch}.") from None
-    patterns = list(_strings(meta.get("configs") if isinstance(meta, dict) else None))
-    outside = [p for p in patterns if leaves_folder(p) or "://" in p]
+    configs = meta.get("configs") or []
+    outside = [p for p in _strings(configs) if leaves_folder(p) or "://" in p]
     if outside:
         raise PplgateError(
-            f"{card}, which {card.parent / SUMS} does not list, points datasets at {outside[0]!r}, outside "
-            f"{card.parent}: "
-            f"nothing was read; {refetch}."
+            f"{said} points datasets at {outside[0]!r}, outside {card.parent}: nothing was read; {refetch}."
         )
+    for config in configs if isinstance(configs, list) else []:
+        if not isinstance(config, dict) or config.get("config_name") != DATASET_CONFIG:
+            continue
+        other = sorted(set(config) - {"config_name", "data_files", "default"})
+        if other:
+            raise PplgateError(
+                f"{said} sets {other[0]!r} for {DATASET_CONFIG}, which changes what datasets reads: "
+                f"nothing was read; {refetch}."
+            )
+        read: list[str] = []
+        for pattern in _split_patterns(config.get("data_files"), SPLIT):
+            read += sorted(p.relative_to(card.parent).as_posix() for p in card.parent.glob(pattern) if p.is_file())
+        twice = sorted({name for name in read if read.count(name) > 1})
+        if twice:
+            raise PplgateError(
+                f"{said} makes datasets read {twice[0]} twice for the {SPLIT} split, so every row of "
+                f"it would count twice: "
+                f"nothing was read; {refetch}."
+            )
+        unchecked = [name for name in read if name not in listed]
+        if unchecked:
+            raise PplgateError(
+                f"{said} makes datasets read {unchecked[0]}, which is not listed either: nothing was read; {refetch}."
+            )
+
+
+def _split_patterns(data_files, split: str) -> list[str]:
+    """The file patterns a config's ``data_files`` gives ``split``, in every spelling datasets takes."""
+
+    def patterns(value) -> list[str]:
+        return (
+            [value]
+            if isinstance(value, str)
+            else [v for v in value if isinstance(v, str)]
+            if isinstance(value, list)
+            else []
+        )
+
+    if isinstance(data_files, dict):
+        return patterns(data_files.get(split))
+    if isinstance(data_files, list) and all(isinstance(v, dict) for v in data_files):
+        return [p for entry in data_files if entry.get("split") == split for p in patterns(entry.get("path"))]
+    return patterns(data_files) if split == "train" else []
 
 
 def _strings(value):

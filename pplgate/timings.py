@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# A round shorter than this timed nothing a model did (a saved run edited by hand, or a clock gone wrong).
+SHORTEST_S = 1e-6
 # The saved runs of a series a verdict takes its baseline from: the last ten.
 BASELINE_RUNS = 10
 # What identifies a series (besides the test and the machine): the knobs a user sets.
@@ -111,6 +113,8 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
     test = of_type(extra["test"], str, "extra_info.test", optional=False)
     stats = of_type(bench.get("stats"), dict, f"{test}: stats", optional=False)
     median = _number(stats.get("median"), f"{test}: stats.median")
+    if median < SHORTEST_S:
+        raise UnreadableRun(f"{test}: stats.median is {median!r} s, shorter than any model runs a block in")
     tokens = int(
         _number(
             of_type(extra["tokens"], int, f"{test}: extra_info.tokens", optional=False), f"{test}: extra_info.tokens"

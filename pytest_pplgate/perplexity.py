@@ -86,7 +86,7 @@ class PerplexityRegression:
         if limits is not None:
             summary = obtain(self.gate.settings.strict, lambda: self.gate.reference_summary(self.param, limits))
             outcome.report = {**(outcome.report or {}), **summary}
-            for metric in limits.bounds:
+            for metric in limits.metrics:
                 node.user_properties.append((metric, summary[metric]))
             self._settle(
                 outcome,

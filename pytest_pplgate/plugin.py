@@ -141,13 +141,29 @@ def _refuse_unreadable_model(model: str | None) -> None:
         )
 
 
-def _refuse_report_over_golden(report: Path | None, golden: Path) -> None:
-    """--gate-report never overwrites a case file: golden files change only through --gate-update-golden."""
-    if report is not None and report.suffix == ".json" and report.resolve().parent == golden.resolve():
-        raise pytest.UsageError(
-            f"--gate-report {report} is in the golden folder {golden}, where it would replace or add a case: "
-            "write the report elsewhere (golden files change only through --gate-update-golden)."
-        )
+def _refuse_outputs_over_golden(config: pytest.Config, golden: Path) -> None:
+    """No output of the run (the gate's report, junit XML, pytest-benchmark's JSON) replaces or adds a case file."""
+    from pplgate.golden import refuse_over_cases
+
+    json_out = config.getoption("benchmark_json", None)
+    outputs = {
+        "--gate-report": config.stash[gate_key].settings.report_path if gate_key in config.stash else None,
+        "--junitxml": getattr(config.option, "xmlpath", None),
+        # pytest-benchmark 4 opens this file when it parses the options: too late to keep it; 5 and later take a path.
+        "--benchmark-json": getattr(json_out, "name", json_out),
+    }
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            refuse_over_cases(Path(path), option, golden)
+        except PplgateError as err:
+            opened = (
+                " (pytest-benchmark 4 has already emptied it: restore it with git checkout)"
+                if hasattr(json_out, "name") and option == "--benchmark-json"
+                else ""
+            )
+            raise pytest.UsageError(f"{err}{opened}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -169,8 +185,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if gate.settings.golden_dir.is_dir():
         _import_onnxruntime()  # a gate project: its first sentence, before any test; elsewhere the plugin costs nothing
     _refuse_unreadable_model(gate.settings.model)
-    _refuse_report_over_golden(gate.settings.report_path, gate.settings.golden_dir)
     config.stash[gate_key] = gate
+    _refuse_outputs_over_golden(config, gate.settings.golden_dir)
     config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.params), "pplgate-summary")
 
 
@@ -321,7 +337,7 @@ def gate_history(pytestconfig: pytest.Config) -> list:
     """
     import warnings
 
-    from pplgate.history import SetAside, load_run, timings_of_run
+    from pplgate.history import SetAside, load_run, saved_order, timings_of_run
     from pplgate.redact import printable
     from pplgate.timings import UnreadableRun
 
@@ -338,9 +354,7 @@ def gate_history(pytestconfig: pytest.Config) -> list:
     else:
         runs = list(storage.load())
     timings = []
-    for path, data in sorted(
-        runs, key=lambda item: str(item[1].get("datetime", "")) if isinstance(item[1], dict) else ""
-    ):
+    for path, data in sorted(runs, key=lambda item: saved_order(item[0])):
         try:
             timings += timings_of_run(Path(str(path)).stem.split("_")[0], data)
         except UnreadableRun as err:

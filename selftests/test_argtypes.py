@@ -1,5 +1,7 @@
 """Option values, parsed by small functions: a bad one is a usage error naming the option."""
 
+from __future__ import annotations
+
 import argparse
 
 import pytest

@@ -18,4 +18,5 @@ def test_convert_writes_the_graph_the_gate_ran(base_args, tmp_path, cli):
 
 def test_convert_onto_its_own_source_is_refused(tiny_model, tmp_path, cli):
     assert cli("convert", tiny_model, "--precision", "fp32", "-o", tiny_model, "--cache-dir", tmp_path).error == (
-        f"pplgate: error: --output {tiny_model} is the model it would be written from: pass another path.")
+        f"pplgate: error: --output {tiny_model} is a file of the model it would be written from ({tiny_model.name}, its fp16 conversion, "
+        "their weights or records): pass another path.")

@@ -1,5 +1,7 @@
 """The vendor's data preparation, on the offline copy of wikitext-2-raw-v1 test."""
 
+from __future__ import annotations
+
 import shutil
 import subprocess
 import sys

@@ -1,5 +1,7 @@
 """The evaluation loop: batching, short blocks, non-finite losses, counts and timings."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np

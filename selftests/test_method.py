@@ -1,5 +1,7 @@
 """How the split becomes blocks: the settings, checked when made, the same sentence from an option or a golden file."""
 
+from __future__ import annotations
+
 import pytest
 
 from pplgate.errors import PplgateError

@@ -22,7 +22,7 @@ def project(scratch_gate):
 
 @pytest.fixture
 def recorded(project):
-    """The scratch case with its cpu-fp32 value recorded by --update-golden."""
+    """The scratch case with its cpu-fp32 value recorded by --gate-update-golden."""
     golden, run = project
     path = write_case(golden, {"gcu-fp32": {"relative_to": "cpu-fp32", "rel_tol": 0.01, "why": "rule"}})
     run("--gate-update-golden", "-k", "cpu").assert_outcomes(passed=1)
@@ -374,11 +374,11 @@ def test_path_option_with_a_space(project, pytester, shared_data, tiny_model, to
 
 
 def test_the_readme_example_case_works_as_written(project, tmp_path):
-    """The README's golden/gpt2-hub.json, its model swapped for a local merged decoder (the hub is out of reach)."""
+    """docs/gate.md's golden/gpt2-hub.json, its model swapped for a local merged decoder (the hub is out of reach)."""
     from pplgate.testmodel import PRESETS, write_model
 
     golden, run = project
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "gate.md").read_text()
     example = json.loads(readme.split("`golden/gpt2-hub.json`:\n\n```json\n", 1)[1].split("```", 1)[0])
     example["method"]["max_blocks"] = 2  # the whole split is the same code, 137 times longer
     (golden / "gpt2-hub.json").write_text(json.dumps(example))
@@ -438,7 +438,7 @@ def test_each_broken_golden_file_fails_its_own_tests(scratch_gate):
 
 
 def test_a_case_of_rules_only_says_which_entry_to_record_first(scratch_gate):
-    """The README's gpt2-hub example as written: every entry a rule relative to cpu-fp32, which is not recorded yet."""
+    """docs/gate.md's gpt2-hub example as written: every entry a rule relative to cpu-fp32, which is not recorded yet."""
     scratch_gate.ini(devices="cpu", precisions="fp16")
     scratch_gate.case({"gpu-fp32": {"relative_to": "cpu-fp32", "rel_tol": 0.0002}, "cpu-fp16": {"relative_to": "cpu-fp32", "rel_tol": 0.01}},
                       max_blocks=1)
@@ -475,7 +475,7 @@ def test_the_gate_report_never_replaces_a_case_file(scratch_gate):
     before = case.read_text()
     result = scratch_gate.run(f"--gate-report={case}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --gate-report {case} is in the golden folder *: write the report elsewhere*"])
+    result.stderr.fnmatch_lines([f"ERROR: --gate-report {case} is in a folder of golden case files (*), where it would replace or add a case: write it elsewhere*"])
     assert case.read_text() == before
 
 

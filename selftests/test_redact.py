@@ -1,5 +1,7 @@
 """Secrets in addresses: used, never shown."""
 
+from __future__ import annotations
+
 from pplgate.method import VENDOR_MODEL_URL
 from pplgate.redact import HiddenText, bare_address, printable, redact, split_userinfo
 

@@ -1,5 +1,7 @@
 """What a source string names: the scheme decides, in any case."""
 
+from __future__ import annotations
+
 import pytest
 
 from pplgate.errors import PplgateError

@@ -1,5 +1,7 @@
 """Devices, precisions and the Target made of them: parsed once, checked where made."""
 
+from __future__ import annotations
+
 import pytest
 
 from pplgate.errors import NotApplicable, PplgateError

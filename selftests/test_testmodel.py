@@ -1,5 +1,7 @@
 """The built model against its independent numpy forward pass."""
 
+from __future__ import annotations
+
 import collections
 import json
 from pathlib import Path

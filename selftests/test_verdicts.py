@@ -158,7 +158,7 @@ def test_another_fp16_conversion_of_the_same_model_is_named():
 
 
 def test_limits_against_a_reference_session():
-    limits = Limits(CPU_FP32, 4, {"kl_mean": ("max", 1e-3), "top1_agreement": ("min", 99.0)})
+    limits = Limits(CPU_FP32, 4, (("kl_mean", "max", 1e-3), ("top1_agreement", "min", 99.0)))
     assert judge_limits("mini-cpu-fp16", limits, {"kl_mean": 1e-4, "top1_agreement": 99.5}, "w", "h").verdict is Verdict.PASS
     judgment = judge_limits("mini-cpu-fp16", limits, {"kl_mean": 2e-3, "top1_agreement": float("nan")}, "g.json [limits]", "LOCALIZE")
     assert judgment.sentence.splitlines() == [
