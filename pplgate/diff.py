@@ -23,12 +23,18 @@ class PairedDifference:
     tokens: int
     mean_difference: float  # mean of loss A - loss B, nats
     max_abs_difference: float
-    perplexity_a: float
+    mean_loss_a: float  # nats
+    mean_loss_b: float
+    perplexity_a: float  # inf where exp(mean loss) overflows float64
     perplexity_b: float
     stderr_a: float  # each run's own ±
     stderr_b: float
-    difference: float  # perplexity A - perplexity B
-    difference_stderr: float  # its ±, paired
+    difference: float  # perplexity A - perplexity B; NaN where either is infinite
+    difference_stderr: float  # its ±, paired; NaN where either is infinite
+
+    @property
+    def comparable(self) -> bool:
+        return math.isfinite(self.perplexity_a) and math.isfinite(self.perplexity_b)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> PairedDifference:
@@ -36,22 +42,33 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> PairedDifference:
     x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     n = x.size
     ppl_a, ppl_b = perplexity(np.array([x.mean()])), perplexity(np.array([y.mean()]))
-    # Delta method on (mean A, mean B) with their paired covariance:
-    # var(pA - pB) = (pA^2 var(a) + pB^2 var(b) - 2 pA pB cov(a, b)) / (n - 1).
-    cov = np.cov(x, y, bias=True)
-    var = (ppl_a**2 * cov[0, 0] + ppl_b**2 * cov[1, 1] - 2 * ppl_a * ppl_b * cov[0, 1]) / (n - 1)
+    difference = difference_stderr = math.nan
+    if math.isfinite(ppl_a) and math.isfinite(ppl_b):
+        # Delta method on (mean A, mean B) with their paired covariance:
+        # var(pA - pB) = (pA^2 var(a) + pB^2 var(b) - 2 pA pB cov(a, b)) / (n - 1).
+        cov = np.cov(x, y, bias=True)
+        var = (ppl_a**2 * cov[0, 0] + ppl_b**2 * cov[1, 1] - 2 * ppl_a * ppl_b * cov[0, 1]) / (n - 1)
+        difference, difference_stderr = ppl_a - ppl_b, math.sqrt(max(var, 0.0))
     d = x - y
     return PairedDifference(
         tokens=n,
         mean_difference=float(d.mean()),
         max_abs_difference=float(np.abs(d).max()),
+        mean_loss_a=float(x.mean()),
+        mean_loss_b=float(y.mean()),
         perplexity_a=ppl_a,
         perplexity_b=ppl_b,
-        stderr_a=perplexity_stderr(x),
-        stderr_b=perplexity_stderr(y),
-        difference=ppl_a - ppl_b,
-        difference_stderr=math.sqrt(max(var, 0.0)),
+        stderr_a=perplexity_stderr(x) if math.isfinite(ppl_a) else math.nan,
+        stderr_b=perplexity_stderr(y) if math.isfinite(ppl_b) else math.nan,
+        difference=difference,
+        difference_stderr=difference_stderr,
     )
+
+
+def _perplexity_line(name: str, ppl: float, stderr: float, mean_loss: float) -> str:
+    if math.isfinite(ppl):
+        return f"perplexity {name}             {ppl:.6g} ± {stderr:.4g}"
+    return f"perplexity {name}             inf (its mean loss, {mean_loss:.6g} nats, is beyond float64's exp)"
 
 
 def worst_tokens(a: np.ndarray, b: np.ndarray, count: int = 10) -> list[int]:
@@ -78,9 +95,11 @@ def render(a: SavedLosses, b: SavedLosses, decode, count: int = 10, context: int
         f"tokens compared          {p.tokens}",
         f"mean loss difference     {p.mean_difference:+.6g} nats (A - B)",
         f"max |loss difference|    {p.max_abs_difference:.6g} nats",
-        f"perplexity A             {p.perplexity_a:.6g} ± {p.stderr_a:.4g}",
-        f"perplexity B             {p.perplexity_b:.6g} ± {p.stderr_b:.4g}",
-        f"perplexity A - B         {p.difference:+.6g} ± {p.difference_stderr:.4g} (paired)",
+        _perplexity_line("A", p.perplexity_a, p.stderr_a, p.mean_loss_a),
+        _perplexity_line("B", p.perplexity_b, p.stderr_b, p.mean_loss_b),
+        f"perplexity A - B         {p.difference:+.6g} ± {p.difference_stderr:.4g} (paired)"
+        if p.comparable
+        else "perplexity A - B         none: a perplexity is infinite; the mean loss difference above compares them",
         "",
         f"the {count} tokens where A and B disagree most (block:position, loss A, loss B, {context} tokens of "
         f"context, then the token in [[ ]]):",

@@ -56,11 +56,32 @@ def declared_sha256(url: str) -> str | None:
     return value.lower() if value else None
 
 
+# What pplgate keeps beside a download (its part, its sidecar, the locks' files) and a sources folder's list:
+# a URL naming one of these would be saved over it.
+OWN_SUFFIXES = (".part", ".json", ".lock", ".pid")
+OWN_NAMES = ("SHA256SUMS",)
+
+
 def file_name(url: str) -> str:
-    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    """The name a URL's file is kept under: its path's last segment, decoded, refused where it is no plain file name
+    or is one of pplgate's own."""
+    last = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    name = urllib.parse.unquote(last)
     if not name:
         raise PplgateError(
             f"URL {bare_address(url)} names no file: pass --model with the address of the .onnx file itself."
+        )
+    why = None
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        why = "it is no plain file name"
+    elif name.startswith("."):
+        why = "pplgate keeps its own hidden files beside downloads"
+    elif name.lower().endswith(OWN_SUFFIXES) or name in OWN_NAMES:
+        why = "pplgate's own files beside a download end in .part, .json, .lock or .pid, and SHA256SUMS lists a folder"
+    if why is not None:
+        raise PplgateError(
+            f"URL {bare_address(url)} names the file {name!r}, which pplgate will not save under that name ({why}): "
+            "download it yourself under another name and pass that path to --model."
         )
     return name
 

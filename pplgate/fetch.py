@@ -21,7 +21,7 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import read_json_dict, remove_idle_locks, write_atomic, write_json_atomic
 from pplgate.hub import hub_download, snapshot
 from pplgate.method import DATASET_CONFIG, SPLIT
-from pplgate.modelfiles import check_locations, read_locations
+from pplgate.modelfiles import check_locations, read_facts
 from pplgate.models import beside
 from pplgate.redact import bare_address
 from pplgate.sourcefolder import MODEL_SUBDIR, SUMS, model_file_name, read_sums, repo_folder_name, verify
@@ -199,7 +199,7 @@ def _locations(path: Path, source: Path) -> list[str]:
     fails is not kept.
     """
     try:
-        locations = read_locations(path)
+        locations = read_facts(path).locations
     except PplgateError as err:
         # Not a model (an error page saved under the model's name, a truncated copy): not kept in the folder.
         _remove(path)

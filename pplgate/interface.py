@@ -58,9 +58,52 @@ def _dim(d) -> int | None:
     return d if isinstance(d, int) else None
 
 
+@dataclass(frozen=True)
+class _Arg:
+    """A graph input or output as onnxruntime's NodeArg describes it."""
+
+    name: str
+    type: str
+    shape: list
+
+
+_TYPE_NAMES = {
+    1: "tensor(float)",
+    10: "tensor(float16)",
+    11: "tensor(double)",
+    7: "tensor(int64)",
+    6: "tensor(int32)",
+    9: "tensor(bool)",
+}
+
+
+class GraphArgs:
+    """A graph read with onnx, answering as an onnxruntime session does (``get_inputs``, ``get_outputs``)."""
+
+    def __init__(self, graph):
+        initialized = {t.name for t in graph.initializer}
+        self._inputs = [self._arg(v) for v in graph.input if v.name not in initialized]
+        self._outputs = [self._arg(v) for v in graph.output]
+
+    @staticmethod
+    def _arg(value) -> _Arg:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+        return _Arg(value.name, _TYPE_NAMES.get(tensor.elem_type, f"tensor(type {tensor.elem_type})"), dims)
+
+    def get_inputs(self) -> list[_Arg]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_Arg]:
+        return self._outputs
+
+
 def inspect(session, name: str) -> GraphInterface:
-    """Reads the interface; refuses graphs that cannot be fed or scored the vendor's way."""
-    inputs = session.get_inputs()
+    """Reads the interface of a session (or of ``GraphArgs``); refuses graphs that cannot be fed or scored the vendor's
+    way.  The scorer's own input and output, in a graph pplgate appended it to, are not the model's."""
+    from pplgate.scoring import LABELS
+
+    inputs = [i for i in session.get_inputs() if i.name != LABELS]
     dtypes = {i.name: _DTYPES.get(i.type) for i in inputs}
     if IDS not in dtypes:
         raise PplgateError(
@@ -175,9 +218,16 @@ def logits_short(name: str, rows: int, tokens: int) -> PplgateError:
 
 
 def check_fits(
-    iface: GraphInterface, name: str, block_size: int, vocab_size: int, max_id: int, batch_size: int = 1
+    iface: GraphInterface,
+    name: str,
+    block_size: int,
+    vocab_size: int,
+    max_id: int,
+    batch_size: int = 1,
+    shortest: int | None = None,
 ) -> None:
-    """Refuses a graph whose shape cannot take the blocks or disagrees with the tokenizer."""
+    """Refuses a graph whose shape cannot take the blocks (``block_size`` the longest, ``shortest`` the shortest) or
+    whose vocabulary is smaller than the tokenizer's."""
     if iface.batch_size is not None and batch_size != iface.batch_size:
         raise PplgateError(
             f"model {name} takes exactly {iface.batch_size} block(s) per run (its input_ids is [{iface.batch_size}, "
@@ -185,13 +235,28 @@ def check_fits(
             f"pass --batch-size {iface.batch_size} (in the gate --gate-batch-size={iface.batch_size}), or export it "
             f"with a dynamic batch axis."
         )
+    if iface.sequence_length is not None and iface.sequence_length > block_size:
+        raise PplgateError(
+            f"model {name} takes sequences of exactly {iface.sequence_length} tokens, more than the {block_size} of a "
+            f"block: "
+            f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic "
+            f"sequence axis."
+        )
+    if iface.sequence_length is not None and shortest is not None and shortest < iface.sequence_length:
+        raise PplgateError(
+            f"model {name} takes sequences of exactly {iface.sequence_length} tokens, but one block is {shortest} "
+            f"tokens "
+            "(the last of a 1,000-row batch with fewer ids, as the vendor's grouping cuts it): use --grouping "
+            "contiguous, "
+            "or export it with a dynamic sequence axis."
+        )
     if iface.sequence_length is not None and iface.sequence_length < block_size:
         raise PplgateError(
             f"model {name} takes sequences of {iface.sequence_length} tokens, fewer than the {block_size} of a block: "
             f"pass --block-size {iface.sequence_length} (a case's method.block_size), or export it with a dynamic or "
             f"{block_size}-token sequence axis."
         )
-    if iface.vocab_size is not None and iface.vocab_size != vocab_size:
+    if iface.vocab_size is not None and iface.vocab_size < vocab_size:
         raise PplgateError(
             f"model {name} predicts {iface.vocab_size} tokens, but the tokenizer has {vocab_size}: pass --tokenizer "
             f"with the tokenizer the model was trained with."

@@ -35,8 +35,22 @@ class ModelIdentity:
     files: dict[str, str]  # name (relative to the model's folder) -> sha256, the .onnx first
 
 
-# Bumped when read_locations finds tensors it did not before: locations cached by an older reader are read again.
-READER_VERSION = 2  # 2: sparse initializers, attribute tensor lists, local functions
+# Bumped when read_facts finds what it did not before: facts cached by an older reader are read again.
+READER_VERSION = 3  # 2: sparse initializers, attribute tensor lists, local functions; 3: weights by element type
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What pplgate reads from a model's graph, once per content: where its tensors are kept, and in what type."""
+
+    locations: list[str]  # external-data locations, as written in the file
+    elements: dict[str, int]  # floating element type (FLOAT, FLOAT16, ...) -> elements of the model's tensors in it
+
+    @property
+    def stored_in_fp16(self) -> bool:
+        """Most of the weights are float16: the model was exported or converted to fp16 already."""
+        half = self.elements.get("FLOAT16", 0) + self.elements.get("BFLOAT16", 0)
+        return half > self.elements.get("FLOAT", 0) + self.elements.get("DOUBLE", 0)
 
 
 def _tensors(model):
@@ -67,8 +81,8 @@ def _node_tensors(nodes):
                 yield from _graph_tensors(sub)
 
 
-def read_locations(model: Path) -> list[str]:
-    """The external-data locations ``model``'s tensors name, as written in the file; the graph only is read."""
+def read_facts(model: Path) -> GraphFacts:
+    """``model``'s external-data locations and its tensors' element types; the graph only is read."""
     import onnx
     from google.protobuf.message import DecodeError
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
@@ -80,7 +94,21 @@ def read_locations(model: Path) -> list[str]:
             f"model file {model} is not a readable ONNX model ({type(err).__name__}): check that it is a complete "
             f".onnx file."
         ) from err
-    return sorted({ExternalDataInfo(t).location for t in _tensors(proto) if uses_external_data(t)})
+    locations: set[str] = set()
+    elements: dict[str, int] = {}
+    for tensor in _tensors(proto):
+        if uses_external_data(tensor):
+            locations.add(ExternalDataInfo(tensor).location)
+        kind = onnx.TensorProto.DataType.Name(tensor.data_type)
+        if kind in FLOATING:
+            count = 1
+            for dim in tensor.dims:
+                count *= dim
+            elements[kind] = elements.get(kind, 0) + count
+    return GraphFacts(sorted(locations), elements)
+
+
+FLOATING = ("FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE")
 
 
 def leaves_folder(location: str) -> bool:
@@ -112,22 +140,37 @@ def check_locations(model: Path, locations: list[str]) -> None:
             )
 
 
-def external_locations(model: Path, cache_dir: Path) -> list[str]:
-    """``model``'s external-data locations, checked to stay in its folder; kept by the model's sha256, so a large graph
-    is parsed once.
-    """
+def graph_facts(model: Path, cache_dir: Path) -> GraphFacts:
+    """``model``'s graph facts, its locations checked to stay in its folder; kept by the model's sha256, so a large
+    graph is parsed once."""
     model = Path(model)
     sha = file_digest(model, cache_dir).sha256
     cached = Path(cache_dir) / "external-data" / f"{sha[:32]}.json"
     record = read_json_dict(cached)
-    locations = (
-        record.get("locations") if record.get("sha256") == sha and record.get("reader") == READER_VERSION else None
-    )
-    if not (isinstance(locations, list) and all(isinstance(x, str) for x in locations)):
-        locations = read_locations(model)
-        write_json_atomic(cached, {"sha256": sha, "reader": READER_VERSION, "locations": locations}, fix=CACHE_FIX)
-    check_locations(model, locations)
-    return locations
+    facts = None
+    if record.get("sha256") == sha and record.get("reader") == READER_VERSION:
+        locations, elements = record.get("locations"), record.get("elements")
+        if (
+            isinstance(locations, list)
+            and all(isinstance(x, str) for x in locations)
+            and isinstance(elements, dict)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in elements.values())
+        ):
+            facts = GraphFacts(locations, elements)
+    if facts is None:
+        facts = read_facts(model)
+        write_json_atomic(
+            cached,
+            {"sha256": sha, "reader": READER_VERSION, "locations": facts.locations, "elements": facts.elements},
+            fix=CACHE_FIX,
+        )
+    check_locations(model, facts.locations)
+    return facts
+
+
+def external_locations(model: Path, cache_dir: Path) -> list[str]:
+    """``model``'s external-data locations, checked to stay in its folder."""
+    return graph_facts(model, cache_dir).locations
 
 
 def check_present(model: Path, locations: list[str], fix: str) -> None:

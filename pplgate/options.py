@@ -39,7 +39,7 @@ from pplgate.target import Precision
 
 SOURCES_ENV = "PPLGATE_SOURCES"
 CACHE_ENV = "PPLGATE_CACHE"
-# "graph": cross-entropy in a scoring session fed the logits where they are; only losses leave the runtime.
+# "graph": cross-entropy appended to the model's graph (pplgate.scored); only losses leave the runtime.
 # "host": the vendor's way, logits fetched and scored in float32 numpy.
 # "auto": graph, except where the provider lowers the graph's precision itself
 # (GCU fp16 mixed precision): there the appended scoring could run in fp16,
@@ -163,7 +163,7 @@ OPTIONS = (
     ),
     Option(
         "scoring",
-        "graph: cross-entropy in a second onnxruntime session reading the logits where the model made them; "
+        "graph: cross-entropy appended to the model's graph, computed where the logits are made; "
         "host: the vendor's numpy scoring of fetched logits; auto: graph, but host where the provider lowers "
         "precision itself (gcu fp16)",
         default=lambda: "auto",

@@ -22,13 +22,13 @@ from pplgate.blocks import Blocks
 from pplgate.data import TokenStream, load_tokens
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.interface import check_fits, logits_rank, logits_short
+from pplgate.interface import check_fits, feeds, logits_rank, logits_short
 from pplgate.method import Method
 from pplgate.models import resolve_model
 from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
 from pplgate.report import final_report
-from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, open_session
+from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, create_session, open_session
 from pplgate.sourcefolder import Sources
 from pplgate.target import Target
 
@@ -57,7 +57,9 @@ def build_session(
 ) -> LMSession:
     """The session of the model on ``target``, checked to take ``blocks`` before any of them is scored."""
     path = resolve_model(sources.model, sources.model_dir, progress=settings.progress, cache_dir=sources.cache_dir)
-    session = open_session(path, target, settings.scoring, settings.options, cache_dir=sources.cache_dir)
+    session = open_session(
+        path, target, settings.scoring, settings.options, cache_dir=sources.cache_dir, vocab=tokens.vocab_size
+    )
     longest = int(blocks.lengths.max())
     check_fits(
         session.iface,
@@ -66,6 +68,7 @@ def build_session(
         tokens.vocab_size,
         int(blocks.ids.max()),
         min(settings.batch_size, len(blocks)),
+        shortest=int(blocks.lengths.min()),
     )
     if session.iface.sequence_length is None:
         _probe(session, path.name, longest)
@@ -80,14 +83,20 @@ def _probe(session: LMSession, name: str, length: int) -> None:
     try:
         logits = session.session.run([session.iface.logits], session.feeds(short))[0]
     except ORT_RUN_ERRORS as err:
-        raise PplgateError(
-            f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): check it with --device cpu "
-            f"--precision fp32."
-        ) from err
-    if logits.ndim != 3:
-        raise logits_rank(name, logits.ndim)
-    if logits.shape[:2] != short.shape:
-        raise logits_short(name, logits.shape[1], short.shape[1])
+        cannot = PplgateError(
+            f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): {_check_advice(session.target)}."
+        )
+        if not session.scored:
+            raise cannot from err
+        # The scorer appended to the graph fails on logits it cannot score: the model's own session says why.
+        plain = create_session(str(session.model_path), session.target, session.options, name, lean=True)
+        try:
+            logits = plain.run([session.iface.logits], feeds(session.iface, short))[0]
+        except ORT_RUN_ERRORS:
+            raise cannot from err
+        _check_logits(name, logits, short)
+        raise cannot from err
+    _check_logits(name, logits, short)
     # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
     # Its logits alone are batch x length x vocab: a block size past any context must not allocate them first.
     need = (
@@ -113,6 +122,21 @@ def _probe(session: LMSession, name: str, length: int) -> None:
         ) from err
 
 
+def _check_logits(name: str, logits: np.ndarray, ids: np.ndarray) -> None:
+    """One row of logits [batch, sequence, vocab] per position fed, or the model cannot be scored."""
+    if logits.ndim != 3:
+        raise logits_rank(name, logits.ndim)
+    if logits.shape[:2] != ids.shape:
+        raise logits_short(name, logits.shape[1], ids.shape[1])
+
+
+def _check_advice(target: Target) -> str:
+    """What to compare a model that fails against: the CPU at fp32, unless that is where it failed."""
+    if target.key == "cpu-fp32":
+        return "check that the model runs in onnxruntime on the CPU as exported, or export it again"
+    return "check it with --device cpu --precision fp32"
+
+
 def physical_memory() -> int | None:
     """Bytes of memory this machine has, where the system says (Linux, macOS); None elsewhere."""
     try:
@@ -132,7 +156,14 @@ def evaluate_report(
 ) -> tuple[dict, Evaluation]:
     """The blocks scored, and the Final report of it."""
     baseline = (
-        open_session(session.source_path, session.target, "host", settings.options, cache_dir=sources.cache_dir)
+        open_session(
+            session.source_path,
+            session.target,
+            "host",
+            settings.options,
+            cache_dir=sources.cache_dir,
+            vocab=session.vocab,
+        )
         if measure_forward
         else None
     )
@@ -149,7 +180,9 @@ def compare(
 ) -> dict:
     """KL, top-1 agreement and perplexity ratio of ``session`` against the same model at ``reference``."""
     # Host scoring: the reference's logits are only fetched, so no scoring session is made for it.
-    ref = open_session(session.source_path, reference, "host", settings.options, lean=True, cache_dir=cache_dir)
+    ref = open_session(
+        session.source_path, reference, "host", settings.options, lean=True, cache_dir=cache_dir, vocab=session.vocab
+    )
     return compare_with_reference(session, ref, blocks, settings.batch_size).summary()
 
 

@@ -23,8 +23,8 @@ from pplgate.artifacts import Artifact
 from pplgate.digest import sha256_of
 from pplgate.errors import PplgateError
 from pplgate.fileio import remove_leftovers, user_cache_dir, write_atomic
-from pplgate.modelfiles import model_identity
-from pplgate.target import Target
+from pplgate.modelfiles import graph_facts, model_identity
+from pplgate.target import Precision, Target
 
 
 def load(path: Path) -> onnx.ModelProto:
@@ -48,7 +48,7 @@ PROTOBUF_LIMIT = 2**31 - 2**20
 CONVERSION_FIX = "copy the model to a writable folder and pass that path to --model"
 
 
-def _save(model: onnx.ModelProto, target: Path, external_over: int) -> str:
+def save(model: onnx.ModelProto, target: Path, external_over: int = PROTOBUF_LIMIT) -> str:
     """Writes ``model`` to ``target`` atomically; returns the sha256 of ``target``'s bytes."""
     if model.ByteSize() < external_over:
         data = model.SerializeToString()
@@ -88,11 +88,28 @@ def convert_fp16(source: Path, cache_dir: Path | None = None, external_over: int
     artifact = Artifact(target, source.name, {"source_sha256": identity}, verb="converting", fix=CONVERSION_FIX)
     try:
         # Hashed from the bytes just written, so checking a golden pin costs no second read.
-        return artifact.ensure(lambda: _save(_converted(convert_float_to_float16, load(source)), target, external_over))
+        return artifact.ensure(
+            lambda: save(_checked(_converted(convert_float_to_float16, load(source)), source), target, external_over)
+        )
     except PermissionError as err:
         raise PplgateError(
             f"cannot write the fp16 conversion of {source.name} next to it in {source.parent}: {CONVERSION_FIX}."
         ) from err
+
+
+def _checked(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
+    """The conversion, if ONNX's checker finds it valid: an invalid one is never written, so never kept."""
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        return model  # the checker takes a proto under 2 GB only; onnxruntime checks it when the session is made
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise PplgateError(
+            f"onnxruntime's float16 converter made an invalid model of {source.name} "
+            f"({str(err).strip().splitlines()[0]}): nothing was kept; run fp32, or convert it with your own tools and "
+            "pass the fp16 model to --model with --precision fp16."
+        ) from None
+    return model
 
 
 def _converted(convert, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -103,5 +120,18 @@ def _converted(convert, model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def session_model(source: Path, target: Target, cache_dir: Path | None = None) -> Path:
-    """The file a session of ``source`` on ``target`` loads: the source, or its fp16 conversion."""
+    """The file a session of ``source`` on ``target`` loads: the source, or its fp16 conversion.
+
+    A model whose weights are fp16 already (an fp16 export, a conversion) is
+    run as shipped at fp16, and refused at any other precision: it cannot
+    compute in fp32, and a row saying it did would be false.
+    """
+    if graph_facts(source, cache_dir or user_cache_dir()).stored_in_fp16:
+        if target.precision is not Precision.FP16:
+            raise PplgateError(
+                f"model {source.name} is fp16 already (most of its weights are float16), so it cannot run at "
+                f"{target.precision}: pass the fp32 model for {target.precision}, or run this one with --precision "
+                "fp16."
+            )
+        return source
     return convert_fp16(source, cache_dir) if target.converts_to_fp16 else source

@@ -67,8 +67,9 @@ def compare_with_reference(
             first = int(offsets[batch.start + i])
             for r in range(0, scored, ROWS):
                 at = slice(r, min(r + ROWS, scored))
-                z = z_all[i, at].astype(np.float32, copy=False)  # [rows, V]
-                z_ref = z_ref_all[i, at].astype(np.float32, copy=False)
+                # The entries scored: a padded vocabulary's padding is no token.
+                z = z_all[i, at, : run.vocab].astype(np.float32, copy=False)  # [rows, V]
+                z_ref = z_ref_all[i, at, : run.vocab].astype(np.float32, copy=False)
                 lp, lp_ref = _log_softmax(z), _log_softmax(z_ref)
                 out = slice(first + at.start, first + at.stop)
                 kl[out] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1, dtype=np.float64)

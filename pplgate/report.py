@@ -97,7 +97,7 @@ def final_report(
         "device": session.device.spec,
         "precision": session.precision.value,
         # What computed it: the CPU provider's fp16 is mostly fp32, CUDA's fp32 is TF32 unless switched off.
-        "computed_as": session.target.computed_as,
+        "computed_as": session.computed_as,
         "batch_size": ev.batch_size,
         "perplexity": ev.perplexity,
         "perplexity_stderr": ev.perplexity_stderr,
@@ -164,7 +164,7 @@ def throughput_info(
         "case": case,
         "device": session.device.spec,
         "precision": session.precision.value,
-        "computed_as": session.target.computed_as,
+        "computed_as": session.computed_as,
         "blocks": ev.blocks,
         "batch_size": ev.batch_size,
         "tokens": tokens,  # fed per round

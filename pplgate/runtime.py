@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ ORT_ERRORS = (
 )
 # run_with_iobinding reports a failed run as a plain RuntimeError.
 ORT_RUN_ERRORS = ORT_ERRORS + (RuntimeError,)
+
+log = logging.getLogger("pplgate")
 
 # Positions the CPU scorer takes per run: its LogSoftmax buffer is this many
 # rows of the vocabulary (26 MB for GPT-2), against 206 MB for a whole block.
@@ -73,18 +76,41 @@ def check_provider(device: Device) -> None:
 
 @dataclass
 class LMSession:
-    """An onnxruntime session of a language model as shipped, and the scoring session beside it."""
+    """An onnxruntime session of a language model, and how its tokens are scored.
+
+    ``scored``: the session runs the model's graph with the scorer appended
+    (``pplgate.scored``) and gives the losses itself.  Else, with a ``scorer``,
+    the scorer runs as a session of its own beside the model's, the logits
+    handed over where they are (where the scored graph cannot be written
+    beside the model); without one, the logits are fetched and scored in numpy
+    (host scoring, the vendor's way).
+    """
 
     session: ort.InferenceSession
-    # logits + input_ids -> token losses, on the same device; None for host scoring.
+    # logits + labels -> token losses, on the same device, beside the model's session; else None.
     scorer: ort.InferenceSession | None
     iface: GraphInterface
     target: Target
-    scoring: str
+    scoring: str  # "graph" or "host", as reported
     source_path: Path  # the model as given
-    model_path: Path  # what the session loaded, by path: the source, or its fp16 conversion
+    # What the session runs, by path: the source, or its fp16 conversion, maybe with the scorer appended.
+    model_path: Path
     options: RuntimeOptions
+    vocab: int | None = None  # the entries scored: the tokenizer's, a padded vocabulary's padding left out; None: all
+    scored: bool = False
     _logits: np.ndarray | None = field(default=None, repr=False)  # the CPU path's logits buffer
+
+    @property
+    def computed_as(self) -> str:
+        """What computes the precision, in words; a model that is fp16 as shipped says so."""
+        if not (self.target.converts_to_fp16 and self.model_path == self.source_path):
+            return self.target.computed_as
+        if self.target.widens_fp16:
+            return (
+                f"the model's own fp16 weights, as shipped, most of whose operators {self.target.provider} computes "
+                "in fp32: no evidence for a device that computes in fp16"
+            )
+        return "the model's own fp16 weights, as shipped, computed by the provider in fp16"
 
     @property
     def device(self) -> Device:
@@ -107,11 +133,14 @@ class LMSession:
         return self.session.get_provider_options().get(self.device.kind.provider, {})
 
     def feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """ids [B, T] -> every input the graph declares, in its own dtype."""
-        return feeds(self.iface, ids)
+        """ids [B, T] -> every input the graph declares, in its own dtype (and the labels, for a scored graph)."""
+        given = feeds(self.iface, ids)
+        if self.scored:
+            given[LABELS] = labels_of(ids)
+        return given
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
-        """The bare model: ids [B, T] -> logits [B, T, V] on the host, only the logits fetched.
+        """ids [B, T] -> logits [B, T, V] on the host, only the logits fetched.
 
         Where the CPU scorer keeps a logits buffer, they are written into it:
         the array returned is that buffer, valid until the next run.
@@ -153,12 +182,15 @@ class LMSession:
 
     def token_losses(self, ids: np.ndarray) -> np.ndarray:
         """ids [B, T] -> cross-entropy [B, T-1] float32 of positions 0..T-2 against 1..T-1."""
+        if self.scored:
+            # One run: the logits are made, read and dropped where they are; only the losses come back.
+            return self.session.run([TOKEN_LOSSES], self.feeds(ids))[0][:, :-1]
         if self.scorer is not None:
             return self._run_bound(ids)
         logits = self.forward(ids)
         if logits.ndim != 3 or logits.shape[:2] != ids.shape:
             raise logits_short(self.model_path.name, logits.shape[1] if logits.ndim == 3 else 0, ids.shape[1])
-        return host_token_losses(logits, ids)
+        return host_token_losses(logits[..., : self.vocab], ids)
 
     def _run_bound(self, ids: np.ndarray) -> np.ndarray:
         """Model then scorer through I/O binding; only the losses [B, T-1] come back.
@@ -264,7 +296,21 @@ def create_session(
             f"(a silent fallback, usually missing drivers or libraries): fix the {device.kind.name} installation.",
             provider=device.kind.provider,
         )
+    _refuse_unknown_options(
+        options.provider_options, session.get_provider_options().get(device.kind.provider, {}), device
+    )
     return session
+
+
+def _refuse_unknown_options(given: dict[str, str], effective: dict[str, str], device: Device) -> None:
+    """An option the provider does not list among its own would be ignored: refused, where the provider lists them
+    (CUDA does; a provider that lists none cannot be checked, and its report shows what it ran with)."""
+    unknown = sorted(set(given) - set(effective))
+    if effective and unknown:
+        raise PplgateError(
+            f"--provider-option {unknown[0]} is not an option of {device.kind.provider}, which would ignore it (its "
+            f"options: {', '.join(sorted(effective))}): check its spelling."
+        )
 
 
 def open_session(
@@ -274,8 +320,20 @@ def open_session(
     options: RuntimeOptions | None = None,
     lean: bool = False,
     cache_dir: Path | None = None,
+    vocab: int | None = None,
+    append: bool = True,
 ) -> LMSession:
-    """Builds the model's session from its file, untouched, and its scoring session."""
+    """The model's session on ``target``, scoring the first ``vocab`` entries of its logits (None: all).
+
+    Graph scoring runs the model's graph with the scorer appended, written
+    once beside it; where that cannot be written (a read-only folder), the
+    model's opset is too old to append to, or ``append`` is False, the scorer
+    runs as a session of its own.  Host scoring runs the model as given.
+    """
+    from pplgate.fileio import WriteFailed, user_cache_dir
+    from pplgate.modelfiles import model_identity
+    from pplgate.scored import scored_model
+
     options = options or RuntimeOptions()
     if scoring not in SCORINGS:
         raise PplgateError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}.")
@@ -283,7 +341,20 @@ def open_session(
     source_path = model_path = Path(model_path)
     if source_path.stat().st_size == 0:
         raise PplgateError(f"model file {source_path} is empty: delete it and download or export the model again.")
-    model_path = session_model(source_path, target, cache_dir)  # hashes in cache_dir: the conversion is by content
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
+    model_path = session_model(source_path, target, cache)  # the conversion is by content: hashes in the cache
+    if scoring == "graph" and append:
+        try:
+            scored = scored_model(model_path, model_identity(model_path, cache).sha256, vocab, cache)
+        except WriteFailed as err:
+            log.info("scoring %s in a session of its own: %s", model_path.name, err)
+            scored = None
+        if scored is not None:
+            session = create_session(str(scored), target, options, model_path.name, lean=lean)
+            iface = inspect(session, model_path.name)
+            return LMSession(
+                session, None, iface, target, scoring, source_path, model_path, options, vocab, scored=True
+            )
     session = create_session(str(model_path), target, options, model_path.name, lean=lean)
     iface = inspect(session, model_path.name)
     if scoring == "graph" and iface.vocab_size is None:
@@ -291,8 +362,9 @@ def open_session(
         scoring = "host"
     scorer = None
     if scoring == "graph":
+        assert iface.vocab_size is not None
         # The scorer is pplgate's own float32 graph: created at fp32 whatever the run's precision.
-        graph = scoring_model(iface.vocab_size, iface.logits_dtype)
+        graph = scoring_model(vocab or iface.vocab_size, iface.logits_dtype, iface.vocab_size)
         # It runs between the model's runs: spinning, its threads would take cores from the model's next run.
         scorer = create_session(
             graph.SerializeToString(),
@@ -301,4 +373,4 @@ def open_session(
             "pplgate's scoring graph",
             spin=False,
         )
-    return LMSession(session, scorer, iface, target, scoring, source_path, model_path, options)
+    return LMSession(session, scorer, iface, target, scoring, source_path, model_path, options, vocab)

@@ -1,25 +1,30 @@
-"""Cross-entropy in a second, small onnxruntime session on the same device.
+"""Cross-entropy in onnxruntime, where the logits are made.
 
 The vendor fetches the logits [B, T, V] (206 MB a block for GPT-2) and
-computes the cross-entropy on the host.  pplgate runs the model as shipped,
-loaded by path and untouched, binds its logits output where they are made,
-and hands them to a scoring session built here: logits and labels in,
-per-token losses out.  On the CPU the model writes its logits into one
-buffer that the scorer reads in place, a few hundred rows a run, so no copy
-and no second logits-sized buffer exists; on CUDA the logits stay on the
-card as one OrtValue and only the losses come back.
+computes the cross-entropy on the host.  pplgate appends the scoring to the
+model's own graph (``append_scorer``): the session takes the labels as one
+more input and gives the per-token losses as one more output, so the logits
+are written once and read once, on the device that made them, with no
+second session, no copy and no synchronisation in between; only the losses
+[B, T] come back.  Where the scored graph cannot be written beside the model
+(a read-only folder), the same nodes run as a session of their own
+(``scoring_model``) fed the model's logits in place.
 
-    loss[b, t] = logsumexp(logits[b, t, :]) - logits[b, t, ids[b, t + 1]]    t = 0 .. T-2
+    loss[b, t] = logsumexp(logits[b, t, :V]) - logits[b, t, ids[b, t + 1]]    t = 0 .. T-2
 
-How the log-sum-exp is computed is chosen by measurement on 2 cores, one
-block of logits (1024 x 50257):
+V is the tokenizer's vocabulary: a model whose vocabulary is padded beyond it
+(50,304 for 50,257) is scored over the tokenizer's entries only, its padding
+ignored.
 
-- onnxruntime's ReduceLogSumExp: 200 ms; LogSoftmax: 37 ms, vectorized and
-  threaded.  Either sums 50,257 float32 terms in one pass, which biases the
-  loss by about -3e-6 against float64 (2e-6 relative on the perplexity).
+How the log-sum-exp is computed is chosen by measurement (2 cores, one block
+of logits, 1024 x 50257, onnxruntime 1.31):
+
+- ReduceLogSumExp: 86 ms; LogSoftmax: 11 ms, vectorized and threaded.
+  Either sums 50,257 float32 terms in one pass, which biases the loss by
+  about -4e-6 against float64 (as much on the perplexity, relative).
 - So the vocabulary is cut into K chunks of L (50257 = 29 x 1733): LogSoftmax
   over each chunk gives the chunk's own log-sum-exp, and ReduceLogSumExp over
-  the K chunk values gives the total.  Same speed, bias below 2e-7.
+  the K chunk values gives the total.  The bias falls below 2e-7.
 
 A chunk's log-sum-exp is read at its largest logit, where LogSoftmax is
 largest too (it is monotonic): lse_k = max(x[k, :]) - max(logsoftmax(x[k, :])).
@@ -32,11 +37,22 @@ which ReduceLogSumExp takes as an empty chunk.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-TOKEN_LOSSES = "token_losses"
+# The names pplgate adds to a scored graph: none of a model's own.
+LABELS = "pplgate.labels"
+TOKEN_LOSSES = "pplgate.token_losses"
+LOGITS = "pplgate.logits"  # the standalone scorer's logits input
+# Opset 13 for the standalone scorer: what onnxruntime 1.9, the vendor's runtime, runs.
+OPSET = 13
+# The oldest opset whose operators the scorer can be spelled in (GatherElements, float Equal).
+OLDEST_OPSET = 11
+# Bumped when the scoring nodes change: a scored graph written by an older pplgate is written again.
+SCORER_VERSION = 2
 
 
 def chunk_count(vocab_size: int | None) -> int | None:
@@ -53,12 +69,6 @@ def chunk_count(vocab_size: int | None) -> int | None:
     return min(divisors, key=lambda k: abs(k - 32)) if divisors else None
 
 
-LOGITS, LABELS = "logits", "labels"
-# Opset 13: what onnxruntime 1.9, the vendor's runtime, still runs.  Squeeze
-# and Unsqueeze take axes as an input there, reductions as an attribute.
-OPSET = 13
-
-
 def labels_of(ids: np.ndarray) -> np.ndarray:
     """ids [B, T] -> labels [B, T]: position t is scored against id t + 1; the last gets a dummy 0, its loss dropped."""
     labels = np.zeros_like(ids, dtype=np.int64)
@@ -66,79 +76,135 @@ def labels_of(ids: np.ndarray) -> np.ndarray:
     return labels
 
 
-def scoring_model(vocab_size: int | None, logits_dtype: type) -> onnx.ModelProto:
-    """logits [B, R, V] (float32 or float16) and labels [B, R] int64 in; ``token_losses`` [B, R] float32 out.
+_ELEMENT: dict[type, int] = {
+    np.float32: TensorProto.FLOAT,
+    np.float16: TensorProto.FLOAT16,
+    np.float64: TensorProto.DOUBLE,
+}
+
+
+@dataclass
+class _Builder:
+    """Scoring nodes in the spelling of one opset (reductions and Squeeze change how they take their axes)."""
+
+    opset: int
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+
+    def name(self, base: str) -> str:
+        return f"pplgate.scoring/{base}"
+
+    def const(self, base: str, values: list[int]) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(values, dtype=np.int64), self.name(base)))
+        return self.name(base)
+
+    def const_f(self, base: str, value: float) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=np.float32), self.name(base)))
+        return self.name(base)
+
+    def node(self, op: str, inputs: list[str], out: str, **attrs) -> str:
+        name = out if out in (TOKEN_LOSSES,) else self.name(out)
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def reduce(self, op: str, x: str, out: str) -> str:
+        """``op`` over the last axis, the axis dropped: an attribute before opset 18, an input from 18."""
+        if self.opset >= 18:
+            return self.node(op, [x, self.const(out + "_axes", [-1])], out, keepdims=0)
+        return self.node(op, [x], out, axes=[-1], keepdims=0)
+
+    def unsqueeze(self, x: str, axis: int, out: str) -> str:
+        if self.opset >= 13:
+            return self.node("Unsqueeze", [x, self.const(out + "_axes", [axis])], out)
+        return self.node("Unsqueeze", [x], out, axes=[axis])
+
+    def squeeze(self, x: str, axis: int, out: str) -> str:
+        if self.opset >= 13:
+            return self.node("Squeeze", [x, self.const(out + "_axes", [axis])], out)
+        return self.node("Squeeze", [x], out, axes=[axis])
+
+    def log_sum_exp(self, x: str, out: str) -> str:
+        """x [..., N] -> [...]: read at the largest element (see the module's note)."""
+        top = self.reduce("ReduceMax", x, out + "_max")
+        top_logprob = self.reduce(
+            "ReduceMax", self.node("LogSoftmax", [x], out + "_logprobs", axis=-1), out + "_max_logprob"
+        )
+        lse = self.node("Sub", [top, top_logprob], out + "_at_max")
+        # All -inf: LogSoftmax gives NaN; the log-sum-exp of nothing is -inf.
+        empty = self.node("Equal", [top, self.const_f(out + "_neg_inf", -np.inf)], out + "_empty")
+        return self.node("Where", [empty, top, lse], out)
+
+    def scorer(self, logits: str, labels: str, logits_dtype: type, vocab: int | None, model_vocab: int | None) -> None:
+        """logits [B, R, model_vocab] and labels [B, R] -> TOKEN_LOSSES [B, R] float32, over the first ``vocab`` entries
+        (None: all of them)."""
+        if logits_dtype != np.float32:
+            # Score in float32 whatever the model computes in, as the vendor's host code does.
+            logits = self.node("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
+        if vocab is not None and model_vocab != vocab:
+            # A padded (or symbolic) vocabulary: the tokenizer's entries only.
+            logits = self.node(
+                "Slice",
+                [
+                    logits,
+                    self.const("vocab_start", [0]),
+                    self.const("vocab_end", [vocab]),
+                    self.const("vocab_axis", [-1]),
+                ],
+                "logits_scored",
+            )
+        count = chunk_count(vocab)
+        if count is None or vocab is None:
+            lse = self.log_sum_exp(logits, "lse")  # [B, R]
+        else:
+            shape = self.const("chunks_shape", [0, 0, count, vocab // count])
+            lse_k = self.log_sum_exp(self.node("Reshape", [logits, shape], "chunks"), "chunk_lse")  # [B, R, K]
+            lse = self.reduce("ReduceLogSumExp", lse_k, "lse")  # [B, R]
+        label = self.unsqueeze(labels, 2, "labels_3d")  # [B, R, 1]
+        picked = self.squeeze(self.node("GatherElements", [logits, label], "picked", axis=2), 2, "picked_2d")  # [B, R]
+        self.node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
+
+
+def scoring_model(vocab: int, logits_dtype: type, model_vocab: int | None = None) -> onnx.ModelProto:
+    """The scorer as a graph of its own: LOGITS [B, R, V] and LABELS [B, R] in, TOKEN_LOSSES [B, R] float32 out.
 
     R is any run of positions: the CPU path scores a block's logits a few
     hundred rows at a time, in place, so the scorer's own buffers stay small.
     """
-    nodes: list[onnx.NodeProto] = []
-    initializers: list[onnx.TensorProto] = []
-
-    def const(name: str, values: list[int]) -> str:
-        initializers.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-        return name
-
-    def node(op: str, inputs: list[str], out: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
-    def const_f(name: str, value: float) -> str:
-        initializers.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
-        return name
-
-    logits = LOGITS
-    if logits_dtype != np.float32:
-        # Score in float32 whatever the model computes in, as the vendor's host code does.
-        logits = node("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
-
-    count = chunk_count(vocab_size)
-
-    def log_sum_exp(x: str, name: str) -> str:
-        """x [..., N] -> [...]: read at the largest element (see the module's note)."""
-        top = node("ReduceMax", [x], name + "_max", axes=[-1], keepdims=0)
-        top_logprob = node(
-            "ReduceMax",
-            [node("LogSoftmax", [x], name + "_logprobs", axis=-1)],
-            name + "_max_logprob",
-            axes=[-1],
-            keepdims=0,
-        )
-        lse = node("Sub", [top, top_logprob], name + "_at_max")
-        # All -inf: LogSoftmax gives NaN; the log-sum-exp of nothing is -inf.
-        empty = node("Equal", [top, const_f(name + "_neg_inf", -np.inf)], name + "_empty")
-        return node("Where", [empty, top, lse], name)
-
-    if count is None or vocab_size is None:
-        lse = log_sum_exp(logits, "lse")  # [B, R]
-    else:
-        shape = const("chunks", [0, 0, count, vocab_size // count])
-        chunks = node("Reshape", [logits, shape], "chunked")  # [B, R, K, L]
-        lse_k = log_sum_exp(chunks, "chunk_lse")  # [B, R, K]
-        lse = node("ReduceLogSumExp", [lse_k], "lse", axes=[-1], keepdims=0)  # [B, R]
-
-    labels = node("Unsqueeze", [LABELS, const("axis2u", [2])], "labels_3d")  # [B, R, 1]
-    picked = node("GatherElements", [logits, labels], "picked", axis=2)  # [B, R, 1]
-    picked = node("Squeeze", [picked, const("axis2p", [2])], "picked_2d")  # [B, R]
-    node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
-
-    elements: dict[type, int] = {
-        np.float32: TensorProto.FLOAT,
-        np.float16: TensorProto.FLOAT16,
-        np.float64: TensorProto.DOUBLE,
-    }
-    elem = elements[logits_dtype]
+    model_vocab = vocab if model_vocab is None else model_vocab
+    b = _Builder(OPSET)
+    b.scorer(LOGITS, LABELS, logits_dtype, vocab, model_vocab)
     graph = helper.make_graph(
-        nodes,
+        b.nodes,
         "pplgate_scoring",
         [
-            helper.make_tensor_value_info(LOGITS, elem, ["batch", "rows", vocab_size or "vocab"]),
+            helper.make_tensor_value_info(LOGITS, _ELEMENT[logits_dtype], ["batch", "rows", model_vocab]),
             helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "rows"]),
         ],
         [helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, ["batch", "rows"])],
-        initializer=initializers,
+        initializer=b.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pplgate")
     model.ir_version = 7  # opset 13's, readable by onnxruntime 1.9
     onnx.checker.check_model(model)
     return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def append_scorer(
+    model: onnx.ModelProto, logits: str, logits_dtype: type, vocab: int | None, model_vocab: int | None
+) -> None:
+    """Adds the scorer to ``model``'s own graph, in place: LABELS [batch, sequence] int64 in, TOKEN_LOSSES out.
+
+    Every output of the model stays (the logits among them, for a reference
+    comparison); nodes are spelled in the model's own opset (11 and later).
+    """
+    b = _Builder(default_opset(model))
+    b.scorer(logits, LABELS, logits_dtype, vocab, model_vocab)
+    graph = model.graph
+    graph.node.extend(b.nodes)
+    graph.initializer.extend(b.initializers)
+    graph.input.append(helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "sequence"]))
+    graph.output.append(helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, ["batch", "sequence"]))

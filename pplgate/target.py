@@ -62,12 +62,15 @@ class DeviceKind:
     # The provider computes most fp16 operators in fp32 (the CPU provider):
     # its fp16 results say nothing of a device that computes in fp16.
     widens_fp16: bool = False
+    # onnxruntime reads no provider options for it (the CPU provider) and
+    # would ignore any given: they are refused instead.
+    takes_options: bool = True
 
 
 DEVICES: dict[str, DeviceKind] = {
     kind.name: kind
     for kind in (
-        DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime", widens_fp16=True),
+        DeviceKind("cpu", "CPUExecutionProvider", "onnxruntime", widens_fp16=True, takes_options=False),
         DeviceKind("gpu", "CUDAExecutionProvider", "onnxruntime-gpu", memory="cuda", tf32_option="use_tf32"),
         DeviceKind(
             "gcu",
@@ -175,8 +178,15 @@ class Target:
                 f"tf32 is CUDA's TensorFloat-32 matmul mode, which {kind.provider} does not have: "
                 f"{kind.name} computes fp32 as IEEE fp32; run tf32 on gpu."
             )
+        given_options = provider_options or {}
+        if given_options and not kind.takes_options:
+            name, value = next(iter(given_options.items()))
+            raise PplgateError(
+                f"--provider-option {name}={value}: {kind.provider} takes no provider options (onnxruntime would "
+                "ignore it): drop it; --intra-op-threads sets its threads."
+            )
         option = kind.tf32_option
-        given = (provider_options or {}).get(option) if option else None
+        given = given_options.get(option) if option else None
         if option is None or given is None:
             return
         wanted = self.precision_options()[option]

@@ -40,6 +40,14 @@ class Outcome:
         self.verdict = Verdict(self.verdict)  # read back from JSON under pytest-xdist: the text
 
 
+class Inapplicable(pytest.skip.Exception):  # type: ignore[name-defined]
+    """A skip no node could turn into a run (tf32 on a device without it): a skip, strict or not.
+
+    Every other skip of a gate test fails under --gate-strict, whoever raised it
+    (``pytest_pplgate.plugin.pytest_runtest_makereport``).
+    """
+
+
 def obtain(strict: bool, make):
     """Runs ``make``; a missing provider or source skips (fails when strict), a target that does not apply skips, other
     faults fail with their sentence.
@@ -59,7 +67,7 @@ def obtain(strict: bool, make):
         broken = printable(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
     if inapplicable is not None:
-        pytest.skip(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip
+        raise Inapplicable(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip
     if broken is not None:
         pytest.fail(broken, pytrace=False)
     if strict:

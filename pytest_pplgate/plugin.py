@@ -17,7 +17,7 @@ import pytest
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.options import OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
 from pplgate.target import DEVICES, Precision
-from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, obtain
+from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, Inapplicable, obtain
 from pytest_pplgate.session import BrokenCase, CaseTarget, GateSession, GateSettings
 from pytest_pplgate.summary import GateSummary
 
@@ -187,7 +187,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_unreadable_model(gate.settings.model)
     config.stash[gate_key] = gate
     _refuse_outputs_over_golden(config, gate.settings.golden_dir)
-    config.pluginmanager.register(GateSummary(config, gate.settings.report_path, gate.params), "pplgate-summary")
+    config.pluginmanager.register(
+        GateSummary(config, gate.settings.report_path, gate.params, gate.settings.strict), "pplgate-summary"
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -204,6 +206,31 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         nextitem is None or "gate_target" not in getattr(nextitem, "fixturenames", ())
     ):
         item.config.stash[gate_key].release()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under --gate-strict a gate test skipped by anyone (a skip mark, pytest-benchmark's --benchmark-only or
+    --benchmark-skip, another plugin) fails: only a target no node could run stays a skip."""
+    outcome = yield
+    report = outcome.get_result()
+    gate = item.config.stash.get(gate_key, None)
+    if (
+        gate is None
+        or not gate.settings.strict
+        or not report.skipped
+        or hasattr(report, "wasxfail")  # an xfail mark: the test ran
+        or "gate_target" not in getattr(item, "fixturenames", ())
+        or (call.excinfo is not None and isinstance(call.excinfo.value, Inapplicable))
+    ):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason[len("Skipped: ") :] if reason.startswith("Skipped: ") else reason
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped ({reason}), and --gate-strict fails every selected gate test that does not run: drop what skipped "
+        "it, or choose the tests with -k or -m instead."
+    )
 
 
 def _import_onnxruntime():

@@ -38,9 +38,10 @@ REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never 
 
 
 class GateSummary:
-    def __init__(self, config: pytest.Config, report_path: Path | None, targets=lambda: []):
+    def __init__(self, config: pytest.Config, report_path: Path | None, targets=lambda: [], strict: bool = False):
         self.config = config
         self.report_path = report_path
+        self.strict = strict
         self.targets = (
             targets  # the gate's (case, device, precision) targets, read when xdist reports what it collected
         )
@@ -50,6 +51,7 @@ class GateSummary:
         self.throughput_selected: set[str] = set()  # nodeids of the throughput tests selected
         self.throughput_outcomes: dict[str, Verdict] = {}  # by nodeid: skip, FAIL or error, for those without verdicts
         self.write_error: str | None = None  # --gate-report could not be written: said last
+        self.strict_failure: str | None = None  # why --gate-strict failed a run pytest would pass: said last
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # In the process that collected: without xdist, this one.
@@ -123,6 +125,27 @@ class GateSummary:
     def counts(self) -> Counter:
         return Counter(o.verdict for o in self._all().values())
 
+    def _throughput_not_run(self) -> list[str]:
+        return sorted(self.throughput_selected - set(self.throughput) - set(self.throughput_outcomes))
+
+    def _strict_failure(self) -> str | None:
+        """Why --gate-strict fails a run whose tests all passed: a selected gate test that never ran to its end, or
+        nothing checked at all."""
+        not_run = [o.id for o in self._not_run().values()] + self._throughput_not_run()
+        if not_run:
+            return (
+                f"pplgate: --gate-strict: {len(not_run)} selected gate tests did not run ({', '.join(not_run)}): a run "
+                "with --setup-only or --setup-plan, or one stopped early, proves nothing about them; run them."
+            )
+        counts = self.counts()
+        judged = sum(n for verdict, n in counts.items() if verdict is not Verdict.SKIP) + len(self.throughput)
+        if (self.selected or self.throughput_selected) and not judged:
+            return (
+                "pplgate: --gate-strict: nothing was checked: every selected gate test was skipped as not applicable "
+                "on any node (their reasons are above); select tests this node can run."
+            )
+        return None
+
     def _complete(self, exitstatus: int) -> bool:
         """Whether every selected gate test ran to a verdict: no interruption, no dead worker, none left out."""
         counts = self.counts()
@@ -134,10 +157,11 @@ class GateSummary:
             return  # nothing was meant to run: no verdicts, and no "not run"
         if self.outcomes or self.selected:
             self._accuracy(terminalreporter, exitstatus)
-        if self.write_error is not None:
-            terminalreporter.write_line(self.write_error, red=True)
-        if self.throughput or self.throughput_outcomes:
+        if self.throughput or self.throughput_outcomes or self.throughput_selected:
             self._throughput(terminalreporter)
+        for last in (self.write_error, self.strict_failure):
+            if last is not None:
+                terminalreporter.write_line(last, red=True)
 
     def _throughput(self, tr) -> None:
         """A line per throughput test: its verdict against the saved runs, and any perplexity drift; then the counts."""
@@ -152,7 +176,11 @@ class GateSummary:
         for nodeid, verdict in self.throughput_outcomes.items():
             if nodeid not in self.throughput:  # no verdict against the history: skipped, failed before or errored
                 kinds[verdict.value] += 1
+        if self._throughput_not_run():
+            kinds[Verdict.NOT_RUN.value] += len(self._throughput_not_run())
         tr.write_line("pplgate throughput: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+        if set(kinds) == {Verdict.SKIP.value} and not self.strict:
+            tr.write_line("Every throughput test skipped: nothing was timed. Use --gate-strict to make that a failure.")
         if kinds[Verdict.SLOWER.value] and self.config.getoption("pplgate_throughput_fail") is None:
             tr.write_line("To fail on such slowdowns: --gate-throughput-fail=10 (percent)" + self._history_command())
 
@@ -221,13 +249,21 @@ class GateSummary:
         elif unpinned:
             command = pytest_command(self.config, "--gate-update-golden", "-k", " or ".join(o.id for o in unpinned))
             tr.write_line(f"To pin the models that ran, once their values are confirmed: {command}")
-        if counts[Verdict.SKIP] and not (
-            counts[Verdict.PASS] or counts[Verdict.FAIL] or counts[Verdict.ERROR] or counts[Verdict.CRASHED]
+        if (
+            not self.strict
+            and counts[Verdict.SKIP]
+            and not (counts[Verdict.PASS] or counts[Verdict.FAIL] or counts[Verdict.ERROR] or counts[Verdict.CRASHED])
         ):
             tr.write_line("Every gate case skipped: nothing was checked. Use --gate-strict to make that a failure.")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.report_path is None or hasattr(self.config, "workerinput"):
+        if hasattr(self.config, "workerinput"):
+            return  # the controller judges the whole run
+        if self.strict and session.exitstatus == pytest.ExitCode.OK and not self.config.option.collectonly:
+            self.strict_failure = self._strict_failure()
+            if self.strict_failure is not None:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.report_path is None:
             return
         from pplgate.errors import PplgateError
         from pplgate.fileio import write_json_atomic
@@ -251,7 +287,7 @@ class GateSummary:
                 {
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "complete": self._complete(exitstatus),
-                    "exit_status": int(exitstatus),
+                    "exit_status": int(session.exitstatus),
                     "machine": machine_info(),
                     "commit": commit_info(str(self.config.rootpath)),
                     "counts": {verdict.value: n for verdict, n in self.counts().items()},

@@ -24,6 +24,16 @@ def test_the_paired_difference_is_tighter_than_either_error():
     assert paired_difference(a, a).difference_stderr == 0.0
 
 
+def test_an_infinite_perplexity_is_said_without_a_warning(saved_runs, recwarn):
+    """As found: runs whose perplexity is infinite printed numpy's RuntimeWarning, then ``+nan ± nan``."""
+    a = load_losses(saved_runs["fp32"][1])
+    broken = type(a)(np.full_like(a.token_losses, 800.0), a.blocks, a.meta)
+    text = render(broken, a, decode=str)
+    assert "perplexity A             inf (its mean loss, 800 nats, is beyond float64's exp)" in text
+    assert "perplexity A - B         none: a perplexity is infinite; the mean loss difference above compares them" in text
+    assert "nan" not in text and not recwarn.list
+
+
 def test_saved_losses_match_the_report(saved_runs):
     report, path = saved_runs["fp32"]
     saved = load_losses(path)

@@ -233,3 +233,20 @@ def test_concurrent_runs_download_once(model_server, tmp_path):
     assert sum(log.count("downloading") for log in logs) == 1
     assert len(model_server.requests) == 1
     assert (tmp_path / "model.onnx").read_bytes() == model_server.body
+
+
+@pytest.mark.parametrize(("last", "name"), [
+    ("%2e%2e", ".."), (".", "."), ("a%2Fb.onnx", "a/b.onnx"), (".hidden.onnx", ".hidden.onnx"), ("x.onnx.part", "x.onnx.part"),
+    ("x.onnx.json", "x.onnx.json"), (".x.onnx.lock", ".x.onnx.lock"), ("x.onnx.lock.pid", "x.onnx.lock.pid"), ("SHA256SUMS", "SHA256SUMS"),
+])
+def test_a_url_whose_name_is_no_plain_file_or_one_of_pplgates_own_is_refused(model_server, tmp_path, last, name):
+    """As found: ``%2e%2e`` failed with "Device or resource busy" and left a 3 MB part; ``x.onnx.part`` or ``SHA256SUMS``
+    was saved over pplgate's own file."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "SHA256SUMS").write_text("kept\n")
+    with pytest.raises(PplgateError, match=rf"^URL http://127.0.0.1:\d+/ok/{last} names the file {name!r}, which pplgate "
+                                           r"will not save under that name \(.+\): download it yourself under another name "
+                                           r"and pass that path to --model\.$"):
+        download(model_server.url("ok", last), folder, progress=False)
+    assert listing(folder) == ["SHA256SUMS"] and (folder / "SHA256SUMS").read_text() == "kept\n"

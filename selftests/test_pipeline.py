@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from pplgate.errors import PplgateError
 from pplgate.method import Method
 from pplgate.modelfiles import model_identity
 from pplgate.options import RunSettings
@@ -184,10 +185,28 @@ def test_a_provider_option_that_changes_the_precision_is_refused_before_any_sour
         "pplgate: error: --provider-option use_tf32=1 contradicts precision fp32")
 
 
+def test_a_provider_option_on_the_cpu_is_refused_before_any_source(tmp_path, cli):
+    assert cli("--model", tmp_path / "absent.onnx", "--provider-option", "use_tf32=1").error == (
+        "pplgate: error: --provider-option use_tf32=1: CPUExecutionProvider takes no provider options (onnxruntime would "
+        "ignore it): drop it; --intra-op-threads sets its threads.")
+
+
+def test_an_option_the_provider_does_not_list_is_refused():
+    """Where the provider lists its options (CUDA does), one it does not list would be ignored: refused, by name."""
+    from pplgate.runtime import _refuse_unknown_options
+
+    gpu = Target.parse("gpu-fp32").device
+    with pytest.raises(PplgateError, match=r"^--provider-option use_tf23 is not an option of CUDAExecutionProvider, which "
+                                           r"would ignore it \(its options: device_id, use_tf32\): check its spelling\.$"):
+        _refuse_unknown_options({"use_tf23": "0"}, {"device_id": "0", "use_tf32": "0"}, gpu)
+    _refuse_unknown_options({"use_tf32": "0"}, {"device_id": "0", "use_tf32": "0"}, gpu)
+    _refuse_unknown_options({"anything": "1"}, {}, Target.parse("gcu-fp32").device)  # a provider that lists none
+
+
 def test_the_report_pins_the_weights(dataset_dir, tokenizer_dir, token_cache, tmp_path):
     model = save_external(tmp_path / "copy")
     sources = Sources(model=str(model), dataset=dataset_dir, tokenizer=tokenizer_dir, model_dir=tmp_path / "m", cache_dir=token_cache)
     report, _ = run(sources, Target.parse("cpu-fp32"), Method(max_blocks=1), RunSettings(progress=False))
     assert report["model_sha256"] == model_identity(model, token_cache).sha256
     assert report["model_files"] == model_identity(model, token_cache).files
-    assert report["model_bytes"] == sum(p.stat().st_size for p in Path(tmp_path / "copy").iterdir())
+    assert report["model_bytes"] == sum((tmp_path / "copy" / name).stat().st_size for name in ("model.onnx", "model.onnx_data"))

@@ -462,12 +462,50 @@ def test_precisions_and_devices_are_normalized_or_refused(scratch_gate):
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "names the device cpu twice: name each once" in result.stderr.str()
 
 
-def test_tf32_tests_skip_off_cuda_even_when_strict(scratch_gate):
-    scratch_gate.ini(devices="cpu", precisions="tf32")
+@pytest.mark.parametrize("how", ["pytest.ini", "-o"])
+def test_an_empty_device_or_precision_list_means_the_default(scratch_gate, how):
+    """As found: an empty ``pplgate_devices =`` was an INTERNALERROR; empty on the command line, it means the default."""
     scratch_gate.case({})
+    if how == "pytest.ini":
+        scratch_gate.ini(devices="", precisions="")
+    args = ["-o", "pplgate_devices=", "-o", "pplgate_precisions= "] if how == "-o" else []
+    result = scratch_gate.run("--collect-only", "-q", *args)
+    assert result.ret == pytest.ExitCode.OK
+    ids = [line.split("[")[1].rstrip("]") for line in result.outlines if line.startswith("test_gate.py::")]
+    assert ids == [f"mini-{d}-{p}" for d in ("cpu", "gpu", "gcu") for p in ("fp32", "fp16", "tf32")]
+
+
+def test_tf32_tests_skip_off_cuda_even_when_strict(scratch_gate):
+    scratch_gate.ini(devices="cpu", precisions="fp32 tf32")
+    scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}}, max_blocks=1)
     result = scratch_gate.run("--gate-strict", "-rs")
-    result.assert_outcomes(skipped=1)
+    result.assert_outcomes(passed=1, skipped=1)
+    assert result.ret == 0
     result.stdout.fnmatch_lines(["SKIPPED*tf32 is CUDA's TensorFloat-32 matmul mode, which CPUExecutionProvider does not have*"])
+
+
+@pytest.mark.parametrize("option, module, skipped", [
+    ("--benchmark-only", "test_gate.py::test_perplexity", "Skipping non-benchmark (--benchmark-only active)."),
+    ("--benchmark-skip", "test_bench.py::test_throughput", "Skipping benchmark (--benchmark-skip active)."),
+    ("-o", "test_gate.py::test_perplexity", "a conftest's skip mark"),
+])
+def test_strict_fails_a_gate_test_anyone_skipped(scratch_gate, option, module, skipped):
+    """As found: --benchmark-only skipped the accuracy test of a model 1.8e8 times off, and --gate-strict exited 0.
+    The case is right: only the skip fails it."""
+    conftest = 'pytest_plugins = ["pytest_pplgate.plugin"]\n'
+    if option == "-o":  # a skip mark put on the gate's test by someone else
+        conftest += ("import pytest\ndef pytest_collection_modifyitems(items):\n    for item in items:\n"
+                     "        item.add_marker(pytest.mark.skip(reason=\"a conftest's skip mark\"))\n")
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py", conftest=conftest)
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}}, max_blocks=1)
+    args = [option] if option != "-o" else []
+    result = scratch_gate.run("-k", "cpu", "--gate-strict", *args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"skipped ({skipped}), and --gate-strict fails every selected gate test that does not run: "
+                                 "drop what skipped it, or choose the tests with -k or -m instead.",
+                                 f"ERROR {module}[[]mini-cpu-fp32[]]*"])
+    assert scratch_gate.run("-k", "cpu", *args).ret == pytest.ExitCode.OK  # not strict: a skip stays a skip
 
 
 def test_the_gate_report_never_replaces_a_case_file(scratch_gate):

@@ -105,3 +105,40 @@ def test_the_counts_are_pytests_throughput_tests_included(scratch_gate):
     result = scratch_gate.run()
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["pplgate: 1 skip", "*", "pplgate throughput: 1 skip"])
+
+
+@pytest.mark.parametrize("option", ["--setup-only", "--setup-plan"])
+def test_a_strict_run_that_ran_no_test_fails(scratch_gate, option):
+    """As found: --gate-strict --setup-only said INCOMPLETE and exited 0; CI reads the status."""
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py")
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.case(COMPUTED, max_blocks=1)
+    report = scratch_gate.path / "gate.json"
+    result = scratch_gate.run("-k", "cpu and fp32", "--gate-strict", option, f"--gate-report={report}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["pplgate: --gate-strict: 2 selected gate tests did not run (mini-cpu-fp32, test_bench.py::test_throughput[[]mini-cpu-fp32[]]): a run with --setup-only or --setup-plan, or one stopped early, proves nothing about them; run them."])
+    assert json.loads(report.read_text())["exit_status"] == 1
+    assert scratch_gate.run("-k", "cpu and fp32", option).ret == pytest.ExitCode.OK  # not strict: INCOMPLETE, said
+
+
+def test_a_strict_run_that_checked_nothing_fails(scratch_gate):
+    """Every selected test inapplicable (tf32 off CUDA): each a skip, strict or not, but a strict run of them fails."""
+    scratch_gate.ini(devices="cpu", precisions="tf32")
+    scratch_gate.case({})
+    result = scratch_gate.run("--gate-strict")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["pplgate: --gate-strict: nothing was checked: every selected gate test was skipped as not applicable on any node (their reasons are above); select tests this node can run."])
+
+
+@pytest.mark.filterwarnings("ignore:Not saving anything")  # pytest-benchmark's, of the run inside
+def test_the_readmes_nightly_throughput_command_fails_when_it_checks_nothing(scratch_gate):
+    """As found: the README's nightly throughput command on a node without its sources: 18 skips, exit 0, not a word."""
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py")
+    scratch_gate.ini(devices="cpu")
+    scratch_gate.case(COMPUTED, model="/nonexistent/model.onnx", max_blocks=1)
+    command = ["-k", "throughput", "--benchmark-autosave", "--gate-throughput-fail=10"]
+    result = scratch_gate.run(*command)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["Every throughput test skipped: nothing was timed. Use --gate-strict to make that a failure."])
+    assert scratch_gate.run(*command, "--gate-strict").ret == pytest.ExitCode.TESTS_FAILED

@@ -70,10 +70,9 @@ def test_a_conversion_with_external_data_is_loaded_by_path(tiny_model, block_mat
     source.write_bytes(tiny_model.read_bytes())
     converted = convert_fp16(source, external_over=0)  # as a model over protobuf's 2 GB is written
     assert (tmp_path / "m.fp16.onnx.data").stat().st_size > converted.stat().st_size
-    cpu = Target.parse("cpu-fp32")
     ids = block_matrix[:1, :256]
-    fp16 = open_session(converted, cpu, "graph").token_losses(ids)
-    fp32 = open_session(source, cpu, "graph").token_losses(ids)
+    fp16 = open_session(converted, Target.parse("cpu-fp16"), "graph").token_losses(ids)  # as shipped: fp16 already
+    fp32 = open_session(source, Target.parse("cpu-fp32"), "graph").token_losses(ids)
     np.testing.assert_allclose(fp16.mean(), fp32.mean(), rtol=1e-3)
 
 
@@ -86,6 +85,37 @@ def test_fp16_without_onnxruntime_transformers_is_one_sentence(tiny_model, tmp_p
     assert str(info.value).startswith(f"fp16 needs onnxruntime's float16 converter (onnxruntime.transformers.float16), which this onnxruntime "
                                       f"{ort.__version__} cannot import")
     assert str(info.value).endswith("install an onnxruntime build that ships onnxruntime.transformers, or run fp32.")
+
+
+def test_a_model_that_is_fp16_already_runs_as_shipped_at_fp16_only(tiny_model, block_matrix, tmp_path):
+    """As found: an fp16 conversion given as the model reported "IEEE fp32" at fp32, and at fp16 was converted again
+    into an invalid file that was kept."""
+    cache = tmp_path / "cache"
+    shipped = shutil.copy(convert_fp16(shutil.copy(tiny_model, tmp_path / "m.onnx"), cache), tmp_path / "shipped.onnx")
+    for precision in ("fp32", "tf32"):
+        with pytest.raises(PplgateError, match=rf"^model shipped.onnx is fp16 already \(most of its weights are float16\), "
+                                               rf"so it cannot run at {precision}: pass the fp32 model for {precision}, or "
+                                               r"run this one with --precision fp16\.$"):
+            open_session(shipped, Target.parse(f"gpu-{precision}"), "graph", cache_dir=cache)
+    session = open_session(shipped, Target.parse("cpu-fp16"), "graph", cache_dir=cache, vocab=50257)
+    assert session.model_path == shipped and not fp16_path(shipped).exists()
+    assert session.computed_as.startswith("the model's own fp16 weights, as shipped, most of whose operators CPUExecutionProvider")
+    assert np.isfinite(session.token_losses(block_matrix[:1, :64])).all()
+
+
+def test_an_invalid_conversion_is_never_kept(tiny_model, tmp_path, monkeypatch):
+    import onnxruntime.transformers.float16 as float16
+
+    def invalid(model, keep_io_types):
+        model.graph.node[0].input[0] = "nowhere"  # a node reading a tensor nothing makes
+        return model
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", invalid)
+    source = shutil.copy(tiny_model, tmp_path / "m.onnx")
+    with pytest.raises(PplgateError, match=r"^onnxruntime's float16 converter made an invalid model of m.onnx \(.*\): "
+                                           r"nothing was kept; run fp32, or convert it with your own tools"):
+        convert_fp16(source, tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["cache", "m.onnx"]
 
 
 CONVERT = """

@@ -76,9 +76,15 @@ def test_an_hf_style_graph_gives_the_same_losses(tiny_model, block_matrix, tmp_p
     np.testing.assert_allclose(session.token_losses(ids), open_session(tiny_model, CPU_FP32, "graph").token_losses(ids), rtol=1e-5)
 
 
-def test_the_model_file_is_what_onnxruntime_loads(tiny_model, block_matrix, monkeypatch, tmp_path):
+def test_one_session_scores_the_model_where_its_logits_are_made(tiny_model, block_matrix, monkeypatch, tmp_path):
+    """The scorer is appended to the model's graph once, written beside it; every later session loads that file by
+    path, one session (no scorer beside it), the model never read into Python again."""
+    from pplgate.scored import scored_path
+
     model = tmp_path / "m.onnx"
     model.write_bytes(tiny_model.read_bytes())
+    first = open_session(model, CPU_FP32, "graph", vocab=50257)
+    assert first.scored and first.scorer is None
     created = []
     real = ort.InferenceSession
 
@@ -92,12 +98,57 @@ def test_the_model_file_is_what_onnxruntime_loads(tiny_model, block_matrix, monk
     monkeypatch.setattr(pplgate.runtime.ort, "InferenceSession", spy)
     monkeypatch.setattr(onnx, "load", no_load)
     monkeypatch.setattr(onnx, "load_model", no_load)
-    session = open_session(model, CPU_FP32, "graph")
-    session.token_losses(block_matrix[:1, :64])
-    # The model by its path; the scorer is pplgate's own small graph, as bytes.
-    assert created[0] == str(model)
-    assert isinstance(created[1], bytes) and len(created[1]) < 10_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no rewritten copy on disk
+    session = open_session(model, CPU_FP32, "graph", vocab=50257)
+    np.testing.assert_array_equal(session.token_losses(block_matrix[:1, :64]), first.token_losses(block_matrix[:1, :64]))
+    assert created == [str(scored_path(model))]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["m.onnx", "m.scored.onnx", "m.scored.onnx.json"]
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_the_scored_graph_equals_the_scorer_beside_the_model(tiny_model, block_matrix, tmp_path, monkeypatch, external):
+    """Where the scored graph cannot be written (a read-only folder), the scorer runs as a session of its own: the
+    same losses.  A model with its weights beside it gets a scored graph that names the same weights: nothing copied."""
+    import pplgate.scored
+    from pplgate.fileio import WriteFailed
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _save(onnx.load(str(tiny_model)), folder / "m.onnx", external=external)
+    ids = block_matrix[:2, :256]
+    scored = open_session(folder / "m.onnx", CPU_FP32, "graph", vocab=50257)
+    if external:
+        assert (folder / "m.scored.onnx").stat().st_size < 100_000  # the graph only: the weights stay in m.onnx.data
+
+    def read_only(*args, **kwargs):
+        raise WriteFailed("cannot write: the folder is read-only")
+
+    monkeypatch.setattr(pplgate.scored, "scored_model", read_only)
+    pair = open_session(folder / "m.onnx", CPU_FP32, "graph", vocab=50257)
+    assert scored.scored and not pair.scored and pair.scorer is not None
+    np.testing.assert_allclose(scored.token_losses(ids), pair.token_losses(ids), rtol=1e-6)
+
+
+def test_a_padded_vocabulary_is_scored_over_the_tokenizers_entries(tiny_model, block_matrix, tmp_path):
+    """50,304 logits for 50,257 tokens: the padding (here, logits that would count) is left out, graph and host alike."""
+    model = onnx.load(str(tiny_model))
+    for node in model.graph.node:
+        node.output[:] = ["logits_raw" if o == "logits" else o for o in node.output]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.full((1, 1, 47), 5.0, np.float32), "padding"))
+    model.graph.node.append(onnx.helper.make_node("Shape", ["logits_raw"], ["raw_shape"]))
+    model.graph.node.append(onnx.helper.make_node("Slice", ["raw_shape", "pad_start", "pad_stop"], ["batch_seq"]))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), "pad_start"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2], np.int64), "pad_stop"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([47], np.int64), "pad_width"))
+    model.graph.node.append(onnx.helper.make_node("Concat", ["batch_seq", "pad_width"], ["pad_shape"], axis=0))
+    model.graph.node.append(onnx.helper.make_node("Expand", ["padding", "pad_shape"], ["pad"]))
+    model.graph.node.append(onnx.helper.make_node("Concat", ["logits_raw", "pad"], ["logits"], axis=2))
+    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 50304
+    padded = tmp_path / "padded.onnx"
+    onnx.save(model, str(padded))
+    ids = block_matrix[:1, :128]
+    plain = open_session(tiny_model, CPU_FP32, "graph", vocab=50257).token_losses(ids)
+    for scoring in ("graph", "host"):
+        np.testing.assert_allclose(open_session(padded, CPU_FP32, scoring, vocab=50257).token_losses(ids), plain, rtol=1e-5)
 
 
 def test_fp16_on_the_cpu_keeps_the_vendors_boundary(tiny_model, block_matrix):

@@ -90,6 +90,16 @@ def test_a_provider_option_that_changes_the_precision_is_refused(precision, give
     Target(GPU, precision).check({"use_tf32": "0" if given == "1" else "1"})  # the precision's own value is fine
 
 
+@pytest.mark.parametrize("given", [{"use_tf32": "1"}, {"arena_extend_strategy": "kSameAsRequested"}])
+def test_the_cpu_provider_takes_no_provider_options(given):
+    """As found: use_tf32=1 with fp32 on the CPU was accepted, as was any option onnxruntime ignores there."""
+    name, value = next(iter(given.items()))
+    with pytest.raises(PplgateError, match=rf"^--provider-option {name}={value}: CPUExecutionProvider takes no provider "
+                                           r"options \(onnxruntime would ignore it\): drop it; --intra-op-threads sets its threads\.$"):
+        Target(CPU, "fp32").check(given)
+    Target(GCU, "fp32").check(given)  # a provider that may take them: onnxruntime says, once the session is made
+
+
 @pytest.mark.parametrize("device", [CPU, GCU])
 def test_tf32_off_cuda_does_not_apply(device):
     with pytest.raises(NotApplicable) as info:
