@@ -519,6 +519,9 @@ def run_main(argv: list[str]) -> int:
         from pplgate.lossfile import save_losses
         from pplgate.pipeline import run
 
+        for option, path in (("--report-json", args.report_json), ("--save-losses", args.save_losses)):
+            if path is not None:
+                refuse_over_cases(path, option)  # before the run: minutes of it would be spent for nothing
         report, evaluation = run(
             _sources(args),
             _target(args),

@@ -18,6 +18,7 @@ from pplgate.modelfiles import external_locations, model_identity
 from pplgate.models import resolve_model
 from pplgate.precision import fp16_path, session_model
 from pplgate.redact import bare_address
+from pplgate.scored import scored_path
 from pplgate.target import Precision, Target
 
 
@@ -31,7 +32,9 @@ def write_session_model(spec: str, target: Target, output: Path, model_dir: Path
     refuse_over_cases(output, "--output")
     locations = external_locations(graph, cache_dir)
     files = [(graph, output)] + [(graph.parent / loc, output.parent / loc) for loc in locations]
-    protected = _made_of(source, cache_dir) | _made_of(graph, cache_dir) | _made_of(fp16_path(source), cache_dir)
+    # The source, its fp16 conversion and the scored graphs of both (pplgate.scored), with their weights and records.
+    made = (source, graph, fp16_path(source), scored_path(source), scored_path(fp16_path(source)))
+    protected = set().union(*(_made_of(m, cache_dir) for m in made))
     for _, written in files:
         if written.resolve() not in protected:
             continue
@@ -63,7 +66,9 @@ def write_session_model(spec: str, target: Target, output: Path, model_dir: Path
     )
     digest = model_identity(output, cache_dir).sha256  # the graph and its weights: what a golden file pins
     kind = target.device.kind
-    if target.converts_to_fp16:
+    if target.converts_to_fp16 and graph == source:
+        what = f"{bare_address(spec)} itself: its weights are fp16 already, and {target.key} runs it as shipped"
+    elif target.converts_to_fp16:
         what = f"onnxruntime's fp16 conversion of {bare_address(spec)}, as the {target.key} session loads it"
     elif target.precision is Precision.FP16:
         what = (

@@ -219,17 +219,28 @@ class _HeadersBy:
 
     def getresponse(self):
         sock = self.sock  # type: ignore[attr-defined]
-        timer = threading.Timer(self.header_timeout, _shut, (sock,))
+        fired = threading.Event()
+
+        def shut() -> None:
+            fired.set()
+            _shut(sock)
+
+        timer = threading.Timer(self.header_timeout, shut)
         timer.daemon = True
         timer.start()
         try:
-            return super().getresponse()  # type: ignore[misc]
+            response = super().getresponse()  # type: ignore[misc]
         except (OSError, http.client.HTTPException) as err:
-            if not timer.is_alive():
+            if fired.is_set():
                 raise HeadersTooSlow(f"no complete answer within {self.header_timeout:g} s") from err
             raise
         finally:
             timer.cancel()
+        if fired.is_set():
+            # The shut socket reads as the end of the headers: what was parsed is no whole answer.
+            response.close()
+            raise HeadersTooSlow(f"no complete answer within {self.header_timeout:g} s")
+        return response
 
 
 def _shut(sock) -> None:

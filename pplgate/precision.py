@@ -102,8 +102,9 @@ def _checked(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
     if model.ByteSize() >= PROTOBUF_LIMIT:
         return model  # the checker takes a proto under 2 GB only; onnxruntime checks it when the session is made
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
+        # With ONNX's type inference: a node given a type it does not take (Celu in fp16) is invalid too.
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise PplgateError(
             f"onnxruntime's float16 converter made an invalid model of {source.name} "
             f"({str(err).strip().splitlines()[0]}): nothing was kept; run fp32, or convert it with your own tools and "

@@ -40,12 +40,13 @@ class Outcome:
         self.verdict = Verdict(self.verdict)  # read back from JSON under pytest-xdist: the text
 
 
-class Inapplicable(pytest.skip.Exception):  # type: ignore[name-defined]
-    """A skip no node could turn into a run (tf32 on a device without it): a skip, strict or not.
+# Set on the skip of a target no node could run (tf32 off CUDA): a skip, strict or not.  Every other skip of a gate
+# test fails under --gate-strict, whoever raised it (pytest_pplgate.plugin.pytest_runtest_makereport).
+INAPPLICABLE = "pplgate_inapplicable"
 
-    Every other skip of a gate test fails under --gate-strict, whoever raised it
-    (``pytest_pplgate.plugin.pytest_runtest_makereport``).
-    """
+
+def inapplicable(skip: BaseException) -> bool:
+    return bool(getattr(skip, INAPPLICABLE, False))
 
 
 def obtain(strict: bool, make):
@@ -56,18 +57,22 @@ def obtain(strict: bool, make):
     from pplgate.errors import NotApplicable, PplgateError, ProviderUnavailable, SourceUnavailable
     from pplgate.redact import printable
 
-    missing = broken = inapplicable = None
+    missing = broken = not_applicable = None
     try:
         return make()
     except NotApplicable as err:
-        inapplicable = printable(str(err))
+        not_applicable = printable(str(err))
     except (ProviderUnavailable, SourceUnavailable) as err:
         missing = printable(str(err))  # a skip reason is printed and kept in reports: no credentials
     except PplgateError as err:
         broken = printable(str(err))
     # Outside the except blocks, so the report shows the sentence without a chained traceback.
-    if inapplicable is not None:
-        raise Inapplicable(inapplicable)  # nothing is missing: no node could run it, so strict or not it is a skip
+    if not_applicable is not None:
+        # Nothing is missing: no node could run it, so strict or not it is a skip.  pytest's own skip, marked, so
+        # its reason reads as any skip's.
+        skip = pytest.skip.Exception(not_applicable)
+        setattr(skip, INAPPLICABLE, True)
+        raise skip
     if broken is not None:
         pytest.fail(broken, pytrace=False)
     if strict:

@@ -17,7 +17,7 @@ import pytest
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.options import OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
 from pplgate.target import DEVICES, Precision
-from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, Inapplicable, obtain
+from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, inapplicable, obtain
 from pytest_pplgate.session import BrokenCase, CaseTarget, GateSession, GateSettings
 from pytest_pplgate.summary import GateSummary
 
@@ -150,7 +150,7 @@ def _refuse_outputs_over_golden(config: pytest.Config, golden: Path) -> None:
         "--gate-report": config.stash[gate_key].settings.report_path if gate_key in config.stash else None,
         "--junitxml": getattr(config.option, "xmlpath", None),
         # pytest-benchmark 4 opens this file when it parses the options: too late to keep it; 5 and later take a path.
-        "--benchmark-json": getattr(json_out, "name", json_out),
+        "--benchmark-json": json_out if isinstance(json_out, (str, Path)) else getattr(json_out, "name", None),
     }
     for option, path in outputs.items():
         if path is None:
@@ -160,7 +160,7 @@ def _refuse_outputs_over_golden(config: pytest.Config, golden: Path) -> None:
         except PplgateError as err:
             opened = (
                 " (pytest-benchmark 4 has already emptied it: restore it with git checkout)"
-                if hasattr(json_out, "name") and option == "--benchmark-json"
+                if not isinstance(json_out, (str, Path)) and option == "--benchmark-json"
                 else ""
             )
             raise pytest.UsageError(f"{err}{opened}") from None
@@ -221,7 +221,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         or not report.skipped
         or hasattr(report, "wasxfail")  # an xfail mark: the test ran
         or "gate_target" not in getattr(item, "fixturenames", ())
-        or (call.excinfo is not None and isinstance(call.excinfo.value, Inapplicable))
+        or (call.excinfo is not None and inapplicable(call.excinfo.value))
     ):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

@@ -176,6 +176,14 @@ class ModelServer:
       novalidator       as ok, without ETag or Last-Modified
       length-X  Content-Length: X (abc, -5), then 10 bytes
       unsized   the whole body without Content-Length; unsized-cut: half of it
+      lastmod-only      Last-Modified (of the body as it is now) and no ETag, honouring Range whatever If-Range says
+      from-zero         a Range is answered 206 with the whole body (Content-Range bytes 0-...)
+      under-length      Content-Length half the body, then all of it
+      two-lengths       two different Content-Length headers
+      slow-headers      the status line, then a header byte every 0.05 s, for ever
+      redirect          302 to ``redirect_to``
+
+    Each request's Authorization header is kept in ``authorizations``.
 
     Every answer but novalidator's carries a strong ETag of the body as it is
     now (a test may change ``body``), and a Range under an If-Range that is not
@@ -189,6 +197,8 @@ class ModelServer:
         self.body = body
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.if_ranges: list[str | None] = []  # the If-Range header of each request
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
+        self.redirect_to: str | None = None  # where the redirect mode sends clients
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -199,17 +209,60 @@ class ModelServer:
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
                 server.if_ranges.append(self.headers.get("If-Range"))
+                server.authorizations.append(self.headers.get("Authorization"))
                 mode = self.path.split("/")[1]
                 body = server.body
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                if rng and mode not in ("ignores-if-range", "novalidator") and self.headers.get("If-Range") != etag:
+                modified = server.modified(body)
+                if rng and mode not in ("ignores-if-range", "novalidator", "lastmod-only") and self.headers.get("If-Range") != etag:
                     rng = None  # not the version the client holds the start of: the whole body
 
                 def send_response(code, _send=self.send_response):
                     _send(code)
-                    if mode != "novalidator":
+                    if mode not in ("novalidator", "lastmod-only"):
                         self.send_header("ETag", etag)
-                        self.send_header("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT")
+                    if mode != "novalidator":
+                        self.send_header("Last-Modified", modified)
+
+                if mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode == "slow-headers":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    try:
+                        while True:
+                            for byte in b"X-Padding: a\r\n":
+                                self.wfile.write(bytes([byte]))
+                                self.wfile.flush()
+                                time.sleep(0.05)
+                    except OSError:  # the client gave up
+                        self.close_connection = True
+                        return
+                if mode == "two-lengths":
+                    send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Length", str(len(body) // 2))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.close_connection = True
+                    return
+                if mode == "under-length":
+                    send_response(200)
+                    self.send_header("Content-Length", str(len(body) // 2))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.close_connection = True
+                    return
+                if mode == "from-zero" and rng:
+                    send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
 
                 if mode in ("unsized", "unsized-cut"):  # no Content-Length: the closed connection ends the body
                     send_response(200)
@@ -275,6 +328,11 @@ class ModelServer:
         # A short poll: shutdown() waits for it, once a test.
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def modified(body: bytes) -> str:
+        """The Last-Modified of a version of the body: another body was modified at another second."""
+        return f"Tue, 01 Dec 2026 00:00:{hashlib.sha256(body).digest()[0] % 60:02d} GMT"
 
     def url(self, mode: str, name: str = "model.onnx") -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}/{name}"

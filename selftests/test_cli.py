@@ -170,3 +170,17 @@ def test_the_cli_builds_models_where_the_gate_does_whatever_the_folder(dataset_d
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "model").exists()
     assert (default_model_dir() / json.loads(result.stdout.split("Final report:\n", 1)[1])["model_file"]).is_file()
+
+
+@pytest.mark.parametrize("option", ["--report-json", "--save-losses"])
+def test_no_output_is_written_over_a_golden_case(option, base_args, tmp_path, cli):
+    """As found: the CLI's --report-json and --save-losses overwrote golden files; refused before anything runs."""
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    case = golden / "tiny.json"
+    case.write_text('{"case": "tiny", "expected": {}}')
+    for path in (case, golden / "new.json"):
+        assert cli(*base_args, option, path).error == (
+            f"pplgate: error: {option} {path} is in a folder of golden case files ({golden}), where it would replace or add a "
+            "case: write it elsewhere (golden files change only through --gate-update-golden).")
+    assert case.read_text() == '{"case": "tiny", "expected": {}}' and sorted(p.name for p in golden.iterdir()) == ["tiny.json"]

@@ -20,3 +20,35 @@ def test_convert_onto_its_own_source_is_refused(tiny_model, tmp_path, cli):
     assert cli("convert", tiny_model, "--precision", "fp32", "-o", tiny_model, "--cache-dir", tmp_path).error == (
         f"pplgate: error: --output {tiny_model} is a file of the model it would be written from ({tiny_model.name}, its fp16 conversion, "
         "their weights or records): pass another path.")
+
+
+def test_convert_onto_a_weights_file_or_a_record_of_its_model_is_refused(tmp_path, cli):
+    """As found: ``-o`` onto the model's own external weights file overwrote it, exit 0, and the source no longer loaded."""
+    from test_modelfiles import save_external
+
+    model = save_external(tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in model.parent.iterdir()}
+    for name in ("model.onnx_data", "model.fp16.onnx", "model.fp16.onnx.json", "model.scored.onnx"):
+        out = model.parent / name
+        assert cli("convert", model, "--precision", "fp16", "-o", out, "--cache-dir", tmp_path / "c").error == (
+            f"pplgate: error: --output {out} is a file of the model it would be written from (model.onnx, its fp16 conversion, "
+            "their weights or records): pass another path."), name
+    assert {p.name: p.read_bytes() for p in model.parent.iterdir() if p.name in before} == before
+
+
+def test_convert_of_a_model_with_external_data_into_another_folder_brings_its_weights(tmp_path, cli):
+    """As found: the graph was written without its weights, then the command failed, leaving an unusable file."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from test_modelfiles import save_external
+
+    model = save_external(tmp_path / "m")
+    out = tmp_path / "deploy" / "gpt.onnx"
+    out.parent.mkdir()
+    ran = cli("convert", model, "--precision", "fp32", "-o", out, "--cache-dir", tmp_path / "c")
+    assert ran.code == 0, ran.err
+    assert (out.parent / "model.onnx_data").read_bytes() == (model.parent / "model.onnx_data").read_bytes()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ones((1, 8), np.int64) for i in session.get_inputs()}
+    assert np.isfinite(session.run(None, feeds)[0]).all()

@@ -51,6 +51,25 @@ def test_cache_is_keyed_by_the_tokenizer_files(dataset_dir, tokenizer_dir, tmp_p
     assert not load_tokens(dataset_dir, str(changed), tmp_path / "cache").cache_hit
 
 
+def test_a_same_size_same_time_change_of_the_data_is_new_data(tokenizer_dir, tmp_path):
+    """As found: a changed parquet of the same size with its old mtime (``cp -p``, ``rsync -t``) reused the old ids."""
+    import os
+
+    folder = wikitext_folder(tmp_path / "wikitext", [" The cat sat on the mat .\n"] * 50)
+    parquet = folder / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet"
+    first = load_tokens(str(folder), tokenizer_dir, tmp_path / "cache", progress=False)
+    stat = parquet.stat()
+    other = wikitext_folder(tmp_path / "other", [" The dog sat on the mat .\n"] * 50)
+    changed = (other / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet").read_bytes()
+    assert len(changed) == stat.st_size
+    with parquet.open("r+b") as f:  # in place, as cp -p over it: the same inode
+        f.write(changed)
+    os.utime(parquet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (parquet.stat().st_size, parquet.stat().st_mtime_ns, parquet.stat().st_ino) == (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    second = load_tokens(str(folder), tokenizer_dir, tmp_path / "cache", progress=False)
+    assert not second.cache_hit and not np.array_equal(first.ids, second.ids)
+
+
 def test_missing_dataset_folder_is_one_sentence(tokenizer_dir, tmp_path):
     with pytest.raises(PplgateError, match=r"dataset folder .* does not exist: pass --dataset"):
         load_tokens(str(tmp_path / "nowhere"), tokenizer_dir, tmp_path)

@@ -250,3 +250,69 @@ def test_a_url_whose_name_is_no_plain_file_or_one_of_pplgates_own_is_refused(mod
                                            r"and pass that path to --model\.$"):
         download(model_server.url("ok", last), folder, progress=False)
     assert listing(folder) == ["SHA256SUMS"] and (folder / "SHA256SUMS").read_text() == "kept\n"
+
+
+def test_a_resume_is_proven_by_the_answers_last_modified_where_there_is_no_etag(model_server, tmp_path):
+    """As found: a server that sends only Last-Modified and ignores If-Range spliced two versions into one file."""
+    from conftest import ModelServer
+
+    url = model_server.url("lastmod-only")
+    older = other_model(tmp_path)  # the version the part was cut from, the same size
+    assert ModelServer.modified(older) != ModelServer.modified(model_server.body)
+    _part(tmp_path, url, older, last_modified=ModelServer.modified(older))
+    path = download(url, tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+    assert model_server.requests[0][1] is not None and model_server.requests[-1][1] is None, "the 206 was dropped, the file fetched whole"
+
+
+def test_a_206_that_does_not_start_where_the_part_ends_is_not_appended(model_server, tmp_path):
+    """As found: a 206 from byte 0 was appended to the part, and the corrupt model was kept for good."""
+    url = model_server.url("from-zero")
+    _part(tmp_path, url, model_server.body, etag='"' + hashlib.sha256(model_server.body).hexdigest()[:16] + '"')
+    path = download(url, tmp_path, progress=False)
+    assert path.read_bytes() == model_server.body
+
+
+@pytest.mark.parametrize(("mode", "said"), [
+    ("under-length", r"not a whole ONNX model"),
+    ("two-lengths", r"the server sent 2 Content-Length headers, so its size is unknown"),
+])
+def test_an_answer_that_is_not_the_model_is_never_kept(model_server, tmp_path, mode, said):
+    """As found: a Content-Length smaller than the body, or two of them, left a corrupt model with its sidecar."""
+    with pytest.raises(PplgateError, match=said):
+        download(model_server.url(mode), tmp_path, progress=False)
+    assert [n for n in listing(tmp_path) if not n.startswith(".") and not n.endswith(".part")] == []
+    assert download(model_server.url("ok"), tmp_path, progress=False).read_bytes() == model_server.body
+
+
+def test_credentials_are_not_sent_to_the_host_a_redirect_names(model_server, tmp_path):
+    """As found: Basic credentials of a model URL went on to the host and port a redirect named."""
+    from conftest import ModelServer
+
+    other = ModelServer(model_server.body)
+    try:
+        model_server.redirect_to = other.url("ok")
+        url = model_server.url("redirect").replace("http://", "http://user:s3cret-pw@")
+        assert download(url, tmp_path, progress=False).read_bytes() == model_server.body
+        assert model_server.authorizations[0] is not None and other.authorizations == [None]
+    finally:
+        other.close()
+
+
+def test_a_server_that_trickles_its_headers_is_cut_off(model_server, tmp_path):
+    """As found: headers a byte at a time held a download for 400 s, until killed, and left a lock's pid file."""
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable, match=r"^model URL http://127\.0\.0\.1:\d+/slow-headers/model\.onnx cannot be reached "
+                                                r"\(no complete answer within 0\.5 s\): pass --model with a local copy"):
+        download(model_server.url("slow-headers"), tmp_path, progress=False, timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert [n for n in listing(tmp_path) if n.endswith(".pid") or not n.startswith(".")] == []
+
+
+def test_addresses_that_differ_in_their_query_are_different_files(model_server, tmp_path, caplog):
+    """As found: ``model.onnx?v=2`` evaluated the file downloaded for ``?v=1``."""
+    first = download(model_server.url("ok") + "?v=1", tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="pplgate"):
+        again = download(model_server.url("ok") + "?v=2", tmp_path, progress=False)
+    assert again == first and len(model_server.requests) == 2
+    assert "v=1" not in caplog.text and "v=2" not in caplog.text  # query values are masked where printed

@@ -147,3 +147,24 @@ def test_fetch_never_deletes_a_file_it_did_not_write(dataset_dir, tokenizer_dir,
     assert cli(*args).error == (f"pplgate: error: {folder / 'gpt2'} holds files fetch did not write (notes.txt), which replacing the folder "
                                 "would delete: move them out, or fetch into another folder.")
     assert mine.read_text() == "the user's"
+
+
+def test_a_second_model_of_the_same_name_never_replaces_the_first(tiny_model, dataset_dir, tokenizer_dir, tmp_path, cli):
+    """As found: fetching a second case whose model had the same file name replaced the first and rewrote its
+    SHA256SUMS line, so the first case verified and measured another model.  Hub exports share names."""
+    from test_precision import other_weights
+
+    first, second = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"
+    first.parent.mkdir()
+    first.write_bytes(tiny_model.read_bytes())
+    second.parent.mkdir()
+    second.write_bytes(other_weights(tiny_model, tmp_path).read_bytes())
+    folder = tmp_path / "s"
+    args = ["--dataset", dataset_dir, "--tokenizer", tokenizer_dir, "--no-progress", "--cache-dir", tmp_path / "c"]
+    assert cli("fetch", folder, "--model", first, *args).code == 0
+    sums = (folder / "model" / "SHA256SUMS").read_text()
+    error = cli("fetch", folder, "--model", second, *args).error
+    assert error.startswith(f"pplgate: error: {folder / 'model' / 'model.onnx'} ") and str(second) in error, error
+    assert (folder / "model" / "model.onnx").read_bytes() == first.read_bytes()
+    assert (folder / "model" / "SHA256SUMS").read_text() == sums
+    assert cli("fetch", folder, "--model", first, *args).code == 0  # the same source again: fine

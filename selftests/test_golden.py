@@ -53,6 +53,17 @@ BROKEN = {
     "cpu fp16 as evidence": (entry_case({"cpu-fp16": {"perplexity": 10.0, "rel_tol": 0.01}, "gpu-fp16": {"relative_to": "cpu-fp16", "rel_tol": 0.01}}),
                              "expected.gpu-fp16 is relative to cpu-fp16, which the CPU provider computes mostly in fp32: "
                              "it is no evidence for gpu-fp16; make gpu-fp16 relative to cpu-fp32, or record it on its device."),
+    # As found: a misspelt pin unpinned the fp16 conversion; prose of any type loaded; limits with no bound checked nothing.
+    "misspelt pin": (entry_case({"cpu-fp16": {"perplexity": 5.0, "rel_tol": 0.1, "model": {"sha256": "a" * 64, "convertd_sha256": "b" * 64}}}),
+                     "key expected.cpu-fp16.model.convertd_sha256 is not one pplgate reads: use sha256, bytes, converted_sha256"),
+    "description not text": (entry_case({}, description=5), "key description must be a string, not 5"),
+    "notes a number": (entry_case({}, notes=5), "key notes must be an object or a string, not 5"),
+    "why not text": (entry_case({"cpu-fp32": {"perplexity": 5.0, "rel_tol": 0.1, "why": 3}}), "key expected.cpu-fp32.why must be a string, not 3"),
+    "limits without a bound": (entry_case({"cpu-fp32": {"perplexity": 5.0, "rel_tol": 0.1, "limits": {"reference": "cpu-fp32"}}}),
+                               "key expected.cpu-fp32.limits names a reference and no bound, so it would check nothing"),
+    "min above max": (entry_case({"cpu-fp32": {"perplexity": 5.0, "rel_tol": 0.1,
+                                               "limits": {"reference": "cpu-fp32", "perplexity_ratio_min": 1.02, "perplexity_ratio_max": 1.01}}}),
+                      "key expected.cpu-fp32.limits.perplexity_ratio_min is 1.02, above perplexity_ratio_max 1.01: no run could pass"),
     "name unlike the file": (entry_case({}).replace('"case": "bad"', '"case": "other"'),
                              "key case is 'other', but the file is named bad.json: name the file other.json or the case 'bad'."),
 }
@@ -109,6 +120,40 @@ def test_a_rule_whose_entry_is_not_recorded_says_which_to_record_first(tmp_path)
         load_case(path).resolve(Target.parse("cpu-fp16"), lambda t: f"RECORD {t.key}")
     assert str(info.value) == (f"golden file {path}: expected.cpu-fp16 is a rule relative to cpu-fp32, which holds no value yet: "
                                "record cpu-fp32 first, on a node that has its device, with: RECORD cpu-fp32")
+
+
+def test_a_metric_bounded_on_both_sides_keeps_both(tmp_path):
+    """As found: ``kl_mean_max`` then ``kl_mean_min`` kept only the min, and a KL far above its max passed."""
+    from pplgate.verdicts import Verdict, judge_limits
+
+    path = tmp_path / "c.json"
+    path.write_text(entry_case({"cpu-fp16": {"perplexity": 5.0, "rel_tol": 0.1, "limits": {
+        "reference": "cpu-fp32", "kl_mean_max": 0.01, "kl_mean_min": 0.0, "perplexity_ratio_min": 0.99, "perplexity_ratio_max": 1.01}}})
+                    .replace('"case": "bad"', '"case": "c"'))
+    limits = load_case(path).entry(Target.parse("cpu-fp16")).limits
+    assert limits.bounds == (("kl_mean", "max", 0.01), ("kl_mean", "min", 0.0), ("perplexity_ratio", "min", 0.99), ("perplexity_ratio", "max", 1.01))
+    summary = {"kl_mean": 5.0, "perplexity_ratio": 1.5}
+    judged = judge_limits("c-cpu-fp16", limits, summary, "c.json", "")
+    assert judged.verdict is Verdict.FAIL
+    assert [(m, side) for m, _, side, _ in limits.violations(summary)] == [("kl_mean", "max"), ("perplexity_ratio", "max")]
+
+
+def test_recording_writes_through_a_linked_golden_file_and_keeps_its_text(tmp_path):
+    """As found: --gate-update-golden replaced a symlinked golden file with a regular one (the shared target kept no
+    value), and wrote every other entry's non-ASCII text as \\uXXXX."""
+    shared = tmp_path / "shared" / "case.json"
+    shared.parent.mkdir()
+    shared.write_text(json.dumps({"case": "case", "description": "Größe – 29,4 ± 0,1",
+                                  "expected": {"cpu-fp32": {"perplexity": 3.0, "rel_tol": 0.1, "why": "gemessen über Nacht"}}},
+                                 ensure_ascii=False, indent=2), encoding="utf-8")
+    link = tmp_path / "golden" / "case.json"
+    link.parent.mkdir()
+    link.symlink_to(shared)
+    golden_record(link, Target.parse("cpu-fp16"), REPORT, {"source": "test"})
+    assert link.is_symlink() and os.readlink(link) == str(shared)
+    text = shared.read_text(encoding="utf-8")
+    assert "Größe – 29,4 ± 0,1" in text and "gemessen über Nacht" in text and "\\u" not in text
+    assert json.loads(text)["expected"]["cpu-fp16"]["perplexity"] == 3.1
 
 
 REPORT = {"perplexity": 3.1, "blocks": 1, "scored_tokens": 1023, "blocks_sha256": "0" * 64, "model_sha256": "a" * 64, "model_bytes": 1}

@@ -134,3 +134,40 @@ def test_a_saved_run_that_cannot_be_read_is_named_and_set_aside(tmp_path, cli):
 def test_a_plot_without_saved_runs_is_one_sentence(tmp_path, cli):
     assert cli("plot", "--storage", tmp_path).error == (f"pplgate: error: no saved benchmark runs under {tmp_path}: run the gate with --benchmark-autosave first, "
                                                         "or pass --storage with pytest-benchmark's folder.")
+
+
+def test_the_newest_run_is_the_last_saved_whatever_its_date(tmp_path, cli):
+    """As found: a run saved with a future date (a node with a wrong clock) was taken for the newest, and the -50% run
+    saved after it passed --fail-on-regression."""
+    runs = [saved_run(s) for s in STEADY] + [saved_run(0.5), saved_run(1.0)]
+    runs[5]["datetime"] = "2030-01-01T02:00:00"
+    ran = cli("history", "--storage", write_storage(tmp_path / "bench", runs), "--fail-on-regression")
+    assert ran.code == 1
+    rows = [line.split()[0] for line in ran.out.splitlines() if line.startswith("  0")]
+    assert rows[-2:] == ["0006", "0007"] and "slower (-50%" in ran.out.splitlines()[-2]
+
+
+def test_an_empty_markdown_path_names_the_option(tmp_path, cli):
+    """As found: ``--markdown "$GITHUB_STEP_SUMMARY"`` with the variable unset said "cannot use . (Is a directory)"."""
+    ran = cli("history", "--storage", write_storage(tmp_path / "bench", [saved_run(0.5)]), "--markdown", "")
+    assert ran.code == 2
+    assert ("argument --markdown: the value is empty (an unset variable such as $GITHUB_STEP_SUMMARY outside GitHub Actions?): "
+            "pass a file path, or leave the option out") in ran.err
+
+
+def test_an_empty_file_storage_is_refused(cli):
+    """As found: ``--storage file://`` read the current folder recursively, .venv included."""
+    assert cli("history", "--storage", "file://").error == (
+        "pplgate: error: --storage 'file://' names no folder: pass the folder pytest-benchmark saved its runs in "
+        "(--benchmark-storage's, .benchmarks by default).")
+
+
+def test_a_median_no_model_could_run_in_is_set_aside_and_named_by_the_plot(tmp_path, cli):
+    """As found: a saved run with a 1e-300 s median was judged and squashed the plot, which named no set-aside run."""
+    runs = [saved_run(s) for s in STEADY] + [corrupt(saved_run(0.5), ["benchmarks", 0, "stats", "median"], 1e-300), saved_run(0.5)]
+    storage = write_storage(tmp_path / "bench", runs)
+    for command in (["history"], ["plot", "--output", str(tmp_path / "p.png")]):
+        ran = cli(*command, "--storage", storage)
+        assert ran.code == 0
+        assert any(line.startswith("set aside ") and "0006_abcdef01" in line and "stats.median is 1e-300 s, shorter than any model "
+                   "runs a block in; not judged and not a baseline" in line for line in ran.out.splitlines()), ran.out

@@ -171,3 +171,13 @@ def test_the_folders_of_a_killed_run_are_removed(tiny_model, short, tmp_path):
     localize(side, side, short.head(1), workdir=tmp_path)
     assert not left.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nan_model_against_itself_is_equal_and_says_so(tiny_model, short, tmp_path):
+    """As found: a model whose logits hold NaN, against itself: "DIVERGES" and "exposing tensors changed the graph",
+    though both sessions were bit-identical."""
+    side = Side.of(_all_nan(tiny_model, tmp_path / "nan.onnx"), FP32)
+    loc = localize(side, side, short.head(1))
+    assert loc.session_diverges is False and loc.first_divergence is None and not loc.tapping_changed
+    text = render(loc)
+    assert "non-finite logits in both" in text and "DIVERGES" not in text and "changed the graph" not in text

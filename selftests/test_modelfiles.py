@@ -91,3 +91,64 @@ def test_missing_weights_are_one_sentence(external_model, tmp_path):
     shutil.copyfile(external_model, folder / "model.onnx")
     with pytest.raises(PplgateError, match=r"^model model\.onnx keeps its weights in model\.onnx_data, which is not beside it in .*: copy the model's folder whole"):
         resolve_model(str(folder / "model.onnx"), tmp_path / "m", cache_dir=tmp_path / "c")
+
+
+def _externalize(tensor, folder: Path, name: str) -> None:
+    """Moves ``tensor``'s values into ``folder/name``, as ONNX external data."""
+    import onnx
+    from onnx import numpy_helper
+
+    raw = numpy_helper.to_array(tensor).tobytes()
+    (folder / name).write_bytes(raw)
+    for field in ("raw_data", "float_data", "int64_data"):
+        tensor.ClearField(field)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", name), ("offset", "0"), ("length", str(len(raw)))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def hidden_weights_model(folder: Path) -> Path:
+    """A graph whose only external data is a sparse initializer's values and a Constant inside a local function."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    values = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w_values")
+    _externalize(values, folder, "sparse.bin")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0, 2, 5, 7], np.int64), "w_indices"), [8])
+    constant = helper.make_tensor("c", TensorProto.FLOAT, [8], np.ones(8, np.float32))
+    _externalize(constant, folder, "function.bin")
+    function = helper.make_function("local", "AddC", ["x"], ["y"],
+                                    [helper.make_node("Constant", [], ["c"], value=constant), helper.make_node("Add", ["x", "c"], ["y"])],
+                                    [helper.make_opsetid("", 13)])
+    sparse.values.name = "w"
+    graph = helper.make_graph([helper.make_node("AddC", ["x"], ["t"], domain="local"), helper.make_node("Add", ["t", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+                              sparse_initializer=[sparse])
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("local", 1)])
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("weights", ["sparse.bin", "function.bin"])
+def test_weights_of_a_sparse_initializer_or_a_local_function_are_the_model_too(tmp_path, weights):
+    """As found: changed weights behind a sparse initializer or a Constant in a local function moved the perplexity
+    2.4x under an unchanged model_sha256, and fetch left the file behind."""
+    from pplgate.fetch import fetch_model
+
+    model = hidden_weights_model(tmp_path / "m")
+    before = model_identity(model, tmp_path / "c")
+    assert set(before.files) == {"model.onnx", "sparse.bin", "function.bin"}
+    fetch_model(str(model), tmp_path / "sources" / "model", tmp_path / "c", progress=False)
+    assert {"sparse.bin", "function.bin"} <= {p.name for p in (tmp_path / "sources" / "model").iterdir()}
+    data = bytearray((model.parent / weights).read_bytes())
+    data[0] ^= 0xFF
+    (model.parent / weights).write_bytes(bytes(data))
+    assert model_identity(model, tmp_path / "c").sha256 != before.sha256
+    (model.parent / weights).rename(tmp_path / weights)
+    (model.parent / weights).symlink_to(tmp_path / weights)
+    with pytest.raises(PplgateError, match=rf"^model model\.onnx keeps tensors in '{weights}', which is outside its folder"):
+        model_identity(model, tmp_path / "c2")

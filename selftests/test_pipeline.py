@@ -47,6 +47,11 @@ def _fixed_512(m):
         value.type.tensor_type.shape.dim[1].dim_value = 512
 
 
+def _fixed_2048(m):
+    for value in (m.graph.input[0], m.graph.input[1]):
+        value.type.tensor_type.shape.dim[1].dim_value = 2048
+
+
 def _fixed_batch_1(m):
     for value in m.graph.input:
         value.type.tensor_type.shape.dim[0].dim_value = 1
@@ -108,7 +113,10 @@ def bad_models(tiny_model, tmp_path):
         "no logits": (_edit(tiny_model, d / "nologits.onnx", _no_logits), [], "has no logits output"),
         "vocabulary": (small_vocab, [], "predicts 1000 tokens, but the tokenizer has 50257"),
         "short sequence": (_edit(tiny_model, d / "seq512.onnx", _fixed_512), [], "takes sequences of 512 tokens, fewer than the 1024"),
-        "fp16 impossible": (_edit(tiny_model, d / "celu.onnx", _celu_head), ["--precision", "fp16"], "cannot build a fp16 session of celu.fp16.onnx on cpu"),
+        "fp16 impossible": (_edit(tiny_model, d / "celu.onnx", _celu_head), ["--precision", "fp16"],
+                            "onnxruntime's float16 converter made an invalid model of celu.onnx"),
+        "longer fixed sequence": (_edit(tiny_model, d / "seq2048.onnx", _fixed_2048), [],
+                                  "model seq2048.onnx takes sequences of exactly 2048 tokens, more than the 1024 of a block: pass --block-size 2048"),
         "int32 logits": (_edit(tiny_model, d / "int32.onnx", _logits_as(TensorProto.INT32)), [],
                          "int32.onnx's logits output logits is tensor(int32), not tensor(float), tensor(float16), tensor(double)"),
         "rank-2 logits": (_edit(tiny_model, d / "rank2.onnx", _rank_2), [], "gives logits of rank 2, not [batch, sequence, vocab] (rank 3)"),
@@ -129,7 +137,7 @@ def broken(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "not onnx", "no input_ids", "no logits", "vocabulary", "short sequence",
-                                  "fp16 impossible", "int32 logits", "rank-2 logits", "fixed batch", "logits one short (graph)", "logits one short (host)"])
+                                  "longer fixed sequence", "fp16 impossible", "int32 logits", "rank-2 logits", "fixed batch", "logits one short (graph)", "logits one short (host)"])
 def test_a_model_that_cannot_be_evaluated_is_one_sentence(case, broken, tmp_path, dataset_dir, tokenizer_dir, token_cache, cli):
     path, extra, fragment = broken[case]
     report = tmp_path / "report.json"

@@ -481,7 +481,7 @@ def test_tf32_tests_skip_off_cuda_even_when_strict(scratch_gate):
     result = scratch_gate.run("--gate-strict", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["SKIPPED*tf32 is CUDA's TensorFloat-32 matmul mode, which CPUExecutionProvider does not have*"])
+    result.stdout.re_match_lines([r"SKIPPED \[1\] test_gate\.py:\d+: tf32 is CUDA's TensorFloat-32 matmul mode, which CPUExecutionProvider does not have"])
 
 
 @pytest.mark.parametrize("option, module, skipped", [
@@ -515,6 +515,24 @@ def test_the_gate_report_never_replaces_a_case_file(scratch_gate):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --gate-report {case} is in a folder of golden case files (*), where it would replace or add a case: write it elsewhere*"])
     assert case.read_text() == before
+
+
+@pytest.mark.parametrize("option", ["--junitxml", "--benchmark-json"])
+def test_no_output_option_writes_over_a_golden_case(scratch_gate, option):
+    """As found: --junitxml and --benchmark-json overwrote golden files."""
+    case = scratch_gate.case({"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}})
+    before = case.read_text()
+    for path in (case, scratch_gate.golden / "new.json"):
+        result = scratch_gate.run(f"{option}={path}", "-k", "cpu")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: {option} {path} is in a folder of golden case files (*), where it would replace or add a case*"])
+    import pytest_benchmark
+
+    if option == "--benchmark-json" and pytest_benchmark.__version__.startswith("4."):
+        # pytest-benchmark 4 opens --benchmark-json while it parses the options, before any plugin can refuse it.
+        result.stderr.fnmatch_lines(["*(pytest-benchmark 4 has already emptied it: restore it with git checkout)*"])
+        return
+    assert case.read_text() == before and not (scratch_gate.golden / "new.json").exists()
 
 
 def test_the_usage_error_names_the_option_written_with_a_space(scratch_gate, shared_data):

@@ -87,6 +87,35 @@ def test_an_unlisted_card_may_not_point_outside(folder, tmp_path):
         resolved(folder, tmp_path)
 
 
+@pytest.mark.parametrize("before", ["\ufeff", "\n"], ids=["byte-order mark", "leading newline"])
+def test_a_card_whose_header_does_not_start_the_file_is_read_as_datasets_reads_it(folder, tmp_path, before):
+    """As found: a header after a byte-order mark or a blank line escaped the check, and datasets read a parquet from
+    outside the folder (4,303 rows instead of 2,891)."""
+    card = folder / "wikitext" / "README.md"
+    card.write_text(before + card.read_text().replace("path: wikitext-2-raw-v1/test-*", "path: ../elsewhere/*.parquet"), encoding="utf-8")
+    with pytest.raises(PplgateError, match=r"README\.md, which .*SHA256SUMS does not list, points datasets at '\.\./elsewhere/\*\.parquet'"):
+        resolved(folder, tmp_path)
+
+
+def test_a_card_that_lists_the_split_twice_is_refused(folder, tmp_path):
+    """As found: a card naming the same parquet twice made datasets read 5,782 rows, not a word said."""
+    card = folder / "wikitext" / "README.md"
+    card.write_text(card.read_text().replace("    path: wikitext-2-raw-v1/test-*",
+                                             "    path:\n    - wikitext-2-raw-v1/test-*\n    - wikitext-2-raw-v1/test-00000-of-00001.parquet"))
+    with pytest.raises(PplgateError, match=r"makes datasets read wikitext-2-raw-v1/test-00000-of-00001\.parquet twice for the test split, "
+                                           r"so every row of it would count twice: nothing was read"):
+        resolved(folder, tmp_path)
+
+
+def test_a_listing_with_two_hashes_for_one_file_is_refused(folder, tmp_path):
+    """As found: the last of two lines for one file won."""
+    sums = folder / "gpt2" / "SHA256SUMS"
+    first = sums.read_text().splitlines()[0]
+    sums.write_text(sums.read_text() + "0" * 64 + "  " + first.split("  ", 1)[1] + "\n")
+    with pytest.raises(PplgateError, match=rf"SHA256SUMS lists {first.split('  ', 1)[1]} twice"):
+        resolved(folder, tmp_path)
+
+
 def test_a_listing_that_is_not_text_is_one_sentence(folder, tmp_path):
     (folder / "gpt2" / "SHA256SUMS").write_bytes(b"\xff\xfe garbage\n")
     with pytest.raises(PplgateError, match=r"SHA256SUMS is not UTF-8 text \(byte 0\)"):
