@@ -136,7 +136,7 @@ def inspect(session, name: str) -> GraphInterface:
                     "export it with optimum, or without a past key/value cache."
                 )
             past_shapes[i.name] = (shape[1], shape[3])
-    logits = _find_logits(session.get_outputs(), name)
+    logits = _find_logits(_model_outputs(session), name)
     if logits.type not in LOGITS_TYPES:
         raise PplgateError(
             f"model {name}'s logits output {logits.name} is {logits.type}, not {', '.join(LOGITS_TYPES)}: "
@@ -161,6 +161,25 @@ def inspect(session, name: str) -> GraphInterface:
         sequence_length=_dim(ids_shape[1]) if len(ids_shape) == 2 else None,
         batch_size=_dim(ids_shape[0]) if len(ids_shape) == 2 else None,
     )
+
+
+# ONNX's element type names, as onnxruntime spells them.
+_ELEMENT_TYPES = {"FLOAT": "tensor(float)", "FLOAT16": "tensor(float16)", "DOUBLE": "tensor(double)"}
+
+
+def _model_outputs(session) -> list:
+    """The model's own outputs; for a graph pplgate appended its scorer to (whose only output is the losses), the
+    logits it was made from, as its metadata describes them."""
+    import json
+
+    from pplgate.scoring import LOGITS_META, TOKEN_LOSSES
+
+    outputs = session.get_outputs()
+    if [o.name for o in outputs] != [TOKEN_LOSSES]:
+        return outputs
+    meta = json.loads(session.get_modelmeta().custom_metadata_map[LOGITS_META])
+    kind = _ELEMENT_TYPES.get(meta["type"], f"tensor({meta['type'].lower()})")
+    return [_Arg(meta["name"], kind, list(meta["shape"]))]
 
 
 def _find_logits(outputs, name: str):

@@ -22,13 +22,14 @@ from pplgate.blocks import Blocks
 from pplgate.data import TokenStream, load_tokens
 from pplgate.errors import PplgateError
 from pplgate.evaluate import Evaluation, evaluate
-from pplgate.interface import check_fits, feeds, logits_rank, logits_short
+from pplgate.interface import check_fits, logits_rank, logits_short
 from pplgate.method import Method
 from pplgate.models import resolve_model
 from pplgate.options import RunSettings, RuntimeOptions
 from pplgate.reference import compare_with_reference
 from pplgate.report import final_report
-from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, create_session, open_session
+from pplgate.runtime import ORT_RUN_ERRORS, LMSession, check_provider, open_session
+from pplgate.scoring import TOKEN_LOSSES
 from pplgate.sourcefolder import Sources
 from pplgate.target import Target
 
@@ -81,7 +82,16 @@ def _probe(session: LMSession, name: str, length: int) -> None:
     # A few tokens, fetched as they come: one row of logits per position, or the model cannot be scored.
     short = np.zeros((batch, min(length, 8)), dtype=np.int64)
     try:
-        logits = session.session.run([session.iface.logits], session.feeds(short))[0]
+        if session.scored:
+            # The scorer takes only logits of one row per position: losses of the ids' shape say they were.
+            losses = session.session.run([TOKEN_LOSSES], session.feeds(short))[0]
+            if losses.shape != short.shape:
+                _check_logits(name, session.forward(short), short)
+            width = session.iface.vocab_size or session.vocab or 0
+        else:
+            logits = session.session.run([session.iface.logits], session.feeds(short))[0]
+            _check_logits(name, logits, short)
+            width = session.iface.vocab_size or int(logits.shape[-1])
     except ORT_RUN_ERRORS as err:
         cannot = PplgateError(
             f"model {name} cannot run a block ({str(err).strip().splitlines()[0]}): {_check_advice(session.target)}."
@@ -89,22 +99,15 @@ def _probe(session: LMSession, name: str, length: int) -> None:
         if not session.scored:
             raise cannot from err
         # The scorer appended to the graph fails on logits it cannot score: the model's own session says why.
-        plain = create_session(str(session.model_path), session.target, session.options, name, lean=True)
         try:
-            logits = plain.run([session.iface.logits], feeds(session.iface, short))[0]
+            logits = session.forward(short)
         except ORT_RUN_ERRORS:
             raise cannot from err
         _check_logits(name, logits, short)
         raise cannot from err
-    _check_logits(name, logits, short)
     # A whole block the way the evaluation runs it (into the scorer's buffer): the context the graph takes.
     # Its logits alone are batch x length x vocab: a block size past any context must not allocate them first.
-    need = (
-        batch
-        * length
-        * (session.iface.vocab_size or int(logits.shape[-1]))
-        * np.dtype(session.iface.logits_dtype).itemsize
-    )
+    need = batch * length * width * np.dtype(session.iface.logits_dtype).itemsize
     memory = physical_memory()
     if memory is not None and need > memory:
         raise PplgateError(

@@ -99,6 +99,7 @@ class LMSession:
     vocab: int | None = None  # the entries scored: the tokenizer's, a padded vocabulary's padding left out; None: all
     scored: bool = False
     _logits: np.ndarray | None = field(default=None, repr=False)  # the CPU path's logits buffer
+    _model: ort.InferenceSession | None = field(default=None, repr=False)  # model_session(), of a scored graph
 
     @property
     def computed_as(self) -> str:
@@ -145,6 +146,8 @@ class LMSession:
         Where the CPU scorer keeps a logits buffer, they are written into it:
         the array returned is that buffer, valid until the next run.
         """
+        if self.scored:
+            return self.model_session().run([self.iface.logits], feeds(self.iface, ids))[0]
         if self.scorer is None or self.device.kind.memory != "cpu":
             return self.session.run([self.iface.logits], self.feeds(ids))[0]
         b, t = ids.shape
@@ -159,6 +162,17 @@ class LMSession:
         binding.bind_ortvalue_output(self.iface.logits, bound)
         self.session.run_with_iobinding(binding)
         return logits
+
+    def model_session(self) -> ort.InferenceSession:
+        """The model's own graph on the same target: a scored graph gives only the losses, so its logits (a reference
+        comparison's, a probe's) come from here, made the first time they are asked for."""
+        if not self.scored:
+            return self.session
+        if self._model is None:
+            self._model = create_session(
+                str(self.model_path), self.target, self.options, self.model_path.name, lean=True
+            )
+        return self._model
 
     def forward_in_place(self, ids: np.ndarray) -> None:
         """The bare model on ids [B, T], its logits left where the provider made them (--measure-forward).

@@ -49,6 +49,7 @@ def scored_model(model: Path, identity: str, vocab: int | None, cache_dir: Path)
     graph_only = onnx.load(str(model), load_external_data=False)
     if default_opset(graph_only) < OLDEST_OPSET:
         return None
+    _refine_outputs(graph_only)
     iface = inspect(GraphArgs(graph_only.graph), model.name)
 
     def make() -> str:
@@ -59,3 +60,17 @@ def scored_model(model: Path, identity: str, vocab: int | None, cache_dir: Path)
         return save(graph_only, target, PROTOBUF_LIMIT)
 
     return artifact.ensure(make)
+
+
+def _refine_outputs(model) -> None:
+    """The outputs' shapes as ONNX infers them, where the file leaves a dimension symbolic (a vocabulary written as
+    ``vocab``): what onnxruntime's session of the model itself would report, so the scored graph reads the same."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph.output
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+        return  # custom operators ONNX cannot infer through: the declared shapes stand
+    for declared, found in zip(model.graph.output, inferred):
+        if declared.name == found.name:
+            declared.CopyFrom(found)

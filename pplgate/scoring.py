@@ -37,6 +37,7 @@ which ReduceLogSumExp takes as an empty chunk.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,12 +48,14 @@ from onnx import TensorProto, helper, numpy_helper
 LABELS = "pplgate.labels"
 TOKEN_LOSSES = "pplgate.token_losses"
 LOGITS = "pplgate.logits"  # the standalone scorer's logits input
+# In a scored graph's metadata: the model's logits output (name, type, shape), which the scored graph no longer gives.
+LOGITS_META = "pplgate.logits"
 # Opset 13 for the standalone scorer: what onnxruntime 1.9, the vendor's runtime, runs.
 OPSET = 13
 # The oldest opset whose operators the scorer can be spelled in (GatherElements, float Equal).
 OLDEST_OPSET = 11
 # Bumped when the scoring nodes change: a scored graph written by an older pplgate is written again.
-SCORER_VERSION = 2
+SCORER_VERSION = 3  # 3: the losses its only output
 
 
 def chunk_count(vocab_size: int | None) -> int | None:
@@ -196,15 +199,28 @@ def default_opset(model: onnx.ModelProto) -> int:
 def append_scorer(
     model: onnx.ModelProto, logits: str, logits_dtype: type, vocab: int | None, model_vocab: int | None
 ) -> None:
-    """Adds the scorer to ``model``'s own graph, in place: LABELS [batch, sequence] int64 in, TOKEN_LOSSES out.
+    """Adds the scorer to ``model``'s own graph, in place: LABELS [batch, sequence] int64 in, TOKEN_LOSSES the one
+    output.
 
-    Every output of the model stays (the logits among them, for a reference
-    comparison); nodes are spelled in the model's own opset (11 and later).
+    The model's own outputs go: onnxruntime allocates every graph output for
+    every run, fetched or not, and the logits alone are 206 MB a block for
+    GPT-2, 2% of its run on a CPU.  What they were is kept in the model's
+    metadata (LOGITS_META), so the interface reads the same.  Nodes are
+    spelled in the model's own opset (11 and later).
     """
     b = _Builder(default_opset(model))
     b.scorer(logits, LABELS, logits_dtype, vocab, model_vocab)
     graph = model.graph
+    described = next(o for o in graph.output if o.name == logits)
+    tensor = described.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+    meta = {"name": logits, "type": onnx.TensorProto.DataType.Name(tensor.elem_type), "shape": shape}
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
     graph.input.append(helper.make_tensor_value_info(LABELS, TensorProto.INT64, ["batch", "sequence"]))
+    del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(TOKEN_LOSSES, TensorProto.FLOAT, ["batch", "sequence"]))
+    kept = [p for p in model.metadata_props if p.key != LOGITS_META]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=LOGITS_META, value=json.dumps(meta))
