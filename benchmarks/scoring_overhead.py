@@ -11,9 +11,11 @@ of the logits and nothing else, over the same batches), and their ratio
 the model's graph (its default), and with the scorer as a second session fed
 the logits in place (the fallback for a read-only model folder, and what
 pplgate did before).  Then the scorer's own cost
-per block (its nodes as a session of their own over one block's logits), and
-the memory peak of each way of scoring, each measured in a process of its
-own: ``bare``, ``graph`` (the scorer appended, pplgate's default), ``pair``
+per block (its nodes as a session of their own over one block's logits); the
+appended scorer's share of onnxruntime's profile of the scored graph (its
+nodes' kernel time: a figure the machine's drift does not move, as it moves
+wall-clock ratios of separate runs); and the memory peak of each way of
+scoring, each measured in a process of its own: ``bare``, ``graph`` (the scorer appended, pplgate's default), ``pair``
 (the scorer as a second session fed the logits in place: the fallback for a
 read-only model folder, and what pplgate did before) and ``host`` (the
 vendor's numpy).  A measurement, never a pass or fail: speed on a shared
@@ -27,6 +29,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,6 +113,46 @@ def _scorer_seconds(model: Path, target: Target, blocks: Blocks, repeats: int = 
     return float(np.median(seconds))
 
 
+def _profiled(model: Path, target: Target, blocks: Blocks, batch_size: int) -> dict:
+    """The appended scorer's own share of the scored graph's runs, from onnxruntime's profile of its nodes: a figure
+    that the machine's drift does not move, as wall-clock ratios of separate runs do."""
+    import json
+
+    import onnxruntime as ort
+
+    from pplgate.scored import scored_path
+    from pplgate.scoring import TOKEN_LOSSES
+
+    session = _session(model, target, "graph")
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = str(Path(folder) / "scored")
+        profiled = ort.InferenceSession(
+            str(scored_path(session.model_path)), options, providers=[target.device.kind.provider]
+        )
+        runs = blocks.batches(batch_size)
+        for batch in runs[:2]:  # the first runs grow the arena: not runs like the others
+            profiled.run([TOKEN_LOSSES], session.feeds(blocks.matrix(batch.start, batch.stop)))
+        for batch in runs:
+            profiled.run([TOKEN_LOSSES], session.feeds(blocks.matrix(batch.start, batch.stop)))
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    windows = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[2:]
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    totals, scorers = [], []
+    for run in windows:
+        inside = [e for e in kernels if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]]
+        totals.append(sum(e["dur"] for e in inside))
+        scorers.append(sum(e["dur"] for e in inside if e["name"].startswith("pplgate.scoring/")))
+    share = float(np.median([sc / total for sc, total in zip(scorers, totals)]))
+    return {
+        "batch_size": batch_size,
+        "scorer_ms_per_block": float(np.median(scorers)) / 1000 / batch_size,
+        "scorer_share": share,
+        "ratio": 1 / (1 - share),
+    }
+
+
 def _peak(model: Path, target: Target, blocks: Blocks, batch_size: int, way: str) -> int:
     """This process's memory peak in bytes after the blocks ran ``way``."""
     session = _session(model, target, way)
@@ -176,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             )
     figures["scorer_s"] = _scorer_seconds(model, target, blocks)
     print(f"the scorer alone: {figures['scorer_s'] * 1000:.1f} ms a block (median of 7)", flush=True)
+    figures["profiled"] = [_profiled(model, target, blocks, batch_size) for batch_size in args.batch_sizes]
+    for row in figures["profiled"]:
+        print(
+            f"batch {row['batch_size']}, onnxruntime's profile of the scored graph (median run): the scorer's nodes "
+            f"{row['scorer_ms_per_block']:.1f} ms a block, {row['scorer_share']:.2%} of its kernels' time: "
+            f"{row['ratio']:.3f}x the model's own",
+            flush=True,
+        )
     for batch_size in args.batch_sizes:
         peaks = {way: _peak_in_own_process(own, way, batch_size) for way in WAYS}
         figures["peaks"].append({"batch_size": batch_size, **peaks})
