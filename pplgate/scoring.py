@@ -20,11 +20,12 @@ How the log-sum-exp is computed is chosen by measurement (2 cores, one block
 of logits, 1024 x 50257, onnxruntime 1.31):
 
 - ReduceLogSumExp: 86 ms; LogSoftmax: 11 ms, vectorized and threaded.
-  Either sums 50,257 float32 terms in one pass, which biases the loss by
-  about -4e-6 against float64 (as much on the perplexity, relative).
+  Either sums 50,257 float32 terms in one pass, which biases the loss
+  against float64 (-1.6e-7 relative on Gaussian logits of spread 5, more the
+  wider they spread: docs/figures.md).
 - So the vocabulary is cut into K chunks of L (50257 = 29 x 1733): LogSoftmax
   over each chunk gives the chunk's own log-sum-exp, and ReduceLogSumExp over
-  the K chunk values gives the total.  The bias falls below 2e-7.
+  the K chunk values gives the total.  The bias falls below 1e-8 there.
 
 A chunk's log-sum-exp is read at its largest logit, where LogSoftmax is
 largest too (it is monotonic): lse_k = max(x[k, :]) - max(logsoftmax(x[k, :])).
@@ -137,7 +138,15 @@ class _Builder:
         empty = self.node("Equal", [top, self.const_f(out + "_neg_inf", -np.inf)], out + "_empty")
         return self.node("Where", [empty, top, lse], out)
 
-    def scorer(self, logits: str, labels: str, logits_dtype: type, vocab: int | None, model_vocab: int | None) -> None:
+    def scorer(
+        self,
+        logits: str,
+        labels: str,
+        logits_dtype: type,
+        vocab: int | None,
+        model_vocab: int | None,
+        chunked: bool = True,
+    ) -> None:
         """logits [B, R, model_vocab] and labels [B, R] -> TOKEN_LOSSES [B, R] float32, over the first ``vocab`` entries
         (None: all of them)."""
         if logits_dtype != np.float32:
@@ -155,7 +164,7 @@ class _Builder:
                 ],
                 "logits_scored",
             )
-        count = chunk_count(vocab)
+        count = chunk_count(vocab) if chunked else None
         if count is None or vocab is None:
             lse = self.log_sum_exp(logits, "lse")  # [B, R]
         else:
@@ -167,15 +176,19 @@ class _Builder:
         self.node("Sub", [lse, picked], TOKEN_LOSSES)  # [B, R]
 
 
-def scoring_model(vocab: int, logits_dtype: type, model_vocab: int | None = None) -> onnx.ModelProto:
+def scoring_model(
+    vocab: int, logits_dtype: type, model_vocab: int | None = None, chunked: bool = True
+) -> onnx.ModelProto:
     """The scorer as a graph of its own: LOGITS [B, R, V] and LABELS [B, R] in, TOKEN_LOSSES [B, R] float32 out.
 
     R is any run of positions: the CPU path scores a block's logits a few
     hundred rows at a time, in place, so the scorer's own buffers stay small.
+    ``chunked`` False sums the whole vocabulary in one pass (to measure what
+    the chunks are for: benchmarks/scoring_bias.py).
     """
     model_vocab = vocab if model_vocab is None else model_vocab
     b = _Builder(OPSET)
-    b.scorer(LOGITS, LABELS, logits_dtype, vocab, model_vocab)
+    b.scorer(LOGITS, LABELS, logits_dtype, vocab, model_vocab, chunked)
     graph = helper.make_graph(
         b.nodes,
         "pplgate_scoring",

@@ -150,16 +150,19 @@ def _check_card(card: Path, listed: dict[str, str], refetch: str) -> None:
 
     said = f"{card}," if CARD in listed else f"{card}, which {card.parent / SUMS} does not list,"
     try:
-        meta = DatasetCard.load(card).data.to_dict()
+        # As this huggingface_hub reads it, and as a newer one would: older ones miss a header after a byte-order
+        # mark, which a newer datasets then follows.  Both readings are checked.
+        readings = [DatasetCard.load(card).data.to_dict(), _header(card)]
     except (ValueError, yaml.YAMLError) as err:
         raise PplgateError(f"{card}'s header is not YAML ({str(err).splitlines()[0]}): {refetch}.") from None
-    configs = meta.get("configs") or []
-    outside = [p for p in _strings(configs) if leaves_folder(p) or "://" in p]
+    raw = [meta.get("configs") for meta in readings]
+    configs = [c for value in raw if isinstance(value, list) for c in value]
+    outside = [p for p in _strings(raw) if leaves_folder(p) or "://" in p]
     if outside:
         raise PplgateError(
             f"{said} points datasets at {outside[0]!r}, outside {card.parent}: nothing was read; {refetch}."
         )
-    for config in configs if isinstance(configs, list) else []:
+    for config in configs:
         if not isinstance(config, dict) or config.get("config_name") != DATASET_CONFIG:
             continue
         other = sorted(set(config) - {"config_name", "data_files", "default"})
@@ -183,6 +186,21 @@ def _check_card(card: Path, listed: dict[str, str], refetch: str) -> None:
             raise PplgateError(
                 f"{said} makes datasets read {unchecked[0]}, which is not listed either: nothing was read; {refetch}."
             )
+
+
+def _header(card: Path) -> dict:
+    """The card's YAML header, found after a byte-order mark and blank lines too; {} where there is none."""
+    import yaml
+
+    text = card.read_text(encoding="utf-8-sig", errors="replace").lstrip()
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+    if end is None:
+        return {}
+    meta = yaml.safe_load("\n".join(lines[1:end]))
+    return meta if isinstance(meta, dict) else {}
 
 
 def _split_patterns(data_files, split: str) -> list[str]:

@@ -52,3 +52,13 @@ def test_convert_of_a_model_with_external_data_into_another_folder_brings_its_we
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     feeds = {i.name: np.ones((1, 8), np.int64) for i in session.get_inputs()}
     assert np.isfinite(session.run(None, feeds)[0]).all()
+
+
+def test_convert_never_writes_over_a_golden_case(tiny_model, tmp_path, cli):
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    case = golden / "tiny.json"
+    case.write_text('{"case": "tiny", "expected": {}}')
+    assert cli("convert", tiny_model, "--precision", "fp32", "-o", case, "--cache-dir", tmp_path / "c").error.startswith(
+        f"pplgate: error: --output {case} is in a folder of golden case files ({golden}), where it would replace or add a case")
+    assert case.read_text() == '{"case": "tiny", "expected": {}}'
