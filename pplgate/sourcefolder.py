@@ -152,7 +152,9 @@ def _check_card(card: Path, listed: dict[str, str], refetch: str) -> None:
     try:
         # As this huggingface_hub reads it, and as a newer one would: older ones miss a header after a byte-order
         # mark, which a newer datasets then follows.  Both readings are checked.
-        readings = [DatasetCard.load(card).data.to_dict(), _header(card)]
+        header = _header(card)
+        # No header (a tokenizer's card): nothing for datasets to follow, and no warning from huggingface_hub.
+        readings = [DatasetCard.load(card).data.to_dict(), header] if header else []
     except (ValueError, yaml.YAMLError) as err:
         raise PplgateError(f"{card}'s header is not YAML ({str(err).splitlines()[0]}): {refetch}.") from None
     raw = [meta.get("configs") for meta in readings]
