@@ -60,9 +60,14 @@ def _session(model: Path, target: Target, way: str) -> LMSession:
 
 def _bare_seconds(session: LMSession, blocks: Blocks, batch_size: int) -> float:
     """Seconds per block of the model's own session.run: the logits made and fetched, nothing scored."""
+    on_host = session.device.kind.memory == "cpu"
     start = time.perf_counter()
     for batch in blocks.batches(batch_size):
-        session.session.run([session.iface.logits], session.feeds(blocks.matrix(batch.start, batch.stop)))
+        ids = blocks.matrix(batch.start, batch.stop)
+        if on_host:
+            session.session.run([session.iface.logits], session.feeds(ids))
+        else:
+            session.forward_in_place(ids)  # on a GPU the logits stay on the card, as pplgate's do
     return (time.perf_counter() - start) / len(blocks)
 
 
@@ -129,9 +134,13 @@ def _profiled(model: Path, target: Target, blocks: Blocks, batch_size: int) -> d
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "scored")
         profiled = ort.InferenceSession(
-            str(scored_path(session.model_path)), options, providers=[target.device.kind.provider]
+            str(scored_path(session.model_path)),
+            options,
+            providers=[(target.device.kind.provider, target.provider_options())],  # use_tf32=0 for fp32 on CUDA
         )
-        runs = blocks.batches(batch_size)
+        # Whole batches only, 8 runs of them at least: a batch of another shape grows the arena again.
+        whole = [b for b in blocks.batches(batch_size) if b.stop - b.start == batch_size] or blocks.batches(batch_size)
+        runs = whole * -(-8 // len(whole))
         for batch in runs[:2]:  # the first runs grow the arena: not runs like the others
             profiled.run([TOKEN_LOSSES], session.feeds(blocks.matrix(batch.start, batch.stop)))
         for batch in runs:
