@@ -25,6 +25,10 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)

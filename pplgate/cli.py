@@ -16,6 +16,7 @@ from pplgate.argtypes import (
     block_size,
     device,
     max_blocks,
+    non_negative_int,
     output_file,
     percent,
     positive_int,
@@ -134,18 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+HISTORY_ENV = "PPLGATE_HISTORY"
+
+
+def _add_storage(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--storage",
+        default=None if required else (os.environ.get(HISTORY_ENV) or ".benchmarks"),
+        required=required,
+        metavar="STORE",
+        help="the history: pytest-benchmark's storage folder (or file://FOLDER, as --benchmark-storage takes it), or a "
+        "PostgreSQL database (postgresql://..., or postgresql: for libpq's environment)"
+        + ("" if required else f" (default: ${HISTORY_ENV} when set, else .benchmarks)"),
+    )
+
+
 def build_plot_parser() -> argparse.ArgumentParser:
     p = _parser(
         "python -m pplgate plot",
         "Plot perplexity and tokens/s across runs saved by pytest-benchmark (--benchmark-autosave).",
     )
-    p.add_argument(
-        "--storage",
-        default=".benchmarks",
-        metavar="FOLDER",
-        help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: "
-        ".benchmarks)",
-    )
+    _add_storage(p)
     p.add_argument("-o", "--output", type=Path, default=Path("pplgate-history.png"), help="the PNG to write")
     return p
 
@@ -173,13 +183,7 @@ def build_history_parser() -> argparse.ArgumentParser:
         "against the runs saved before it: slowdowns beyond the threshold and the noise, runs under load, perplexity "
         "drift.",
     )
-    p.add_argument(
-        "--storage",
-        default=".benchmarks",
-        metavar="FOLDER",
-        help="pytest-benchmark's storage: a folder, or file://FOLDER as --benchmark-storage takes it (default: "
-        ".benchmarks)",
-    )
+    _add_storage(p)
     # A string default goes through percent() as a typed value would: the help shows 10, the code gets 0.1.
     p.add_argument(
         "--threshold",
@@ -207,11 +211,31 @@ def build_history_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when the newest run of a test is slower beyond the threshold and the noise",
     )
+    p.add_argument(
+        "--last",
+        type=non_negative_int,
+        default=30,
+        metavar="N",
+        help="show each series' last N runs, judged against the whole history (0: every run)",
+    )
     return p
 
 
 def history_main(argv: list[str]) -> int:
-    from pplgate.history import judged, plot_history, plot_reference, render_markdown, render_table
+    if argv and argv[0] in HISTORY_COMMANDS:
+        return HISTORY_COMMANDS[argv[0]](argv[1:])
+    from pplgate.history import (
+        accepted_levels,
+        accuracy_history,
+        as_store,
+        judged,
+        last_rows,
+        plot_history,
+        plot_reference,
+        render_accuracy,
+        render_markdown,
+        render_table,
+    )
 
     args = build_history_parser().parse_args(argv)
     regressions: list[str] = []
@@ -220,25 +244,143 @@ def history_main(argv: list[str]) -> int:
         for option, path in (("--plot", args.plot), ("--markdown", args.markdown)):
             if path is not None:
                 refuse_over_cases(path, option)
-        found = judged(args.storage, args.threshold)
-        rows = found.rows
-        _emit(render_table(rows), end="")
-        for aside in found.set_aside:
-            _emit(printable(aside.line()))
-        if args.plot is not None:
-            plot_history(args.storage, args.plot, args.threshold)
+        with as_store(args.storage) as store:
+            found = judged(store, args.threshold)
+            acceptances = store.acceptances()
+            accuracy = accuracy_history(store, accepted_levels(acceptances))
+            rows = last_rows(found.rows, args.last)
+            _emit(render_table(rows), end="")
+            _emit(render_accuracy(last_rows(accuracy, args.last)), end="")
+            for a in acceptances:
+                _emit(
+                    printable(
+                        f"accepted: {a.kind} of {a.test} on {a.node} from run {a.since}, by {a.who} on {a.at}: {a.why}"
+                    )
+                )
+            for aside in found.set_aside:
+                _emit(printable(aside.line()))
+            if args.plot is not None:
+                plot_history(store, args.plot, args.threshold)
         if args.markdown is not None:
             text = render_markdown(rows, *plot_reference(args.markdown, args.plot), set_aside=found.set_aside)
+            text += render_accuracy(last_rows(accuracy, args.last), markdown=True)
             with open(args.markdown, "a", encoding="utf-8") as out:  # GitHub's step summary is appended to
                 out.write(text)
-        regressions.extend(runs[-1].verdict.sentence for runs in rows.values() if runs[-1].verdict.regression)
+        regressions.extend(runs[-1].verdict.sentence for runs in found.rows.values() if runs[-1].verdict.regression)
         for sentence in regressions:
             _emit(f"regression: {sentence}")
+        for key, runs in accuracy.items():
+            if runs[-1].moved:
+                _emit(printable(f"moved: {key}: perplexity {runs[-1].moved}"))
 
     status = _exit_status(work)
     if status == 0 and regressions and args.fail_on_regression:
         return 1
     return status
+
+
+def _store_parser(command: str, description: str) -> argparse.ArgumentParser:
+    p = _parser(f"python -m pplgate history {command}", description)
+    _add_storage(p, required=command in ("import", "push"))
+    return p
+
+
+def history_import_main(argv: list[str]) -> int:
+    from pplgate.store import open_store
+    from pplgate.transfer import import_folder
+
+    p = _store_parser("import", "Load a node's folder of saved runs into a store; run twice, it adds nothing twice.")
+    p.add_argument("folder", type=Path, help="pytest-benchmark's storage folder of the node (.benchmarks)")
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        if not args.folder.is_dir():
+            raise PplgateError(f"{args.folder} is not a folder: pass the folder pytest-benchmark saved the runs in.")
+        with open_store(args.storage) as store:
+            moved = import_folder(args.folder, store)
+            _report_moved(moved, f"into {store.label}")
+
+    return _exit_status(work)
+
+
+def history_export_main(argv: list[str]) -> int:
+    from pplgate.store import open_store
+    from pplgate.transfer import export_store
+
+    p = _store_parser("export", "Write every run of a store into a folder, as pytest-benchmark's file storage.")
+    p.add_argument("folder", type=Path, help="the folder to write the runs into (a folder per machine)")
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        with open_store(args.storage) as store:
+            moved = export_store(store, args.folder)
+            _report_moved(moved, f"into {args.folder}")
+
+    return _exit_status(work)
+
+
+def history_push_main(argv: list[str]) -> int:
+    from pplgate.store import open_store
+    from pplgate.transfer import push_kept
+
+    p = _store_parser("push", "Send the runs this node kept while its store could not be reached, once each.")
+    p.add_argument(
+        "--from",
+        dest="local",
+        type=Path,
+        default=Path(".benchmarks"),
+        metavar="FOLDER",
+        help="the node's folder that kept them: pytest-benchmark's storage (default: .benchmarks)",
+    )
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        with open_store(args.storage) as store:
+            moved = push_kept(args.local, store)
+            _report_moved(moved, f"to {store.label}")
+
+    return _exit_status(work)
+
+
+def history_accept_main(argv: list[str]) -> int:
+    from pplgate.history import accept
+
+    p = _store_parser(
+        "accept",
+        "Accept a change as the new level: from the run named, a series' nights are judged against it (who, when and "
+        "why are kept in the store).",
+    )
+    p.add_argument("test", help="the test, as the history names it: tiny-cpu-fp32")
+    p.add_argument("--machine", required=True, help="the machine whose series it is, as the history names it")
+    p.add_argument("--since", required=True, metavar="RUN", help="the run from which the level is accepted: 0061")
+    p.add_argument("--why", required=True, help="why the new level is right: kept with the acceptance")
+    p.add_argument("--who", default=None, help="who accepts it (default: this user)")
+    p.add_argument(
+        "--kind",
+        choices=("throughput", "accuracy"),
+        default="throughput",
+        help="tokens/s, or the perplexity on the same model and blocks (default: throughput)",
+    )
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        _emit(printable(accept(args.storage, args.kind, args.test, args.machine, args.since, args.why, args.who)))
+
+    return _exit_status(work)
+
+
+def _report_moved(moved, where: str) -> None:
+    _emit(f"{len(moved.added)} runs {where}, {moved.already} there already")
+    for run, why in moved.set_aside:
+        _emit(printable(f"set aside {run}: {why}; not moved"))
+
+
+HISTORY_COMMANDS = {
+    "import": history_import_main,
+    "export": history_export_main,
+    "push": history_push_main,
+    "accept": history_accept_main,
+}
 
 
 def build_diff_parser() -> argparse.ArgumentParser:

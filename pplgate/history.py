@@ -19,14 +19,14 @@ from pathlib import Path
 from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
 from pplgate.redact import printable
-from pplgate.timings import Saved, Timing, UnreadableRun, of_type, timing_of
+from pplgate.store import open_store
+from pplgate.timings import Timing, UnreadableRun, of_type, timing_of
 from pplgate.verdicts import (
     BASELINE_MIN_RUNS,
     DEFAULT_THRESHOLD,
     ThroughputJudgment,
     Verdict,
-    drift,
-    throughput_verdict,
+    replay,
 )
 
 
@@ -92,33 +92,15 @@ def timings_of_run(name: str, data: dict) -> list[Timing]:
     return [t for t in found if t is not None]
 
 
-def storage_folder(storage: str | Path) -> Path:
-    """pytest-benchmark's storage as a folder: a path, or its own spelling ``file://PATH`` (``file://./.benchmarks``)."""
-    text = str(storage)
-    if not text.strip() or text.strip() == "file://":
-        raise PplgateError(
-            f"--storage {text!r} names no folder: pass the folder pytest-benchmark saved its runs in "
-            "(--benchmark-storage's, .benchmarks by default)."
-        )
-    if text.startswith("file://"):
-        return Path(text[len("file://") :])
-    if "://" in text:
-        raise PplgateError(
-            f"--storage {text}: only pytest-benchmark's file storage (a folder, or file://FOLDER) can be read; "
-            "pass the folder its runs were saved in."
-        )
-    return Path(text)
-
-
 @dataclass(frozen=True)
 class SetAside:
     """A saved run that cannot be read: named, never judged, never a baseline."""
 
-    path: Path
+    where: str  # its file, or its store and number
     reason: str
 
     def line(self) -> str:
-        return f"set aside {self.path}: {self.reason}; not judged and not a baseline: remove it or restore it"
+        return f"set aside {self.where}: {self.reason}; not judged and not a baseline: remove it or restore it"
 
 
 def load_run(path: Path) -> dict:
@@ -135,30 +117,55 @@ def load_run(path: Path) -> dict:
         ) from None
 
 
-def saved_runs(storage: Path) -> tuple[list[tuple[str, dict, Path]], list[SetAside]]:
-    """(name, data, path) of every run saved under ``storage``, oldest first, and the files that cannot be read."""
-    files = sorted(storage_folder(storage).rglob("*.json"))
-    if not files:
-        raise PplgateError(
-            f"no saved benchmark runs under {storage}: run the gate with --benchmark-autosave first, or pass "
-            f"--storage with pytest-benchmark's folder."
-        )
-    saved, aside = [], []
-    for path in files:
+def as_store(storage):
+    """A store (``pplgate.store``), from one or from what --storage says."""
+    return storage if hasattr(storage, "runs") else open_store(storage)
+
+
+def stored_timings(store) -> tuple[list[tuple[SavedRun, list[Timing]]], list[SetAside]]:
+    """Every run holding pplgate's throughput timings, oldest first, with them; and the runs that cannot be read."""
+    if hasattr(store, "timing_rows"):  # a database: one row a benchmark, checked when its run was kept
+        out: list[tuple[SavedRun, list[Timing]]] = []
+        last: tuple[SavedRun, list[Timing]] | None = None
+        for seq, when, commit_info, node, bench in store.timing_rows():
+            name = f"{seq:04d}"
+            if last is None or last[0].name != name:
+                last = (SavedRun(name, when, _commit(commit_info or {})), [])
+                out.append(last)
+            stats, extra = bench["stats"], bench["extra_info"]
+            median = float(stats["median"])
+            last[1].append(
+                Timing(
+                    extra["test"],
+                    name,
+                    when,
+                    last[0].commit,
+                    node,
+                    median,
+                    float(stats.get("stddev") or 0.0) / median,
+                    int(stats.get("rounds") or 1),
+                    int(extra["tokens"]),
+                    extra,
+                )
+            )
+        return out, []
+    runs, unread = store.runs()
+    aside = [SetAside(where, reason) for where, reason in unread]
+    found = []
+    for run in runs:
         try:
-            saved.append((path.stem.split("_")[0], load_run(path), path))
+            timings = timings_of_run(run.name, run.data)
         except UnreadableRun as err:
-            aside.append(SetAside(path, str(err)))
-    return sorted(saved, key=lambda r: saved_order(r[2])), aside
-
-
-def saved_order(path: Path | str) -> tuple[int, str]:
-    """Where a saved run stands in its storage: pytest-benchmark's run number (0001_...), the order it was saved in.
-
-    Never its date: a node with a wrong clock would make its run "the newest".
-    """
-    number = Path(str(path)).name.split("_")[0]
-    return (int(number) if number.isdigit() else 10**9, str(path))
+            aside.append(SetAside(run.where, str(err)))
+            continue
+        if timings:
+            found.append(
+                (
+                    SavedRun(run.name, run.data.get("datetime") or "", _commit(run.data.get("commit_info") or {})),
+                    timings,
+                )
+            )
+    return found, aside
 
 
 @dataclass(frozen=True)
@@ -178,39 +185,42 @@ class Judged:
     set_aside: list[SetAside]
 
 
-def judged(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> Judged:
+def accepted_levels(acceptances) -> dict:
+    """{kind: {(test, machine): the run number from which the level is accepted}}, the latest acceptance winning."""
+    levels: dict = {}
+    for a in acceptances:
+        if a.since.isdigit():
+            levels.setdefault(a.kind, {})[(a.test, a.node)] = int(a.since)
+    return levels
+
+
+def judged(storage, threshold: float = DEFAULT_THRESHOLD) -> Judged:
     """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given
     them then.
     """
-    earlier = Saved()
-    runs: list[SavedRun] = []
-    rows: dict[str, list[Row]] = {}
-    saved, aside = saved_runs(storage)
-    for name, data, path in saved:
-        try:
-            timings = timings_of_run(name, data)
-        except UnreadableRun as err:
-            aside.append(SetAside(path, str(err)))
-            continue
-        if not timings:
-            continue  # not a run of pplgate's throughput tests
-        runs.append(SavedRun(name, data.get("datetime") or "", _commit(data.get("commit_info") or {})))
-        for t in timings:
-            rows.setdefault(t.test, []).append(
-                Row(len(runs) - 1, t, throughput_verdict(t, earlier, threshold), drift(t, earlier))
-            )
-        for t in timings:
-            earlier.add(t)
-    if not rows:
-        why = f" ({len(aside)} set aside: {aside[0].path}: {aside[0].reason})" if aside else ""
+    store = as_store(storage)
+    if store.is_empty():
         raise PplgateError(
-            f"the runs under {storage} hold no pplgate throughput benchmarks with their timings{why}: save runs of "
-            f"tests/test_throughput.py."
+            f"no saved benchmark runs under {store.label}: run the gate with --benchmark-autosave (or --gate-history) "
+            "first, or pass --storage with the folder or database the runs were saved in."
         )
+    found, aside = stored_timings(store)
+    if not found:
+        why = f" ({len(aside)} set aside: {aside[0].where}: {aside[0].reason})" if aside else ""
+        raise PplgateError(
+            f"the runs under {store.label} hold no pplgate throughput benchmarks with their timings{why}: save runs "
+            f"of tests/test_throughput.py."
+        )
+    runs = [run for run, _ in found]
+    index = {run.name: i for i, run in enumerate(runs)}
+    _, judgments = replay([t for _, timings in found for t in timings], accepted_levels(store.acceptances()), threshold)
+    rows: dict[str, list[Row]] = {}
+    for j in judgments:
+        rows.setdefault(j.timing.test, []).append(Row(index[j.timing.run], j.timing, j.verdict, j.drift))
     return Judged(runs, rows, aside)
 
 
-def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[Row]]:
+def judged_rows(storage, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[Row]]:
     """Per test, every saved run with its verdicts, as the gate would have given them then."""
     return judged(storage, threshold).rows
 
@@ -218,11 +228,12 @@ def judged_rows(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str
 def _verdict_cell(v: ThroughputJudgment) -> str:
     if v.verdict is Verdict.BASELINE:
         return f"baseline ({v.baseline_runs} of {BASELINE_MIN_RUNS})"
-    return (
+    cell = (
         str(v.verdict)
         if v.change is None or v.uncertainty is None
         else f"{v.verdict} ({v.change * 100:+.0f}% ± {v.uncertainty * 100:.0f}%)"
     )
+    return cell + (f" since run {v.since}" if v.since else "")
 
 
 def _cells(row: Row) -> list[str]:
@@ -283,6 +294,134 @@ def render_markdown(
     return "\n".join(out)
 
 
+# The accuracy history: per case, device and precision on each machine, the perplexity night after night.
+ACCURACY_HEADER = ["run", "date", "commit", "perplexity", "±", "expected", "verdict", "moved"]
+# What may change under an accuracy series, and is named when its perplexity moves.
+ACCURACY_RUNTIME = ("onnxruntime", "onnxruntime_distribution", "driver", "provider_options")
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    run: SavedRun
+    record: dict  # the gate's result for the test that night (pplgate.recording.accuracy_record)
+    moved: str | None  # since when, from what level and with what change, while the perplexity is off its level
+
+
+def accuracy_records(store) -> list[tuple[SavedRun, str, dict]]:
+    """(run, machine, result) of every accuracy result the store holds, oldest first."""
+    if hasattr(store, "accuracy_rows"):
+        return [
+            (SavedRun(f"{seq:04d}", when, _commit(commit_info or {})), node, record)
+            for seq, when, commit_info, node, record in store.accuracy_rows()
+        ]
+    out = []
+    for run in store.runs()[0]:
+        own = run.data.get("pplgate")
+        records = own.get("accuracy") if isinstance(own, dict) else None
+        if not isinstance(records, list):
+            continue
+        info = run.data.get("machine_info")
+        node = str(info.get("node") or "") if isinstance(info, dict) else ""
+        commit = run.data.get("commit_info")
+        saved = SavedRun(
+            run.name, str(run.data.get("datetime") or ""), _commit(commit if isinstance(commit, dict) else {})
+        )
+        out += [(saved, node, r) for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)]
+    return out
+
+
+def accuracy_history(store, accepted: dict | None = None) -> dict[str, list[AccuracyRow]]:
+    """Per test and machine ("tiny-cpu-fp32 on node-a"), every night's result, each perplexity compared with the level
+    of the same model and blocks: the first night's, or the night the golden value was recorded again, or the night
+    from which a person accepted a change.  A night off its level is marked, and every later one too until the
+    perplexity is back or the change is accepted."""
+    levels = (accepted or {}).get("accuracy", {})
+    out: dict[str, list[AccuracyRow]] = {}
+    state: dict[str, dict] = {}
+    for run, node, r in accuracy_records(store):
+        key = f"{r['id']} on {node}" if node else r["id"]
+        s = state.setdefault(key, {"level": None, "since": None, "last": None, "accepted": False})
+        since = levels.get((r["id"], node))
+        if since is not None and not s["accepted"] and run.name.isdigit() and int(run.name) >= since:
+            s.update(level=None, since=None, accepted=True)
+        moved = None
+        ppl = r.get("perplexity")
+        if isinstance(ppl, (int, float)) and not isinstance(ppl, bool):
+            level = s["level"]
+            pins = (r.get("model_sha256"), r.get("blocks_sha256"))
+            if level is None or pins != level[1] or r.get("expected") != level[2].get("expected"):
+                s.update(level=(run, pins, r), since=None)
+            elif ppl == level[2]["perplexity"]:
+                s["since"] = None
+            else:
+                if s["since"] is None:
+                    s["since"] = ((run, r), s["last"])
+                first, before = s["since"]
+                changed = _accuracy_changes(before, first)
+                moved = (
+                    f"{ppl / level[2]['perplexity'] - 1:+.3g} from {level[2]['perplexity']:.10g} (run {level[0].name}) "
+                    f"since run {first[0].name}" + (f": {changed}" if changed else "")
+                )
+            s["last"] = (run, r)
+        out.setdefault(key, []).append(AccuracyRow(run, r, moved))
+    return out
+
+
+def _accuracy_changes(before, first) -> str:
+    """What differs between the night before a move and the night it began: runtime, provider options, commit."""
+    if before is None:
+        return ""
+    (run_b, b), (run_f, f) = before, first
+    changed = [f"{k} {b.get(k)} -> {f.get(k)}" for k in ACCURACY_RUNTIME if b.get(k) != f.get(k)]
+    if run_b.commit != run_f.commit:
+        changed.append(f"commit {run_b.commit or 'unknown'} -> {run_f.commit or 'unknown'}")
+    return "; ".join(changed)
+
+
+def _accuracy_cells(row: AccuracyRow) -> list[str]:
+    r = row.record
+
+    def number(key: str, spec: str) -> str:
+        value = r.get(key)
+        return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+    verdict = str(r.get("verdict") or "")
+    if r.get("perplexity") is None and r.get("reason"):
+        verdict += f": {str(r['reason']).splitlines()[0][:60]}"
+    return [
+        row.run.name,
+        row.run.datetime[:16].replace("T", " "),
+        row.run.commit,
+        number("perplexity", ".10g"),
+        number("perplexity_stderr", ".3g"),
+        number("expected", ".10g"),
+        verdict,
+        row.moved or "",
+    ]
+
+
+def render_accuracy(rows: dict[str, list[AccuracyRow]], markdown: bool = False) -> str:
+    if not rows:
+        return ""
+    out = ["## pplgate accuracy history", ""] if markdown else ["accuracy"]
+    for key, runs in rows.items():
+        table = [ACCURACY_HEADER] + [_accuracy_cells(r) for r in runs]
+        if markdown:
+            out += [f"### {key}", "", "| " + " | ".join(ACCURACY_HEADER) + " |", "|" + " --- |" * len(ACCURACY_HEADER)]
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in table[1:]]
+            out.append("")
+            continue
+        widths = [max(len(line[i]) for line in table) for i in range(len(ACCURACY_HEADER))]
+        out.append(f"  {key}")
+        out += ["    " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def last_rows(rows: dict, last: int) -> dict:
+    """Each series' last ``last`` rows (all for 0): judged over the whole history, shown for the nights asked."""
+    return {k: (v[-last:] if last else v) for k, v in rows.items()}
+
+
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
@@ -321,7 +460,7 @@ def _series_labels(rows: dict[str, list[Row]]) -> dict[tuple, str]:
     return labels
 
 
-def read_history(storage: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
+def read_history(storage, threshold: float = DEFAULT_THRESHOLD) -> History:
     found = judged(storage, threshold)
     runs, rows = found.runs, found.rows
     labels = _series_labels(rows)
@@ -407,12 +546,57 @@ def draw_history(history: History, title: str):
     return fig
 
 
-def plot_history(storage: Path, output: Path, threshold: float = DEFAULT_THRESHOLD) -> list[SetAside]:
+def plot_history(storage, output: Path, threshold: float = DEFAULT_THRESHOLD) -> list[SetAside]:
     """Draws the history of ``storage`` into ``output``; returns the saved runs set aside, which the plot leaves out."""
-    history = read_history(storage, threshold)
-    fig = draw_history(history, f"pplgate history: {storage}")
+    store = as_store(storage)
+    history = read_history(store, threshold)
+    fig = draw_history(history, f"pplgate history: {store.label}")
     import matplotlib.pyplot as plt
 
     write_atomic(Path(output), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return history.set_aside
+
+
+def accept(storage, kind: str, test: str, node: str, since: str, why: str, who: str | None = None) -> str:
+    """Records that ``test`` on ``node`` has a new level from run ``since`` on; the run must be one of that series."""
+    import datetime as dt
+    import getpass
+
+    from pplgate.store import Acceptance
+
+    if not why.strip():
+        raise PplgateError("--why is empty: say why the new level is right; it is kept with the acceptance.")
+    with as_store(storage) as store:
+        if kind == "throughput":
+            found, _ = stored_timings(store)
+            runs = {t.run for _, timings in found for t in timings if t.test == test and t.node == node}
+        else:
+            runs = {run.name for run, machine, r in accuracy_records(store) if r["id"] == test and machine == node}
+        if not runs:
+            raise PplgateError(
+                f"{store.label} holds no {kind} run of {test} on machine {node}: name the test and the machine as "
+                "'python -m pplgate history' shows them."
+            )
+        number = since.strip().lstrip("0") or "0"
+        match = next((r for r in runs if r.lstrip("0") == number), None)
+        if match is None:
+            shown = ", ".join(sorted(runs)[-5:])
+            raise PplgateError(
+                f"run {since} is not a {kind} run of {test} on {node} in {store.label} (its last: {shown}): name the "
+                "first run of the new level."
+            )
+        acceptance = Acceptance(
+            kind,
+            test,
+            node,
+            match,
+            who or getpass.getuser(),
+            dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            why,
+        )
+        store.accept(acceptance)
+    return (
+        f"accepted: {kind} of {test} on {node} from run {match} on, by {acceptance.who}: later runs are judged against "
+        f"that level ({store.label})"
+    )

@@ -205,6 +205,20 @@ OPTIONS = (
         shown=lambda v: "off, golden files are never changed",
     ),
     Option(
+        "history",
+        "record each run, accuracy and throughput, in STORE and judge throughput against its runs: a folder, or a "
+        "PostgreSQL database (postgresql://..., or postgresql: for libpq's environment)",
+        metavar="STORE",
+        ini="pplgate_history",
+        env="PPLGATE_HISTORY",
+        source=True,
+        gate_only=True,
+        shown=lambda v: (
+            "none: throughput judged against pytest-benchmark's storage, where --benchmark-autosave "
+            "saves the run with its accuracy results"
+        ),
+    ),
+    Option(
         "report",
         "write the gate's results as JSON to PATH",
         metavar="PATH",

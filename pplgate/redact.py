@@ -26,7 +26,10 @@ from dataclasses import dataclass
 # values are shown.  Every other value, and every bare query or fragment, is
 # masked: a signed link's names vary by vendor (q-ak, X-Amz-Signature, sig,
 # code, jwt, Authorization, ...) and a new one must not leak.
-HARMLESS_PARAMS = frozenset({"sha256", "revision", "download", "raw", "ref", "format", "version"})
+HARMLESS_PARAMS = frozenset(
+    # libpq's (postgresql://...?host=/run/postgresql) name where a server is, never a secret.
+    {"sha256", "revision", "download", "raw", "ref", "format", "version", "host", "port", "dbname", "sslmode"}
+)
 _ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
 MASK = "***"
 

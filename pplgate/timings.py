@@ -55,6 +55,15 @@ class Timing:
         return bool((self.extra.get("conditions") or {}).get("under_load"))
 
     @property
+    def settings_key(self) -> str:
+        """The settings as one comparable value: made once per Timing, looked up for every verdict."""
+        cached = self.__dict__.get("_settings_key")
+        if cached is None:
+            cached = json.dumps(self.settings, sort_keys=True, default=str)
+            object.__setattr__(self, "_settings_key", cached)
+        return cached
+
+    @property
     def accuracy_key(self) -> tuple:
         return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
 
@@ -137,7 +146,12 @@ def timing_of(bench: dict, run: str, datetime: str, commit: str, node: str) -> T
 
 
 def _settings_key(t: Timing) -> str:
-    return json.dumps(t.settings, sort_keys=True, default=str)
+    return t.settings_key
+
+
+def run_number(run: str) -> int | None:
+    """A saved run's number (0007 -> 7); None for the run being judged now."""
+    return int(run) if run.isdigit() else None
 
 
 class Saved:
@@ -145,35 +159,76 @@ class Saved:
 
     Each lookup costs the same however many runs are saved, so judging every
     saved run against those before it (``pplgate history``) is linear in them.
+
+    A run judged slower or faster than its baseline never joins later
+    baselines: a lasting change is not absorbed into the level it left, and
+    every later night keeps saying since when it holds, until a person accepts
+    the new level (``accepted``: (test, machine) -> the run from which it is
+    accepted).  From that run on, the series' baseline starts again.  The same
+    for perplexity: a run's perplexity is compared with the level first seen on
+    the same model, blocks and method (or accepted), not with the night before.
     """
 
-    def __init__(self, timings: Iterable[Timing] = ()):
+    def __init__(self, timings: Iterable[Timing] = (), accepted: dict | None = None):
         self._series: dict[tuple, list[Timing]] = {}  # (test, node, settings) -> every run
-        self._calm: dict[tuple, list[Timing]] = {}  # the same, runs under load left out
+        self._calm: dict[tuple, list[Timing]] = {}  # the same: the runs a baseline may take
+        self._streak: dict[tuple, tuple[Timing, Timing | None]] = {}  # series -> (first of a change, the run before)
+        self._last_calm: dict[tuple, Timing] = {}
         self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
         self._nodes: dict[str, set[str]] = {}  # test -> the machines it ran on
-        self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> its newest run with a perplexity
+        self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> the level: its first perplexity
+        self._accepted = {kind: dict(found) for kind, found in (accepted or {}).items()}
+        self._reset: set[tuple] = set()  # (kind, test, node) whose acceptance has been applied
         for t in timings:
             self.add(t)
 
-    def add(self, t: Timing) -> None:
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self._series.values())
+
+    def _apply_acceptances(self, t: Timing) -> None:
+        number = run_number(t.run)
+        for kind in ("throughput", "accuracy"):
+            since = self._accepted.get(kind, {}).get((t.test, t.node))
+            if since is None or (kind, t.test, t.node) in self._reset:
+                continue
+            if number is None or number >= since:
+                self._reset.add((kind, t.test, t.node))
+                if kind == "throughput":
+                    for key in [k for k in self._calm if k[:2] == (t.test, t.node)]:
+                        self._calm[key] = []
+                        self._streak.pop(key, None)
+                else:
+                    for key in [k for k in self._accuracy if k[0] == t.test]:
+                        del self._accuracy[key]
+
+    def add(self, t: Timing, changed: bool = False) -> None:
+        """``t`` joins the history; ``changed``: it was judged slower or faster, so it joins no baseline."""
+        self._apply_acceptances(t)
         key = (t.test, t.node, _settings_key(t))
         self._series.setdefault(key, []).append(t)
-        if not t.under_load:
+        if changed:
+            self._streak.setdefault(key, (t, self._last_calm.get(key)))
+        elif not t.under_load:
             self._calm.setdefault(key, []).append(t)
+            self._last_calm[key] = t
+            self._streak.pop(key, None)
         self._newest_here[(t.test, t.node)] = t
         self._nodes.setdefault(t.test, set()).add(t.node)
         if t.extra.get("perplexity") is not None:
-            key = (t.test, *t.accuracy_key)
-            self._accuracy[key] = t
+            self._accuracy.setdefault((t.test, *t.accuracy_key), t)
 
     def series(self, current: Timing) -> list[Timing]:
         """The saved runs of the same test, machine and settings."""
         return self._series.get((current.test, current.node, _settings_key(current)), [])
 
     def baseline(self, current: Timing) -> list[Timing]:
-        """The last BASELINE_RUNS of them not taken under load."""
+        """The last BASELINE_RUNS of them a baseline may take: not under load, not a change."""
+        self._apply_acceptances(current)
         return self._calm.get((current.test, current.node, _settings_key(current)), [])[-BASELINE_RUNS:]
+
+    def change_since(self, current: Timing) -> tuple[Timing, Timing | None] | None:
+        """The first run of the change still holding in ``current``'s series, and the run before it; None if none."""
+        return self._streak.get((current.test, current.node, _settings_key(current)))
 
     def newest_here(self, current: Timing) -> Timing | None:
         return self._newest_here.get((current.test, current.node))
@@ -181,7 +236,8 @@ class Saved:
     def nodes(self, test: str) -> set[str]:
         return self._nodes.get(test, set())
 
-    def last_on_same_inputs(self, current: Timing) -> Timing | None:
-        """The newest run of the test on the same model, blocks and method."""
-        key = (current.test, *current.accuracy_key)
-        return self._accuracy.get(key)
+    def level_on_same_inputs(self, current: Timing) -> Timing | None:
+        """The run that set the perplexity level of the test on the same model, blocks and method: the first, or the
+        first since an acceptance."""
+        self._apply_acceptances(current)
+        return self._accuracy.get((current.test, *current.accuracy_key))

@@ -241,6 +241,7 @@ class ThroughputJudgment:
     uncertainty: float | None = None
     baseline_runs: int = 0
     changed: dict = field(default_factory=dict)  # runtime field -> [before, now]
+    since: str | None = None  # the run a change still holding began at, when before this one
 
     @property
     def regression(self) -> bool:
@@ -256,6 +257,7 @@ class ThroughputJudgment:
             "uncertainty": self.uncertainty,
             "baseline_runs": self.baseline_runs,
             "changed": self.changed,
+            "since": self.since,
         }
 
 
@@ -350,20 +352,33 @@ def throughput_verdict(
     changed = _changes(baseline[-1].runtime, current.runtime)
     where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
     since = f"; since the last of them: {_describe(changed)}" if changed else ""
+    began = None
     if abs(change) > threshold and abs(change) > SIGMAS * u:
         kind = Verdict.SLOWER if change < 0 else Verdict.FASTER
+        held = history.change_since(current)
+        if held is not None:
+            began = held[0].run
+            first, before = held
+            what = _changes(before.runtime, first.runtime) if before is not None else {}
+            when = f"{first.datetime[:10]}, " if first.datetime else ""
+            since = (
+                f"; {kind} since run {first.run} ({when}commit {first.commit or 'unknown'}"
+                + (f"; what changed then: {_describe(what)}" if what else "")
+                + "): accept the new level with 'python -m pplgate history accept' once it is understood"
+            )
         sentence = (
             f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
         )
     else:
         kind = Verdict.WITHIN_NOISE
         sentence = f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
-    return ThroughputJudgment(current.test, kind, sentence, change, u, len(baseline), changed)
+    return ThroughputJudgment(current.test, kind, sentence, change, u, len(baseline), changed, began)
 
 
 def drift(current: Timing, history: Saved | list[Timing]) -> ThroughputJudgment | None:
-    """None when the last run on the same model, blocks and method gave the same perplexity (or there is none)."""
-    last = _saved(history).last_on_same_inputs(current)
+    """None when the perplexity level on the same model, blocks and method (the first run's, or the first since an
+    accepted change) is the one ``current`` gives, or there is none: a move stays flagged every night until accepted."""
+    last = _saved(history).level_on_same_inputs(current)
     if last is None:
         return None
     before, now = last.extra["perplexity"], current.extra.get("perplexity")
@@ -379,11 +394,34 @@ def drift(current: Timing, history: Saved | list[Timing]) -> ThroughputJudgment 
     return ThroughputJudgment(
         current.test,
         Verdict.DRIFT,
-        f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (run {last.run}) on "
-        f"the same model, blocks and method; "
+        f"{current.test}: perplexity {now:.10g} moved {relative:+.3g} relative from {before:.10g} (the level since run "
+        f"{last.run}) on the same model, blocks and method; "
         f"what differs: {what}",
         relative,
         None,
         1,
         changed,
     )
+
+
+@dataclass(frozen=True)
+class JudgedTiming:
+    """One saved Timing with the verdicts the gate would have given it then."""
+
+    timing: Timing
+    verdict: ThroughputJudgment
+    drift: ThroughputJudgment | None
+
+
+def replay(
+    timings: list[Timing], accepted: dict | None = None, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[Saved, list[JudgedTiming]]:
+    """Judges each Timing against those before it, oldest first, as the gate did the night it ran; the history they
+    make, which knows what was a change (and so joins no baseline), and each one's verdicts."""
+    saved = Saved(accepted=accepted)
+    judged = []
+    for t in timings:
+        verdict = throughput_verdict(t, saved, threshold)
+        judged.append(JudgedTiming(t, verdict, drift(t, saved)))
+        saved.add(t, changed=verdict.verdict in (Verdict.SLOWER, Verdict.FASTER))
+    return saved, judged

@@ -17,7 +17,9 @@ import pytest
 from pplgate.errors import GoldenError, PplgateError
 from pplgate.options import OPTIONS, RunSettings, RuntimeOptions, add_global_options, add_ini_keys, resolve
 from pplgate.target import DEVICES, Precision
+from pplgate.timings import Saved
 from pytest_pplgate.outcome import TARGET_PROPERTY, THROUGHPUT_TARGET_PROPERTY, inapplicable, obtain
+from pytest_pplgate.recording import Recorder
 from pytest_pplgate.session import BrokenCase, CaseTarget, GateSession, GateSettings
 from pytest_pplgate.summary import GateSummary
 
@@ -79,6 +81,7 @@ def _settings(config: pytest.Config) -> GateSettings:
         bench_rounds=v["bench-rounds"],
         throughput_fail=v["throughput-fail"],
         drift_fail=bool(v["drift-fail"]),
+        history=v["history"],
         worker=worker,
         cards=v["cards"] or workers,
     )
@@ -187,9 +190,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_unreadable_model(gate.settings.model)
     config.stash[gate_key] = gate
     _refuse_outputs_over_golden(config, gate.settings.golden_dir)
-    config.pluginmanager.register(
-        GateSummary(config, gate.settings.report_path, gate.params, gate.settings.strict), "pplgate-summary"
-    )
+    summary = GateSummary(config, gate.settings.report_path, gate.params, gate.settings.strict)
+    config.pluginmanager.register(summary, "pplgate-summary")
+    config.pluginmanager.register(Recorder(config, summary, gate.settings.history, gate.benchmarks), "pplgate-recorder")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -355,45 +358,75 @@ def perplexity_regression(gate: GateSession, gate_target: CaseTarget, request: p
 
 
 @pytest.fixture(scope="session")
-def gate_history(pytestconfig: pytest.Config) -> list:
-    """The throughput Timings of the runs pytest-benchmark saved (file or Elasticsearch storage), oldest first.
+def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
+    """The throughput Timings this run is judged against, oldest first: those of ``--gate-history``'s store, else of
+    the runs pytest-benchmark saved (file or Elasticsearch storage).
 
     A saved run that cannot be read (not JSON, text where numbers belong, a
     zero time) is set aside with a warning that names it: never a traceback,
-    never a baseline.
+    never a baseline.  A store that cannot be read is a warning too, and the
+    runs pytest-benchmark saved on this node stand in for it.
     """
     import warnings
 
-    from pplgate.history import SetAside, load_run, saved_order, timings_of_run
+    from pplgate.errors import PplgateError
+    from pplgate.history import SetAside, accepted_levels, stored_timings
     from pplgate.redact import printable
-    from pplgate.timings import UnreadableRun
+    from pplgate.store import FolderStore, open_store
+    from pplgate.verdicts import DEFAULT_THRESHOLD, replay
 
     bench = getattr(pytestconfig, "_benchmarksession", None)  # pytest-benchmark's session, as its own fixture finds it
     if bench is None or getattr(bench, "disabled", False):
-        return []
-    storage, runs, aside = bench.storage, [], []
-    if hasattr(storage, "query"):  # file storage: the files pytest-benchmark would compare with, each read on its own
-        for path in storage.query():
-            try:
-                runs.append((path, load_run(Path(path))))
-            except UnreadableRun as err:
-                aside.append(SetAside(Path(path), str(err)))
-    else:
-        runs = list(storage.load())
-    timings = []
-    for path, data in sorted(runs, key=lambda item: saved_order(item[0])):
+        return Saved()
+    found: list = []
+    aside: list = []
+    acceptances: list = []
+    store = None
+    if gate.settings.history is not None:
         try:
-            timings += timings_of_run(Path(str(path)).stem.split("_")[0], data)
-        except UnreadableRun as err:
-            aside.append(SetAside(Path(str(path)), str(err)))
+            with open_store(gate.settings.history) as store:
+                found, aside = stored_timings(store)
+                acceptances = store.acceptances()
+        except PplgateError as err:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"pplgate: the history {printable(str(err))}: judged against the runs pytest-benchmark saved on "
+                    "this node instead"
+                ),
+                stacklevel=2,
+            )
+            store = None
+    if store is None:
+        storage = bench.storage
+        if hasattr(storage, "query"):  # file storage: the files pytest-benchmark would compare with
+            local = FolderStore(Path(storage.path))
+            found, aside = stored_timings(local)
+            acceptances = local.acceptances()
+        else:  # Elasticsearch: what its storage loads
+            from pplgate.history import SavedRun, _commit, timings_of_run
+            from pplgate.timings import UnreadableRun
+
+            for path, data in storage.load():
+                try:
+                    timings = timings_of_run(Path(str(path)).stem.split("_")[0], data)
+                except UnreadableRun as err:
+                    aside.append(SetAside(str(path), str(err)))
+                    continue
+                found.append((SavedRun(str(path), "", _commit({})), timings))
     for run in aside:
         warnings.warn(pytest.PytestWarning(f"pplgate: {printable(run.line())}"), stacklevel=2)
-    return timings
+    # Replayed as the gate judged them, so what was a change joins no baseline.
+    saved, _ = replay(
+        [t for _, timings in found for t in timings],
+        accepted_levels(acceptances),
+        DEFAULT_THRESHOLD if gate.settings.throughput_fail is None else gate.settings.throughput_fail,
+    )
+    return saved
 
 
 @pytest.fixture
 def throughput_regression(
-    gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest, gate_history: list
+    gate: GateSession, gate_target: CaseTarget, request: pytest.FixtureRequest, gate_history: Saved
 ):
     """``throughput_regression.check(benchmark, result, conditions)``: TEST01, then the verdict against saved runs."""
     from pytest_pplgate.throughput import ThroughputRegression

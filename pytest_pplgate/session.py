@@ -78,6 +78,7 @@ class GateSettings:
     bench_rounds: int
     throughput_fail: float | None = None  # --gate-throughput-fail: a slowdown beyond this fraction and the noise fails
     drift_fail: bool = False  # --gate-drift-fail: a perplexity that moved on the same model and blocks fails
+    history: str | None = None  # --gate-history: the store each run is recorded in and judged against
     worker: int | None = None  # the pytest-xdist worker's number (gw3 -> 3), None without xdist
     cards: int | None = None  # cards per device kind on this node, for spreading workers over them
 
@@ -90,6 +91,8 @@ class GateSettings:
 class GateSession:
     settings: GateSettings
     _made: dict = field(default_factory=dict)  # key -> value or the exception that making it raised
+    # This run's throughput benchmarks, as pytest-benchmark saves them: what the history records (recording.py).
+    benchmarks: list = field(default_factory=list)
 
     def _once(self, key, make):
         if key not in self._made:

@@ -119,6 +119,10 @@ class GateSummary:
             if n not in self.outcomes
         }
 
+    def all_outcomes(self) -> dict[str, Outcome]:
+        """Every selected accuracy test's outcome, by nodeid: its verdict, or "not run"."""
+        return self._all()
+
     def _all(self) -> dict[str, Outcome]:
         return {**self.outcomes, **self._not_run()}
 

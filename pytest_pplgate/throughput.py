@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from pplgate.timings import Saved
 from pytest_pplgate.outcome import THROUGHPUT_PROPERTY
 from pytest_pplgate.session import CaseTarget, GateSession
 
@@ -19,7 +20,7 @@ class ThroughputRegression:
     gate: GateSession
     param: CaseTarget
     request: pytest.FixtureRequest
-    history: list  # pplgate.timings.Timing of the saved runs
+    history: Saved  # the saved runs, replayed as the gate judged them
 
     def check(self, benchmark, result, conditions) -> None:
         __tracebackhide__ = True
@@ -64,6 +65,10 @@ class ThroughputRegression:
             "stats": {"median": stats.median, "stddev": stats.stddev, "rounds": stats.rounds},
             "extra_info": benchmark.extra_info,
         }
+        # As pytest-benchmark saves it (its parameter by the test id, as its JSON writes it): what the history records.
+        saved = benchmark.stats.as_dict(include_data=False)
+        saved["params"], saved["param"] = {"gate_target": self.param.id}, self.param.id
+        self.gate.benchmarks.append(json.loads(json.dumps(saved, default=str)))
         # The machine as pytest-benchmark's machine_info names it in the saved runs.
         current = timing_of(bench, "this run", "", "", platform.node())
         assert current is not None  # pplgate's own extra_info: a timing

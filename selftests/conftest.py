@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,3 +453,78 @@ def scratch_gate(extension_modules, pytester, dataset_dir, tokenizer_dir, model_
     """The one scratch project of the plugin's tests (a 2-block case on the tiny model is ``scratch_gate.case({})``)."""
     return ScratchGate(pytester, [f"--gate-dataset={dataset_dir}", f"--gate-tokenizer={tokenizer_dir}", f"--gate-model-dir={model_dir}",
                                   f"--gate-cache-dir={token_cache}"])
+
+
+POSTGRES_ENV = "PPLGATE_TEST_POSTGRES"  # a libpq URL of a server the tests may create databases on (.ci/run sets it)
+
+
+def _postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs, where they are installed (Debian's layout, or on PATH)."""
+    import shutil
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _unavailable(why: str):
+    """No server: a skip with a sentence where a developer has none, a failure in CI, which must test the store."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI must run the PostgreSQL tests: .ci/run starts a server and sets ${POSTGRES_ENV})")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server: $PPLGATE_TEST_POSTGRES's, else one this session starts from the installed binaries (as the
+    postgres user when run as root: the server refuses root), on a socket in a temporary folder, stopped at the end."""
+    import subprocess
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed: 'python -m pip install pplgate[postgres]' to test the PostgreSQL store")
+    if os.environ.get(POSTGRES_ENV):
+        yield os.environ[POSTGRES_ENV]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        _unavailable("PostgreSQL's server programs (initdb, pg_ctl) are not installed: the PostgreSQL store is not tested")
+    import shutil
+    import tempfile
+
+    # Not under pytest's own temporary folder, which only its owner may enter: the server's user must.
+    folder = Path(tempfile.mkdtemp(prefix="pplgate-postgres-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)
+    ctl = [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log")]
+    subprocess.run([*ctl, "-o", f"-k {folder} -c listen_addresses='' -c fsync=off", "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@/postgres?host={folder}"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A database of its own for one test, on the test server, dropped after it."""
+    import uuid
+
+    import psycopg
+
+    name = f"pplgate_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = postgres_server.partition("?")
+    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    yield url
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -60,3 +60,20 @@ def corrupt(run: dict, path: list, value) -> dict:
         node = node[key]
     node[path[-1]] = value
     return run
+
+
+def accuracy(perplexity: float | None, verdict: str = "pass", expected: float = 1234.5, test: str = "tiny-cpu-fp32",
+             onnxruntime: str = "1.31.1", model: str = "m" * 64, reason: str | None = None) -> dict:
+    """One accuracy result as the gate records it (pytest_pplgate.recording.accuracy_record)."""
+    return {"id": test, "test": f"tests/test_perplexity.py::test_perplexity[{test}]", "case": "tiny", "device": "cpu",
+            "precision": "fp32", "verdict": verdict, "perplexity": perplexity, "perplexity_stderr": None if perplexity is None else 0.5,
+            "expected": expected, "rel_tol": 1e-5, "model_sha256": model, "blocks_sha256": "b" * 64, "onnxruntime": onnxruntime,
+            "onnxruntime_distribution": "onnxruntime", "providers": ["CPUExecutionProvider"], "driver": None, "provider_options": {},
+            "computed_as": "IEEE fp32", "node": "node-a", "reason": reason}
+
+
+def with_accuracy(run: dict, *records: dict, run_id: str | None = None) -> dict:
+    """``run`` with pplgate's key: its run id and accuracy results."""
+    import uuid
+
+    return {**run, "pplgate": {"run_id": run_id or uuid.uuid4().hex, "accuracy": list(records)}}

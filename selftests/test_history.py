@@ -24,7 +24,8 @@ def test_markdown_of_a_seven_run_history(tmp_path):
         "| 0002 | 2026-11-02 02:00 | node-a | abcdef01 | 8,031 ± 80 | 1234.5 | baseline (1 of 5) |",
     ]
     assert lines[11] == "| 0006 | 2026-11-06 02:00 | node-a | abcdef01 | 8,031 ± 80 | 1234.6 | within noise (-2% ± 1%); perplexity +8.1e-05 |"
-    assert lines[12].startswith("| 0007 | 2026-11-07 02:00 | node-a | abcdef01 | 5,851 ± 59 | 1234.5 | slower (-29% ± 2%); perplexity -8.1e-05 |")
+    # Back at the level of the same model and blocks: no longer flagged.
+    assert lines[12].startswith("| 0007 | 2026-11-07 02:00 | node-a | abcdef01 | 5,851 ± 59 | 1234.5 | slower (-29% ± 2%) |")
     assert "Newest: tiny-cpu-fp32: slower: -29% ± 2% tokens/s against the median of 6 runs" in text
 
 
@@ -132,8 +133,8 @@ def test_a_saved_run_that_cannot_be_read_is_named_and_set_aside(tmp_path, cli):
 
 
 def test_a_plot_without_saved_runs_is_one_sentence(tmp_path, cli):
-    assert cli("plot", "--storage", tmp_path).error == (f"pplgate: error: no saved benchmark runs under {tmp_path}: run the gate with --benchmark-autosave first, "
-                                                        "or pass --storage with pytest-benchmark's folder.")
+    assert cli("plot", "--storage", tmp_path).error == (f"pplgate: error: no saved benchmark runs under {tmp_path}: run the gate with --benchmark-autosave (or --gate-history) "
+                                                        "first, or pass --storage with the folder or database the runs were saved in.")
 
 
 def test_the_newest_run_is_the_last_saved_whatever_its_date(tmp_path, cli):
@@ -159,7 +160,7 @@ def test_an_empty_file_storage_is_refused(cli):
     """As found: ``--storage file://`` read the current folder recursively, .venv included."""
     assert cli("history", "--storage", "file://").error == (
         "pplgate: error: --storage 'file://' names no folder: pass the folder pytest-benchmark saved its runs in "
-        "(--benchmark-storage's, .benchmarks by default).")
+        "(--benchmark-storage's, .benchmarks by default), or a postgresql:// database.")
 
 
 def test_a_median_no_model_could_run_in_is_set_aside_and_named_by_the_plot(tmp_path, cli):
@@ -171,3 +172,46 @@ def test_a_median_no_model_could_run_in_is_set_aside_and_named_by_the_plot(tmp_p
         assert ran.code == 0
         assert any(line.startswith("set aside ") and "0006_abcdef01" in line and "stats.median is 1e-300 s, shorter than any model "
                    "runs a block in; not judged and not a baseline" in line for line in ran.out.splitlines()), ran.out
+
+
+def test_an_accepted_change_is_the_new_level_and_says_who_when_and_why(tmp_path, cli):
+    runs = [saved_run(s) for s in STEADY] + [saved_run(0.625) for _ in range(7)]
+    storage = write_storage(tmp_path / "bench", runs)
+    before = cli("history", "--storage", storage, "--fail-on-regression")
+    assert before.code == 1 and "slower (-20% ± 1%) since run 0006" in before.out
+    ran = cli("history", "accept", "tiny-cpu-fp32", "--machine", "node-a", "--since", "6", "--why", "the new driver's scheduler",
+              "--who", "alice", "--storage", storage)
+    assert ran.out.startswith("accepted: throughput of tiny-cpu-fp32 on node-a from run 0006 on, by alice"), ran.out
+    after = cli("history", "--storage", storage, "--fail-on-regression")
+    assert after.code == 0, after.out
+    assert any(line.startswith("accepted: throughput of tiny-cpu-fp32 on node-a from run 0006, by alice on ") and
+               line.endswith(": the new driver's scheduler") for line in after.out.splitlines())
+    assert "within noise" in after.out.splitlines()[13]  # the sixth run of the new level
+    assert cli("history", "accept", "tiny-cpu-fp32", "--machine", "node-a", "--since", "99", "--why", "x", "--storage", storage).error == (
+        f"pplgate: error: run 99 is not a throughput run of tiny-cpu-fp32 on node-a in {storage} (its last: 0008, 0009, 0010, 0011, 0012): "
+        "name the first run of the new level.")
+    assert cli("history", "accept", "tiny-cpu-fp32", "--machine", "node-b", "--since", "6", "--why", "x", "--storage", storage).error == (
+        f"pplgate: error: {storage} holds no throughput run of tiny-cpu-fp32 on machine node-b: name the test and the machine as "
+        "'python -m pplgate history' shows them.")
+
+
+def test_the_table_shows_the_last_nights_judged_against_all(tmp_path, cli):
+    storage = write_storage(tmp_path / "bench", [saved_run(s) for s in STEADY * 4])
+    shown = [line.split()[0] for line in cli("history", "--storage", storage, "--last", "3").out.splitlines() if line.startswith("  0")]
+    assert shown == ["0018", "0019", "0020"]
+    assert len([line for line in cli("history", "--storage", storage, "--last", "0").out.splitlines() if line.startswith("  0")]) == 20
+
+
+def test_the_accuracy_history_marks_a_move_until_it_is_back_or_recorded_again(tmp_path, cli):
+    from saved import accuracy, with_accuracy
+
+    values = [(1234.5, 1234.5), (1234.5, 1234.5), (1234.6, 1234.5), (1234.6, 1234.5), (1234.6, 1234.6), (1234.6, 1234.6)]
+    runs = [with_accuracy(saved_run(0.5, onnxruntime="1.31.2" if i >= 2 else "1.31.1"),
+                          accuracy(p, expected=e, onnxruntime="1.31.2" if i >= 2 else "1.31.1")) for i, (p, e) in enumerate(values)]
+    runs.append(with_accuracy(saved_run(0.5), accuracy(None, verdict="skip", reason="TopsInferenceExecutionProvider is not in this onnxruntime")))
+    out = cli("history", "--storage", write_storage(tmp_path / "bench", runs)).out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("    0")}
+    assert rows["0003"].endswith("+8.1e-05 from 1234.5 (run 0001) since run 0003: onnxruntime 1.31.1 -> 1.31.2")
+    assert rows["0004"].endswith("since run 0003: onnxruntime 1.31.1 -> 1.31.2")
+    assert rows["0005"].endswith("pass")  # the golden value recorded again: the new level
+    assert "skip: TopsInferenceExecutionProvider is not in this onnxruntime" in rows["0007"] and " - " in rows["0007"]

@@ -8,7 +8,7 @@ from pplgate.golden import BlocksPin, Limits, ModelPin, Resolved
 from pplgate.target import Target
 from pplgate.verdicts import (Verdict, drift, judge_limits, judge_missing, judge_nothing_timed, judge_perplexity, judge_pins, judge_timed,
                               throughput_failure, throughput_verdict)
-from saved import noisy, saved_run, timings
+from saved import STEADY, noisy, saved_run, timings
 
 
 def test_a_20_percent_step_under_3_percent_noise_is_flagged():
@@ -79,7 +79,7 @@ def test_perplexity_drift_with_a_changed_runtime():
     history = timings([saved_run(0.5, perplexity=1234.5, onnxruntime="1.30.0")])
     moved = drift(timings([saved_run(0.5, perplexity=1234.5 * (1 + 2e-6))])[0], history)
     assert moved.change == pytest.approx(2e-6)
-    assert moved.sentence == ("tiny-cpu-fp32: perplexity 1234.502469 moved +2e-06 relative from 1234.5 (run 0001) on the same model, blocks and method; "
+    assert moved.sentence == ("tiny-cpu-fp32: perplexity 1234.502469 moved +2e-06 relative from 1234.5 (the level since run 0001) on the same model, blocks and method; "
                               "what differs: onnxruntime 1.30.0 -> 1.31.1")
 
 
@@ -193,3 +193,29 @@ def test_a_slowdown_or_a_drift_fails_only_when_asked():
     assert throughput_failure(slower, None, 0.1, False).endswith("; --gate-throughput-fail=10%")
     assert throughput_failure(slower, moved, None, True).endswith("; --gate-drift-fail")
     assert slower.record()["kind"] == "slower"
+
+
+def test_a_lasting_slowdown_stays_slower_until_a_person_accepts_it():
+    """As found: a lasting 25% slowdown was flagged on 4 nights, then called "within noise" once it entered the
+    10-run median.  Judged against the level before it, it stays flagged, saying since when, until accepted."""
+    from pplgate.verdicts import replay
+
+    runs = [saved_run(s) for s in STEADY * 2] + [saved_run(0.625) for _ in range(20)]
+    _, judged = replay(timings(runs))
+    late = [j.verdict for j in judged[10:]]
+    assert all(v.verdict is Verdict.SLOWER for v in late)
+    assert late[0].since is None and all(v.since == "0011" for v in late[1:])
+    assert "slower since run 0011 (commit abcdef01): accept the new level with 'python -m pplgate history accept'" in late[-1].sentence
+    _, accepted = replay(timings(runs), accepted={"throughput": {("tiny-cpu-fp32", "node-a"): 11}})
+    after = [j.verdict.verdict for j in accepted[10:]]
+    assert after[:5] == [Verdict.BASELINE] * 5 and set(after[5:]) == {Verdict.WITHIN_NOISE}
+
+
+def test_a_moved_perplexity_stays_flagged_until_accepted():
+    from pplgate.verdicts import replay
+
+    runs = [saved_run(0.5, perplexity=1234.5)] * 2 + [saved_run(0.5, perplexity=1234.6)] * 3
+    _, judged = replay(timings(runs))
+    assert [j.drift is not None for j in judged] == [False, False, True, True, True]
+    _, accepted = replay(timings(runs), accepted={"accuracy": {("tiny-cpu-fp32", "node-a"): 4}})
+    assert [j.drift is not None for j in accepted] == [False, False, True, False, False]
