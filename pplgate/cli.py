@@ -211,6 +211,8 @@ def build_history_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when the newest run of a test is slower beyond the threshold and the noise",
     )
+    p.add_argument("--test", default=None, help="only this test's series: tiny-cpu-fp32 (default: every test)")
+    p.add_argument("--machine", default=None, help="only this machine's series (default: every machine)")
     p.add_argument(
         "--last",
         type=non_negative_int,
@@ -230,6 +232,7 @@ def history_main(argv: list[str]) -> int:
         as_store,
         judged,
         last_rows,
+        no_cycle_collection,
         plot_history,
         plot_reference,
         render_accuracy,
@@ -244,10 +247,10 @@ def history_main(argv: list[str]) -> int:
         for option, path in (("--plot", args.plot), ("--markdown", args.markdown)):
             if path is not None:
                 refuse_over_cases(path, option)
-        with as_store(args.storage) as store:
-            found = judged(store, args.threshold)
+        with as_store(args.storage) as store, no_cycle_collection():
+            found = judged(store, args.threshold, args.test, args.machine)
             acceptances = store.acceptances()
-            accuracy = accuracy_history(store, accepted_levels(acceptances))
+            accuracy = accuracy_history(store, accepted_levels(acceptances), args.test, args.machine)
             rows = last_rows(found.rows, args.last)
             _emit(render_table(rows), end="")
             _emit(render_accuracy(last_rows(accuracy, args.last)), end="")

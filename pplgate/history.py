@@ -10,8 +10,11 @@ runs at integer positions labelled with their date and commit.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +74,18 @@ class History:
     set_aside: list[SetAside] = field(default_factory=list)  # runs that could not be read: named, never drawn
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+
+
 def _commit(info: dict) -> str:
     """abcd1234, abcd1234+dirty, or pytest-benchmark's word for a run outside git (unversioned)."""
-    commit = str(info.get("id") or "")
-    if all(c in "0123456789abcdef" for c in commit):
+    return _short_commit(str(info.get("id") or ""), bool(info.get("dirty")))
+
+
+def _short_commit(commit: str, dirty: bool) -> str:
+    if _HEX.fullmatch(commit):
         commit = commit[:8]
-    return commit + ("+dirty" if info.get("dirty") else "")
+    return commit + ("+dirty" if dirty else "")
 
 
 def timings_of_run(name: str, data: dict) -> list[Timing]:
@@ -117,33 +126,48 @@ def load_run(path: Path) -> dict:
         ) from None
 
 
+@contextlib.contextmanager
+def no_cycle_collection():
+    """Reading a history makes a few hundred thousand objects that live until it is shown, and no reference cycles:
+    Python's cycle collector would walk them all again and again (half the time of 100,000 runs), for nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def as_store(storage):
     """A store (``pplgate.store``), from one or from what --storage says."""
     return storage if hasattr(storage, "runs") else open_store(storage)
 
 
-def stored_timings(store) -> tuple[list[tuple[SavedRun, list[Timing]]], list[SetAside]]:
-    """Every run holding pplgate's throughput timings, oldest first, with them; and the runs that cannot be read."""
+def stored_timings(
+    store, test: str | None = None, node: str | None = None
+) -> tuple[list[tuple[SavedRun, list[Timing]]], list[SetAside]]:
+    """Every run holding pplgate's throughput timings (of ``test`` on ``node`` only, where given), oldest first, with
+    them; and the runs that cannot be read."""
     if hasattr(store, "timing_rows"):  # a database: one row a benchmark, checked when its run was kept
         out: list[tuple[SavedRun, list[Timing]]] = []
         last: tuple[SavedRun, list[Timing]] | None = None
-        for seq, when, commit_info, node, bench in store.timing_rows():
+        for seq, when, commit, dirty, node_, median, stddev, rounds, extra in store.timing_rows(test, node):
             name = f"{seq:04d}"
             if last is None or last[0].name != name:
-                last = (SavedRun(name, when, _commit(commit_info or {})), [])
+                last = (SavedRun(name, when, _short_commit(commit, dirty == "true")), [])
                 out.append(last)
-            stats, extra = bench["stats"], bench["extra_info"]
-            median = float(stats["median"])
+            median = float(median)
             last[1].append(
                 Timing(
                     extra["test"],
                     name,
                     when,
                     last[0].commit,
-                    node,
+                    node_,
                     median,
-                    float(stats.get("stddev") or 0.0) / median,
-                    int(stats.get("rounds") or 1),
+                    float(stddev or 0.0) / median,
+                    int(rounds or 1),
                     int(extra["tokens"]),
                     extra,
                 )
@@ -158,6 +182,7 @@ def stored_timings(store) -> tuple[list[tuple[SavedRun, list[Timing]]], list[Set
         except UnreadableRun as err:
             aside.append(SetAside(run.where, str(err)))
             continue
+        timings = [t for t in timings if (test is None or t.test == test) and (node is None or t.node == node)]
         if timings:
             found.append(
                 (
@@ -194,7 +219,7 @@ def accepted_levels(acceptances) -> dict:
     return levels
 
 
-def judged(storage, threshold: float = DEFAULT_THRESHOLD) -> Judged:
+def judged(storage, threshold: float = DEFAULT_THRESHOLD, test: str | None = None, node: str | None = None) -> Judged:
     """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given
     them then.
     """
@@ -204,9 +229,15 @@ def judged(storage, threshold: float = DEFAULT_THRESHOLD) -> Judged:
             f"no saved benchmark runs under {store.label}: run the gate with --benchmark-autosave (or --gate-history) "
             "first, or pass --storage with the folder or database the runs were saved in."
         )
-    found, aside = stored_timings(store)
+    found, aside = stored_timings(store, test, node)
     if not found:
         why = f" ({len(aside)} set aside: {aside[0].where}: {aside[0].reason})" if aside else ""
+        if test is not None or node is not None:
+            which = " ".join(p for p in (f"of {test}" if test else "", f"on machine {node}" if node else "") if p)
+            raise PplgateError(
+                f"the runs under {store.label} hold no pplgate throughput benchmarks {which}{why}: name the test and "
+                "the machine as 'python -m pplgate history' shows them."
+            )
         raise PplgateError(
             f"the runs under {store.label} hold no pplgate throughput benchmarks with their timings{why}: save runs "
             f"of tests/test_throughput.py."
@@ -307,12 +338,12 @@ class AccuracyRow:
     moved: str | None  # since when, from what level and with what change, while the perplexity is off its level
 
 
-def accuracy_records(store) -> list[tuple[SavedRun, str, dict]]:
-    """(run, machine, result) of every accuracy result the store holds, oldest first."""
+def accuracy_records(store, test: str | None = None, node: str | None = None) -> list[tuple[SavedRun, str, dict]]:
+    """(run, machine, result) of every accuracy result the store holds (of ``test`` on ``node``), oldest first."""
     if hasattr(store, "accuracy_rows"):
         return [
-            (SavedRun(f"{seq:04d}", when, _commit(commit_info or {})), node, record)
-            for seq, when, commit_info, node, record in store.accuracy_rows()
+            (SavedRun(f"{seq:04d}", when, _short_commit(commit, dirty == "true")), machine, record)
+            for seq, when, commit, dirty, machine, record in store.accuracy_rows(test, node)
         ]
     out = []
     for run in store.runs()[0]:
@@ -321,16 +352,23 @@ def accuracy_records(store) -> list[tuple[SavedRun, str, dict]]:
         if not isinstance(records, list):
             continue
         info = run.data.get("machine_info")
-        node = str(info.get("node") or "") if isinstance(info, dict) else ""
+        machine = str(info.get("node") or "") if isinstance(info, dict) else ""
         commit = run.data.get("commit_info")
         saved = SavedRun(
             run.name, str(run.data.get("datetime") or ""), _commit(commit if isinstance(commit, dict) else {})
         )
-        out += [(saved, node, r) for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        if node is None or machine == node:
+            out += [
+                (saved, machine, r)
+                for r in records
+                if isinstance(r, dict) and isinstance(r.get("id"), str) and (test is None or r["id"] == test)
+            ]
     return out
 
 
-def accuracy_history(store, accepted: dict | None = None) -> dict[str, list[AccuracyRow]]:
+def accuracy_history(
+    store, accepted: dict | None = None, test: str | None = None, node: str | None = None
+) -> dict[str, list[AccuracyRow]]:
     """Per test and machine ("tiny-cpu-fp32 on node-a"), every night's result, each perplexity compared with the level
     of the same model and blocks: the first night's, or the night the golden value was recorded again, or the night
     from which a person accepted a change.  A night off its level is marked, and every later one too until the
@@ -338,10 +376,10 @@ def accuracy_history(store, accepted: dict | None = None) -> dict[str, list[Accu
     levels = (accepted or {}).get("accuracy", {})
     out: dict[str, list[AccuracyRow]] = {}
     state: dict[str, dict] = {}
-    for run, node, r in accuracy_records(store):
-        key = f"{r['id']} on {node}" if node else r["id"]
+    for run, machine, r in accuracy_records(store, test, node):
+        key = f"{r['id']} on {machine}" if machine else r["id"]
         s = state.setdefault(key, {"level": None, "since": None, "last": None, "accepted": False})
-        since = levels.get((r["id"], node))
+        since = levels.get((r["id"], machine))
         if since is not None and not s["accepted"] and run.name.isdigit() and int(run.name) >= since:
             s.update(level=None, since=None, accepted=True)
         moved = None

@@ -17,17 +17,62 @@ own, indexed by test and machine.
 
 from __future__ import annotations
 
+import json
 import re
 
 from pplgate.errors import PplgateError
 from pplgate.redact import printable, redact_url
 from pplgate.store import KEY, Acceptance, StoredRun
 
+# What judging reads of a run, as columns of their own (decoding a whole JSON object a run was most of the time of
+# 100,000): (name, SQL type).  JSON types hold a value as JSON text, read back as the folder's runs hold it.
+BENCH_COLUMNS = (
+    ("test", "text"),
+    ("median", "float8"),
+    ("stddev", "float8"),
+    ("rounds", "integer"),
+    ("tokens", "bigint"),
+    ("perplexity", "float8"),
+    ("model_sha256", "text"),
+    ("blocks_sha256", "text"),
+    ("onnxruntime", "text"),
+    ("onnxruntime_distribution", "text"),
+    ("batch_size", "json"),
+    ("intra_op_threads", "json"),
+    ("provider_options", "json"),
+    ("blocks", "json"),
+    ("scoring", "json"),
+    ("providers", "json"),
+    ("driver", "json"),
+    ("method", "json"),
+    ("under_load", "boolean"),
+    ("others_cpu_share", "float8"),
+)
+ACCURACY_COLUMNS = (
+    ("id", "text"),
+    ("verdict", "text"),
+    ("perplexity", "json"),
+    ("perplexity_stderr", "json"),
+    ("expected", "json"),
+    ("model_sha256", "json"),
+    ("blocks_sha256", "json"),
+    ("onnxruntime", "json"),
+    ("onnxruntime_distribution", "json"),
+    ("driver", "json"),
+    ("provider_options", "json"),
+    ("reason", "json"),
+)
+
+
+def _ddl(columns) -> str:
+    return ",\n            ".join(f"{name} {'text' if kind == 'json' else kind}" for name, kind in columns)
+
+
 # Each step takes the schema from the version before it to its own; applied in order, in one transaction.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
-        """
+        f"""
         CREATE TABLE pplgate_schema (version integer NOT NULL);
         INSERT INTO pplgate_schema VALUES (0);
         CREATE TABLE pplgate_runs (
@@ -42,17 +87,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE TABLE pplgate_benchmarks (
             run_seq bigint NOT NULL REFERENCES pplgate_runs (seq) ON DELETE CASCADE,
             position integer NOT NULL,
-            test text,
             bench jsonb NOT NULL,
+            {_ddl(BENCH_COLUMNS)},
             PRIMARY KEY (run_seq, position)
         );
         CREATE TABLE pplgate_accuracy (
             run_seq bigint NOT NULL REFERENCES pplgate_runs (seq) ON DELETE CASCADE,
             position integer NOT NULL,
-            test text NOT NULL,
-            verdict text NOT NULL,
-            perplexity double precision,
             record jsonb NOT NULL,
+            {_ddl(ACCURACY_COLUMNS)},
             PRIMARY KEY (run_seq, position)
         );
         """,
@@ -62,7 +105,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """
         CREATE INDEX pplgate_runs_node ON pplgate_runs (node, seq);
         CREATE INDEX pplgate_benchmarks_test ON pplgate_benchmarks (test, run_seq);
-        CREATE INDEX pplgate_accuracy_test ON pplgate_accuracy (test, run_seq);
+        CREATE INDEX pplgate_accuracy_test ON pplgate_accuracy (id, run_seq);
         CREATE TABLE pplgate_acceptances (
             id bigserial PRIMARY KEY,
             kind text NOT NULL,
@@ -172,6 +215,14 @@ class PostgresStore:
         head = {k: v for k, v in data.items() if k != "benchmarks"}
         node = str((data.get("machine_info") or {}).get("node") or "")
         commit = str((data.get("commit_info") or {}).get("id") or "")
+        from pplgate.timings import UnreadableRun
+
+        try:
+            benches = [(i, Jsonb(b), *_bench_values(b)) for i, b in enumerate(data.get("benchmarks") or [])]
+        except UnreadableRun as err:
+            raise PplgateError(
+                f"run {run_id} cannot be kept in {self.label}: {err}; nothing of it was written."
+            ) from None
         with self._guard("writing a run to"), conn.transaction():
             row = conn.execute(
                 "INSERT INTO pplgate_runs (run_id, node, datetime, commit_id, head) VALUES (%s, %s, %s, %s, %s) "
@@ -181,16 +232,19 @@ class PostgresStore:
             if row is None:
                 return f"{self.label}, run {run_id} (there already)"
             seq = row[0]
+            bench_sql = ", ".join(name for name, _ in BENCH_COLUMNS)
+            accuracy_sql = ", ".join(name for name, _ in ACCURACY_COLUMNS)
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO pplgate_benchmarks (run_seq, position, test, bench) VALUES (%s, %s, %s, %s)",
-                    [(seq, i, _test_of(bench), Jsonb(bench)) for i, bench in enumerate(data.get("benchmarks") or [])],
+                    f"INSERT INTO pplgate_benchmarks (run_seq, position, bench, {bench_sql}) "
+                    f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(BENCH_COLUMNS))})",
+                    [(seq, *values) for values in benches],
                 )
                 cur.executemany(
-                    "INSERT INTO pplgate_accuracy (run_seq, position, test, verdict, perplexity, record) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO pplgate_accuracy (run_seq, position, record, {accuracy_sql}) "
+                    f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(ACCURACY_COLUMNS))})",
                     [
-                        (seq, i, str(r.get("id")), str(r.get("verdict")), _float(r.get("perplexity")), Jsonb(r))
+                        (seq, i, Jsonb(r), *_columns(ACCURACY_COLUMNS, r))
                         for i, r in enumerate(data[KEY].get("accuracy") or [])
                     ],
                 )
@@ -216,24 +270,46 @@ class PostgresStore:
             )
         return runs, []
 
-    def timing_rows(self):
-        """(seq, datetime, commit_info id, dirty, node, bench) of every benchmark that is pplgate's, oldest first."""
-        conn = self.connect()
-        with self._guard("reading"):
-            return conn.execute(
-                "SELECT r.seq, r.datetime, r.head -> 'commit_info', r.node, b.bench "
-                "FROM pplgate_benchmarks b JOIN pplgate_runs r ON r.seq = b.run_seq "
-                "WHERE b.test IS NOT NULL ORDER BY r.seq, b.position"
-            ).fetchall()
+    def timing_rows(self, test: str | None = None, node: str | None = None):
+        """Every benchmark that is pplgate's, oldest first, as (seq, datetime, commit id, dirty, node, median, stddev,
+        rounds, extra_info): only what judging reads, from columns of their own."""
+        names = [name for name, _ in BENCH_COLUMNS if name not in ("median", "stddev", "rounds")]
+        rows = self._select(
+            "SELECT r.seq, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
+            f"b.median, b.stddev, b.rounds, {', '.join('b.' + n for n in names)} "
+            "FROM pplgate_benchmarks b JOIN pplgate_runs r ON r.seq = b.run_seq "
+            f"WHERE b.test IS NOT NULL{_where('b.test', test)}{_where('r.node', node)} ORDER BY r.seq, b.position",
+            [v for v in (test, node) if v is not None],
+        )
+        read = _Reader(BENCH_COLUMNS)
+        out = []
+        for row in rows:
+            extra = read.values(names, row[8:])
+            extra["conditions"] = {
+                "under_load": bool(extra.pop("under_load")),
+                "others_cpu_share": extra.pop("others_cpu_share"),
+            }
+            out.append((*row[:8], extra))
+        return out
 
-    def accuracy_rows(self):
-        """(seq, datetime, commit_info, node, record) of every accuracy result, oldest first."""
+    def accuracy_rows(self, test: str | None = None, node: str | None = None):
+        """(seq, datetime, commit id, dirty, node, result) of every accuracy result, oldest first: the keys the
+        history reads."""
+        names = [name for name, _ in ACCURACY_COLUMNS]
+        rows = self._select(
+            "SELECT r.seq, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
+            f"{', '.join('a.' + n for n in names)} "
+            "FROM pplgate_accuracy a JOIN pplgate_runs r ON r.seq = a.run_seq "
+            f"WHERE true{_where('a.id', test)}{_where('r.node', node)} ORDER BY r.seq, a.position",
+            [v for v in (test, node) if v is not None],
+        )
+        read = _Reader(ACCURACY_COLUMNS)
+        return [(*row[:5], read.values(names, row[5:])) for row in rows]
+
+    def _select(self, sql: str, params: list) -> list:
         conn = self.connect()
         with self._guard("reading"):
-            return conn.execute(
-                "SELECT r.seq, r.datetime, r.head -> 'commit_info', r.node, a.record "
-                "FROM pplgate_accuracy a JOIN pplgate_runs r ON r.seq = a.run_seq ORDER BY r.seq, a.position"
-            ).fetchall()
+            return conn.execute(sql, params).fetchall()
 
     def acceptances(self) -> list[Acceptance]:
         conn = self.connect()
@@ -252,6 +328,31 @@ class PostgresStore:
                 tuple(acceptance.record().values()),
             )
         return self.label
+
+
+# The extra_info keys judging reads (pplgate.timings, pplgate.verdicts, pplgate.history), and the SQL of each.
+_E = "b.bench -> 'extra_info'"
+_EXTRA = (
+    ("test", f"{_E} ->> 'test'"),
+    ("tokens", f"({_E} ->> 'tokens')::bigint"),
+    ("perplexity", f"({_E} ->> 'perplexity')::float8"),
+    ("batch_size", f"({_E} ->> 'batch_size')::int"),
+    ("intra_op_threads", f"({_E} ->> 'intra_op_threads')::int"),
+    ("provider_options", f"{_E} ->> 'provider_options'"),
+    ("blocks", f"({_E} ->> 'blocks')::int"),
+    ("scoring", f"{_E} ->> 'scoring'"),
+    ("onnxruntime", f"{_E} ->> 'onnxruntime'"),
+    ("onnxruntime_distribution", f"{_E} ->> 'onnxruntime_distribution'"),
+    ("providers", f"{_E} ->> 'providers'"),
+    ("driver", f"{_E} ->> 'driver'"),
+    ("model_sha256", f"{_E} ->> 'model_sha256'"),
+    ("blocks_sha256", f"{_E} ->> 'blocks_sha256'"),
+    ("method", f"{_E} ->> 'method'"),
+    ("under_load", f"({_E} -> 'conditions' ->> 'under_load')::bool"),
+    ("others_cpu_share", f"({_E} -> 'conditions' ->> 'others_cpu_share')::float8"),
+)
+_EXTRA_KEYS = tuple(k for k, _ in _EXTRA)
+_OBJECTS = ("provider_options", "providers", "method")  # JSON values, as the folder's runs hold them
 
 
 class _Guard:
@@ -284,13 +385,50 @@ def _first_line(err: Exception, spec: str) -> str:
     return printable(text)
 
 
-def _test_of(bench: dict) -> str | None:
-    extra = bench.get("extra_info") if isinstance(bench, dict) else None
-    if not isinstance(extra, dict):
-        return None
-    test = extra.get("test")
-    return test if isinstance(test, str) and "tokens" in extra else None
+def _where(column: str, value: str | None) -> str:
+    """A filter on an indexed column, its value a parameter."""
+    return "" if value is None else f" AND {column} = %s"
 
 
-def _float(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+class _Reader:
+    """Column values back to what a run holds: JSON text decoded, each distinct text once (they repeat night after
+    night)."""
+
+    def __init__(self, columns):
+        self.json = {name for name, kind in columns if kind == "json"}
+        self.decoded: dict[str, object] = {}
+
+    def values(self, names, row) -> dict:
+        out = {}
+        for name, value in zip(names, row):
+            if name in self.json and value is not None:
+                if value not in self.decoded:
+                    self.decoded[value] = json.loads(value)
+                value = self.decoded[value]
+            out[name] = value
+        return out
+
+
+def _columns(columns, source: dict) -> list:
+    return [json.dumps(source.get(n), sort_keys=True) if kind == "json" else source.get(n) for n, kind in columns]
+
+
+def _bench_values(bench: dict) -> list:
+    """A benchmark's columns: pplgate's (checked as judging reads them), or none of another plugin's."""
+    from pplgate.timings import timing_of
+
+    timing = timing_of(bench, "", "", "", "") if isinstance(bench, dict) else None
+    if timing is None:
+        return [None] * len(BENCH_COLUMNS)
+    stats, extra = bench["stats"], timing.extra
+    conditions = extra.get("conditions") or {}
+    source = {
+        **extra,
+        "median": timing.median_seconds,
+        "stddev": stats.get("stddev") or 0.0,
+        "rounds": timing.rounds,
+        "tokens": timing.tokens_per_round,
+        "under_load": bool(conditions.get("under_load")),
+        "others_cpu_share": conditions.get("others_cpu_share"),
+    }
+    return _columns(BENCH_COLUMNS, source)

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 # A round shorter than this timed nothing a model did (a saved run edited by hand, or a clock gone wrong).
 SHORTEST_S = 1e-6
@@ -46,26 +47,34 @@ class Timing:
     def settings(self) -> dict:
         return {k: self.extra.get(k) for k in SETTINGS}
 
-    @property
-    def runtime(self) -> dict:
-        return {k: self.extra.get(k) for k in RUNTIME}
+    def __post_init__(self) -> None:
+        # What every verdict looks up, made once: a history judges each of 100,000 runs against those before it.
+        extra = self.extra
+        conditions = extra.get("conditions")
+        method = extra.get("method")
+        derived = {
+            "runtime": {k: extra.get(k) for k in RUNTIME},
+            "under_load": bool(conditions.get("under_load")) if isinstance(conditions, dict) else False,
+            "settings_key": repr(tuple(_frozen(extra.get(k)) for k in SETTINGS)),
+            "accuracy_key": (extra.get("model_sha256"), extra.get("blocks_sha256"), str(method)),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
-    @property
-    def under_load(self) -> bool:
-        return bool((self.extra.get("conditions") or {}).get("under_load"))
+    # Set by __post_init__, as above.
+    runtime: ClassVar[dict]
+    under_load: ClassVar[bool]
+    settings_key: ClassVar[str]  # the settings as one comparable value
+    accuracy_key: ClassVar[tuple]  # model, blocks and method: what a perplexity level is of
 
-    @property
-    def settings_key(self) -> str:
-        """The settings as one comparable value: made once per Timing, looked up for every verdict."""
-        cached = self.__dict__.get("_settings_key")
-        if cached is None:
-            cached = json.dumps(self.settings, sort_keys=True, default=str)
-            object.__setattr__(self, "_settings_key", cached)
-        return cached
 
-    @property
-    def accuracy_key(self) -> tuple:
-        return (self.extra.get("model_sha256"), self.extra.get("blocks_sha256"), str(self.extra.get("method")))
+def _frozen(value):
+    """A settings value as a comparable one: an object's items sorted, a list a tuple."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 class UnreadableRun(ValueError):
@@ -177,7 +186,7 @@ class Saved:
         self._newest_here: dict[tuple, Timing] = {}  # (test, node) -> its newest run
         self._nodes: dict[str, set[str]] = {}  # test -> the machines it ran on
         self._accuracy: dict[tuple, Timing] = {}  # (test, model, blocks, method) -> the level: its first perplexity
-        self._accepted = {kind: dict(found) for kind, found in (accepted or {}).items()}
+        self._accepted = {kind: dict(found) for kind, found in (accepted or {}).items() if found}
         self._reset: set[tuple] = set()  # (kind, test, node) whose acceptance has been applied
         for t in timings:
             self.add(t)
@@ -186,6 +195,8 @@ class Saved:
         return sum(len(runs) for runs in self._series.values())
 
     def _apply_acceptances(self, t: Timing) -> None:
+        if not self._accepted:
+            return
         number = run_number(t.run)
         for kind in ("throughput", "accuracy"):
             since = self._accepted.get(kind, {}).get((t.test, t.node))

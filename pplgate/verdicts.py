@@ -46,8 +46,7 @@ by how much and what else differs from the last such run.
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -236,12 +235,19 @@ class ThroughputJudgment:
 
     test: str
     verdict: Verdict  # first run, baseline, within noise, slower, faster, under load; drift for a perplexity that moved
-    sentence: str
+    # The sentence, or what writes it when first asked for: the history judges every saved run and shows a few.
+    text: str | Callable[[], str]
     change: float | None = None  # relative change in tokens/s (or perplexity, for drift); negative: slower
     uncertainty: float | None = None
     baseline_runs: int = 0
     changed: dict = field(default_factory=dict)  # runtime field -> [before, now]
     since: str | None = None  # the run a change still holding began at, when before this one
+
+    @property
+    def sentence(self) -> str:
+        if callable(self.text):
+            object.__setattr__(self, "text", self.text())
+        return str(self.text)
 
     @property
     def regression(self) -> bool:
@@ -341,23 +347,30 @@ def throughput_verdict(
             f"noise is",
             baseline_runs=len(baseline),
         )
-    medians = [t.median_seconds for t in baseline]
-    center = statistics.median(medians)
+    n = len(baseline)
+    medians = sorted([t.median_seconds for t in baseline])
+    center = _median_sorted(medians)
     noise = max(
-        statistics.median(t.spread for t in baseline),
-        1.4826 * statistics.median(abs(m - center) for m in medians) / center,
+        _median_sorted(sorted([t.spread for t in baseline])),
+        1.4826 * _median_sorted(sorted([abs(m - center) for m in medians])) / center,
     )
     u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
     change = center / current.median_seconds - 1.0
-    changed = _changes(baseline[-1].runtime, current.runtime)
-    where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {len(baseline)} runs"
-    since = f"; since the last of them: {_describe(changed)}" if changed else ""
-    began = None
+    before_runtime, runtime = baseline[-1].runtime, current.runtime
+    changed = {} if before_runtime == runtime else _changes(before_runtime, runtime)
+    held = None
     if abs(change) > threshold and abs(change) > SIGMAS * u:
         kind = Verdict.SLOWER if change < 0 else Verdict.FASTER
         held = history.change_since(current)
+    else:
+        kind = Verdict.WITHIN_NOISE
+
+    def sentence() -> str:
+        where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {n} runs"
+        since = f"; since the last of them: {_describe(changed)}" if changed else ""
+        if kind is Verdict.WITHIN_NOISE:
+            return f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
         if held is not None:
-            began = held[0].run
             first, before = held
             what = _changes(before.runtime, first.runtime) if before is not None else {}
             when = f"{first.datetime[:10]}, " if first.datetime else ""
@@ -366,13 +379,18 @@ def throughput_verdict(
                 + (f"; what changed then: {_describe(what)}" if what else "")
                 + "): accept the new level with 'python -m pplgate history accept' once it is understood"
             )
-        sentence = (
+        return (
             f"{current.test}: {kind}: {where} (beyond the {threshold:.0%} threshold and {SIGMAS:g}x the noise){since}"
         )
-    else:
-        kind = Verdict.WITHIN_NOISE
-        sentence = f"{current.test}: {where}: within the {threshold:.0%} threshold or the noise{since}"
-    return ThroughputJudgment(current.test, kind, sentence, change, u, len(baseline), changed, began)
+
+    return ThroughputJudgment(
+        current.test, kind, sentence, change, u, n, changed, held[0].run if held is not None else None
+    )
+
+
+def _median_sorted(values: list[float]) -> float:
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 def drift(current: Timing, history: Saved | list[Timing]) -> ThroughputJudgment | None:

@@ -190,7 +190,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_unreadable_model(gate.settings.model)
     config.stash[gate_key] = gate
     _refuse_outputs_over_golden(config, gate.settings.golden_dir)
-    summary = GateSummary(config, gate.settings.report_path, gate.params, gate.settings.strict)
+    summary = GateSummary(config, gate.settings.report_path, gate.params, gate.settings.strict, gate.settings.history)
     config.pluginmanager.register(summary, "pplgate-summary")
     config.pluginmanager.register(Recorder(config, summary, gate.settings.history, gate.benchmarks), "pplgate-recorder")
 
@@ -360,7 +360,7 @@ def perplexity_regression(gate: GateSession, gate_target: CaseTarget, request: p
 @pytest.fixture(scope="session")
 def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
     """The throughput Timings this run is judged against, oldest first: those of ``--gate-history``'s store, else of
-    the runs pytest-benchmark saved (file or Elasticsearch storage).
+    the runs pytest-benchmark saved (its file storage, or another it loads).
 
     A saved run that cannot be read (not JSON, text where numbers belong, a
     zero time) is set aside with a warning that names it: never a traceback,
@@ -402,7 +402,7 @@ def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
             local = FolderStore(Path(storage.path))
             found, aside = stored_timings(local)
             acceptances = local.acceptances()
-        else:  # Elasticsearch: what its storage loads
+        else:  # another storage of pytest-benchmark's: what it loads
             from pplgate.history import SavedRun, _commit, timings_of_run
             from pplgate.timings import UnreadableRun
 

@@ -38,8 +38,16 @@ REASON_WIDTH = 100  # reasons wrap at this width under their test's line, never 
 
 
 class GateSummary:
-    def __init__(self, config: pytest.Config, report_path: Path | None, targets=lambda: [], strict: bool = False):
+    def __init__(
+        self,
+        config: pytest.Config,
+        report_path: Path | None,
+        targets=lambda: [],
+        strict: bool = False,
+        history: str | None = None,
+    ):
         self.config = config
+        self.history = history  # --gate-history: the store these runs were judged against, where given
         self.report_path = report_path
         self.strict = strict
         self.targets = (
@@ -194,9 +202,14 @@ class GateSummary:
         """
         import shlex
 
+        if self.history is not None:
+            from pplgate.redact import redact_url
+
+            shown = redact_url(self.history) if "://" in self.history else self.history
+            return f"; the history: python -m pplgate history --storage {shlex.quote(shown)}"
         storage = str(self.config.getoption("benchmark_storage", None) or "file://./.benchmarks")
         if not storage.startswith("file://"):
-            return ""  # Elasticsearch: 'pplgate history' reads files only
+            return ""  # another storage of pytest-benchmark's: 'pplgate history' reads folders and databases only
         return f"; the history: python -m pplgate history --storage {shlex.quote(storage[len('file://') :])}"
 
     def _accuracy(self, tr, exitstatus: int) -> None:

@@ -215,3 +215,13 @@ def test_the_accuracy_history_marks_a_move_until_it_is_back_or_recorded_again(tm
     assert rows["0004"].endswith("since run 0003: onnxruntime 1.31.1 -> 1.31.2")
     assert rows["0005"].endswith("pass")  # the golden value recorded again: the new level
     assert "skip: TopsInferenceExecutionProvider is not in this onnxruntime" in rows["0007"] and " - " in rows["0007"]
+
+
+def test_the_history_of_one_test_on_one_machine(tmp_path, cli):
+    runs = [saved_run(s, node=node) for s in STEADY for node in ("node-a", "node-b")]
+    storage = write_storage(tmp_path / "bench", runs)
+    out = cli("history", "--storage", storage, "--test", "tiny-cpu-fp32", "--machine", "node-b").out
+    assert {line.split()[3] for line in out.splitlines() if line.startswith("  0")} == {"node-b"}
+    assert cli("history", "--storage", storage, "--machine", "node-c").error == (
+        f"pplgate: error: the runs under {storage} hold no pplgate throughput benchmarks on machine node-c: name the test and the "
+        "machine as 'python -m pplgate history' shows them.")

@@ -118,5 +118,5 @@ def test_values_reach_sql_as_parameters(postgres_url):
     run = with_accuracy(saved_run(0.5, node=hostile), accuracy(1234.5, test=hostile))
     with PostgresStore(postgres_url) as store:
         store.save(run)
-        assert [node for *_, node, _ in store.accuracy_rows()] == [hostile]
+        assert [(node, r["id"]) for *_, node, r in store.accuracy_rows()] == [(hostile, hostile)]
         assert store.runs()[0][0].data["machine_info"]["node"] == hostile
