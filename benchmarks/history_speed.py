@@ -7,8 +7,8 @@ Makes a database of its own on the server (dropped at the end), records
 ``--record`` runs one at a time as the gate does (the median time of one), then
 fills it to ``--runs`` runs (8 machines, 3 tests, each run one throughput
 benchmark and one accuracy result, loaded with COPY) and times ``pplgate
-history`` over them, end to end, best of 3.  A measurement, never a pass or
-fail.
+history`` over them, end to end, best of 3, and what the gate reads of them
+before judging a run.  A measurement, never a pass or fail.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 import uuid
 
 from pplgate.cli import main as pplgate
+from pplgate.history import saved_history
 from pplgate.postgres import ACCURACY_COLUMNS, BENCH_COLUMNS, PostgresStore, _bench_values, _columns
 
 TESTS = ("gpt2-small-gcu-fp16", "gpt2-small-gcu-fp32", "gpt2-small-cpu-fp32")
@@ -164,6 +165,13 @@ def main() -> int:
                 f"{', '.join(f'{b:.2f}' for b in best)})",
                 flush=True,
             )
+        with PostgresStore(url) as store:
+            best = []
+            for _ in range(3):
+                started = time.perf_counter()
+                saved_history(store)
+                best.append(time.perf_counter() - started)
+            print(f"the gate reading what its verdicts look back at: {min(best):.2f} s (best of 3)", flush=True)
     finally:
         with psycopg.connect(args.server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -231,7 +231,6 @@ def history_main(argv: list[str]) -> int:
         accuracy_history,
         as_store,
         judged,
-        last_rows,
         no_cycle_collection,
         plot_history,
         plot_reference,
@@ -248,12 +247,12 @@ def history_main(argv: list[str]) -> int:
             if path is not None:
                 refuse_over_cases(path, option)
         with as_store(args.storage) as store, no_cycle_collection():
-            found = judged(store, args.threshold, args.test, args.machine)
+            found = judged(store, args.threshold, args.test, args.machine, args.last)
             acceptances = store.acceptances()
-            accuracy = accuracy_history(store, accepted_levels(acceptances), args.test, args.machine)
-            rows = last_rows(found.rows, args.last)
+            accuracy = accuracy_history(store, accepted_levels(acceptances), args.test, args.machine, args.last)
+            rows = found.rows
             _emit(render_table(rows), end="")
-            _emit(render_accuracy(last_rows(accuracy, args.last)), end="")
+            _emit(render_accuracy(accuracy), end="")
             for a in acceptances:
                 _emit(
                     printable(
@@ -266,7 +265,7 @@ def history_main(argv: list[str]) -> int:
                 plot_history(store, args.plot, args.threshold)
         if args.markdown is not None:
             text = render_markdown(rows, *plot_reference(args.markdown, args.plot), set_aside=found.set_aside)
-            text += render_accuracy(last_rows(accuracy, args.last), markdown=True)
+            text += render_accuracy(accuracy, markdown=True)
             with open(args.markdown, "a", encoding="utf-8") as out:  # GitHub's step summary is appended to
                 out.write(text)
         regressions.extend(runs[-1].verdict.sentence for runs in found.rows.values() if runs[-1].verdict.regression)

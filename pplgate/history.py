@@ -23,7 +23,7 @@ from pplgate.errors import PplgateError
 from pplgate.fileio import write_atomic
 from pplgate.redact import printable
 from pplgate.store import open_store
-from pplgate.timings import Timing, UnreadableRun, of_type, timing_of
+from pplgate.timings import Saved, Timing, UnreadableRun, of_type, run_number, timing_of
 from pplgate.verdicts import (
     BASELINE_MIN_RUNS,
     DEFAULT_THRESHOLD,
@@ -31,6 +31,7 @@ from pplgate.verdicts import (
     Verdict,
     replay,
 )
+from pplgate.window import Light, LightResult, pick_results, pick_runs
 
 
 @dataclass(frozen=True)
@@ -145,34 +146,12 @@ def as_store(storage):
 
 
 def stored_timings(
-    store, test: str | None = None, node: str | None = None
+    store, test: str | None = None, node: str | None = None, seqs: list[int] | None = None
 ) -> tuple[list[tuple[SavedRun, list[Timing]]], list[SetAside]]:
-    """Every run holding pplgate's throughput timings (of ``test`` on ``node`` only, where given), oldest first, with
-    them; and the runs that cannot be read."""
+    """Every run holding pplgate's throughput timings (of ``test`` on ``node`` only, where given; of the runs ``seqs``
+    of a database only, where given), oldest first, with them; and the runs that cannot be read."""
     if hasattr(store, "timing_rows"):  # a database: one row a benchmark, checked when its run was kept
-        out: list[tuple[SavedRun, list[Timing]]] = []
-        last: tuple[SavedRun, list[Timing]] | None = None
-        for seq, when, commit, dirty, node_, median, stddev, rounds, extra in store.timing_rows(test, node):
-            name = f"{seq:04d}"
-            if last is None or last[0].name != name:
-                last = (SavedRun(name, when, _short_commit(commit, dirty == "true")), [])
-                out.append(last)
-            median = float(median)
-            last[1].append(
-                Timing(
-                    extra["test"],
-                    name,
-                    when,
-                    last[0].commit,
-                    node_,
-                    median,
-                    float(stddev or 0.0) / median,
-                    int(rounds or 1),
-                    int(extra["tokens"]),
-                    extra,
-                )
-            )
-        return out, []
+        return _grouped(store.timing_rows(test, node, seqs)), []
     runs, unread = store.runs()
     aside = [SetAside(where, reason) for where, reason in unread]
     found = []
@@ -191,6 +170,107 @@ def stored_timings(
                 )
             )
     return found, aside
+
+
+def _grouped(rows) -> list[tuple[SavedRun, list[Timing]]]:
+    """A database's benchmark rows (``PostgresStore.timing_rows``) as runs with their Timings."""
+    out: list[tuple[SavedRun, list[Timing]]] = []
+    last: tuple[SavedRun, list[Timing]] | None = None
+    for seq, _, when, commit, dirty, node, median, stddev, rounds, extra in rows:
+        name = f"{seq:04d}"
+        if last is None or last[0].name != name:
+            last = (SavedRun(name, when, _short_commit(commit, dirty == "true")), [])
+            out.append(last)
+        median = float(median)
+        last[1].append(
+            Timing(
+                extra["test"],
+                name,
+                when,
+                last[0].commit,
+                node,
+                median,
+                float(stddev or 0.0) / median,
+                int(rounds or 1),
+                int(extra["tokens"]),
+                extra,
+            )
+        )
+    return out
+
+
+def light_of(ref, t: Timing) -> Light:
+    """What deciding ``t``'s verdict needs, as a database reads it from its columns."""
+    return Light(
+        ref,
+        run_number(t.run),
+        t.test,
+        t.node,
+        t.settings_key,
+        t.median_seconds,
+        t.spread,
+        t.rounds,
+        t.under_load,
+        t.accuracy_key if t.extra.get("perplexity") is not None else None,
+    )
+
+
+def _picked_from_database(
+    store, test: str | None, node: str | None, shown: int, accepted: dict, threshold: float
+) -> tuple[list[tuple[SavedRun, list[Timing]]], dict[int, bool], list[str]]:
+    """The runs ``pplgate.window.pick_runs`` picks, read whole, with the flags of those that join unjudged, and the
+    tests in the order the history first holds them."""
+    lights = store.timing_lights(test, node)
+    picked = pick_runs(lights, shown, accepted, threshold)
+    refs = {lights[i].ref: flag for i, flag in picked.items()}
+    rows = [row for row in store.timing_rows(test, node, sorted({seq for seq, _ in refs})) if row[:2] in refs]
+    known = {j: flag for j, row in enumerate(rows) if (flag := refs[row[:2]]) is not None}
+    return _grouped(rows), known, list(dict.fromkeys(light.test for light in lights))
+
+
+def saved_history(store, threshold: float = DEFAULT_THRESHOLD) -> tuple[Saved, list[SetAside]]:
+    """What the next run is judged against: the history replaying every saved run makes (from a database, only the
+    runs its verdicts look back at are read whole), and the runs that cannot be read."""
+    accepted = accepted_levels(store.acceptances())
+    if hasattr(store, "timing_lights"):
+        found, known, _ = _picked_from_database(store, None, None, 0, accepted, threshold)
+        aside: list[SetAside] = []
+    else:
+        (found, aside), known = stored_timings(store), None
+    return replay_found(found, accepted, threshold, known), aside
+
+
+def replay_found(found, accepted: dict, threshold: float, known: dict[int, bool] | None = None) -> Saved:
+    """The history runs make, replayed as the gate judged them, so what was a change joins no baseline."""
+    saved, _ = replay([t for _, timings in found for t in timings], accepted, threshold, known)
+    return saved
+
+
+def _timings_to_judge(
+    store, test: str | None, node: str | None, shown: int, accepted: dict, threshold: float
+) -> tuple[list[tuple[SavedRun, list[Timing]]], list[SetAside], dict[int, bool] | None, list[str]]:
+    """The runs to replay, the positions (in their Timings, flattened) that join unjudged with whether each was a
+    change, and the tests in the order the history first holds them: every run when ``shown`` is 0; else each test's
+    last ``shown`` runs and those ``pplgate.window`` picks."""
+    if not shown:
+        found, aside = stored_timings(store, test, node)
+        return found, aside, None, []
+    if hasattr(store, "timing_lights"):
+        found, known, order = _picked_from_database(store, test, node, shown, accepted, threshold)
+        return found, [], known, order
+    found, aside = stored_timings(store, test, node)
+    flat = [(run, t) for run, timings in found for t in timings]
+    lights = [light_of(i, t) for i, (_, t) in enumerate(flat)]
+    picked = pick_runs(lights, shown, accepted, threshold)
+    chosen = sorted(picked)
+    regrouped: list[tuple[SavedRun, list[Timing]]] = []
+    for i in chosen:
+        run, t = flat[i]
+        if not regrouped or regrouped[-1][0] is not run:
+            regrouped.append((run, []))
+        regrouped[-1][1].append(t)
+    known = {j: flag for j, i in enumerate(chosen) if (flag := picked[i]) is not None}
+    return regrouped, aside, known, list(dict.fromkeys(light.test for light in lights))
 
 
 @dataclass(frozen=True)
@@ -219,9 +299,12 @@ def accepted_levels(acceptances) -> dict:
     return levels
 
 
-def judged(storage, threshold: float = DEFAULT_THRESHOLD, test: str | None = None, node: str | None = None) -> Judged:
+def judged(
+    storage, threshold: float = DEFAULT_THRESHOLD, test: str | None = None, node: str | None = None, shown: int = 0
+) -> Judged:
     """The saved runs holding pplgate's timings, and per test every run with its verdicts, as the gate would have given
-    them then.
+    them then; ``shown``: each test's last ``shown`` runs only (the same verdicts, from a fraction of the reading:
+    ``pplgate.window``).
     """
     store = as_store(storage)
     if store.is_empty():
@@ -229,7 +312,8 @@ def judged(storage, threshold: float = DEFAULT_THRESHOLD, test: str | None = Non
             f"no saved benchmark runs under {store.label}: run the gate with --benchmark-autosave (or --gate-history) "
             "first, or pass --storage with the folder or database the runs were saved in."
         )
-    found, aside = stored_timings(store, test, node)
+    accepted = accepted_levels(store.acceptances())
+    found, aside, known, order = _timings_to_judge(store, test, node, shown, accepted, threshold)
     if not found:
         why = f" ({len(aside)} set aside: {aside[0].where}: {aside[0].reason})" if aside else ""
         if test is not None or node is not None:
@@ -242,13 +326,19 @@ def judged(storage, threshold: float = DEFAULT_THRESHOLD, test: str | None = Non
             f"the runs under {store.label} hold no pplgate throughput benchmarks with their timings{why}: save runs "
             f"of tests/test_throughput.py."
         )
-    runs = [run for run, _ in found]
+    _, judgments = replay([t for _, timings in found for t in timings], accepted, threshold, known)
+    shown_runs = {j.timing.run for j in judgments}
+    runs = [run for run, _ in found if run.name in shown_runs]
     index = {run.name: i for i, run in enumerate(runs)}
-    _, judgments = replay([t for _, timings in found for t in timings], accepted_levels(store.acceptances()), threshold)
     rows: dict[str, list[Row]] = {}
     for j in judgments:
         rows.setdefault(j.timing.test, []).append(Row(index[j.timing.run], j.timing, j.verdict, j.drift))
-    return Judged(runs, rows, aside)
+    return Judged(runs, _in_order(rows, order), aside)
+
+
+def _in_order(rows: dict, order: list[str]) -> dict:
+    """The series as the history first holds them, however few of their runs are read."""
+    return {key: rows[key] for key in order if key in rows} if order else rows
 
 
 def judged_rows(storage, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[Row]]:
@@ -338,14 +428,22 @@ class AccuracyRow:
     moved: str | None  # since when, from what level and with what change, while the perplexity is off its level
 
 
-def accuracy_records(store, test: str | None = None, node: str | None = None) -> list[tuple[SavedRun, str, dict]]:
-    """(run, machine, result) of every accuracy result the store holds (of ``test`` on ``node``), oldest first."""
+def accuracy_records(
+    store, test: str | None = None, node: str | None = None, seqs: list[int] | None = None
+) -> list[tuple[SavedRun, str, dict]]:
+    """(run, machine, result) of every accuracy result the store holds (of ``test`` on ``node``; of the runs ``seqs``
+    of a database only, where given), oldest first."""
+    return [(run, machine, record) for _, run, machine, record in _accuracy_records(store, test, node, seqs)]
+
+
+def _accuracy_records(store, test: str | None, node: str | None, seqs: list[int] | None = None) -> list[tuple]:
+    """(ref, run, machine, result): ``ref`` finds the result again ((run, position) in a database)."""
     if hasattr(store, "accuracy_rows"):
         return [
-            (SavedRun(f"{seq:04d}", when, _short_commit(commit, dirty == "true")), machine, record)
-            for seq, when, commit, dirty, machine, record in store.accuracy_rows(test, node)
+            ((seq, position), SavedRun(f"{seq:04d}", when, _short_commit(commit, dirty == "true")), machine, record)
+            for seq, position, when, commit, dirty, machine, record in store.accuracy_rows(test, node, seqs)
         ]
-    out = []
+    out: list[tuple] = []
     for run in store.runs()[0]:
         own = run.data.get("pplgate")
         records = own.get("accuracy") if isinstance(own, dict) else None
@@ -359,32 +457,74 @@ def accuracy_records(store, test: str | None = None, node: str | None = None) ->
         )
         if node is None or machine == node:
             out += [
-                (saved, machine, r)
-                for r in records
-                if isinstance(r, dict) and isinstance(r.get("id"), str) and (test is None or r["id"] == test)
+                (len(out) + i, saved, machine, r)
+                for i, r in enumerate(
+                    r
+                    for r in records
+                    if isinstance(r, dict) and isinstance(r.get("id"), str) and (test is None or r["id"] == test)
+                )
             ]
     return out
 
 
+def _accuracy_key(record: dict, machine: str) -> str:
+    return f"{record['id']} on {machine}" if machine else record["id"]
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _results_to_follow(store, test, node, shown: int, accepted: dict) -> tuple[list[tuple], set | None, list[str]]:
+    """The accuracy results to follow, which of them to show, and the series in the order the history first holds
+    them: every one when ``shown`` is 0; else each series' last ``shown`` and those its moves look back at
+    (``pplgate.window.pick_results``)."""
+    if not shown:
+        return accuracy_records(store, test, node), None, []
+    if hasattr(store, "accuracy_lights"):
+        lights = store.accuracy_lights(test, node)
+    else:
+        every = _accuracy_records(store, test, node)
+        lights = [
+            LightResult(
+                i,
+                run_number(run.name),
+                _accuracy_key(r, machine),
+                (r["id"], machine),
+                _number(r.get("perplexity")),
+                (r.get("model_sha256"), r.get("blocks_sha256")),
+                r.get("expected"),
+            )
+            for i, (_, run, machine, r) in enumerate(every)
+        ]
+    picked = {lights[i].ref: show for i, show in pick_results(lights, shown, accepted).items()}
+    if hasattr(store, "accuracy_rows"):
+        every = _accuracy_records(store, test, node, sorted({seq for seq, _ in picked}))
+    chosen = [(ref, run, machine, r) for ref, run, machine, r in every if ref in picked]
+    show = {j for j, c in enumerate(chosen) if picked[c[0]]}
+    return [(run, machine, r) for _, run, machine, r in chosen], show, list(dict.fromkeys(r.key for r in lights))
+
+
 def accuracy_history(
-    store, accepted: dict | None = None, test: str | None = None, node: str | None = None
+    store, accepted: dict | None = None, test: str | None = None, node: str | None = None, shown: int = 0
 ) -> dict[str, list[AccuracyRow]]:
-    """Per test and machine ("tiny-cpu-fp32 on node-a"), every night's result, each perplexity compared with the level
-    of the same model and blocks: the first night's, or the night the golden value was recorded again, or the night
-    from which a person accepted a change.  A night off its level is marked, and every later one too until the
-    perplexity is back or the change is accepted."""
+    """Per test and machine ("tiny-cpu-fp32 on node-a"), every night's result (the last ``shown`` only, where given),
+    each perplexity compared with the level of the same model and blocks: the first night's, or the night the golden
+    value was recorded again, or the night from which a person accepted a change.  A night off its level is marked,
+    and every later one too until the perplexity is back or the change is accepted."""
     levels = (accepted or {}).get("accuracy", {})
+    records, show, order = _results_to_follow(store, test, node, shown, accepted or {})
     out: dict[str, list[AccuracyRow]] = {}
     state: dict[str, dict] = {}
-    for run, machine, r in accuracy_records(store, test, node):
-        key = f"{r['id']} on {machine}" if machine else r["id"]
+    for position, (run, machine, r) in enumerate(records):
+        key = _accuracy_key(r, machine)
         s = state.setdefault(key, {"level": None, "since": None, "last": None, "accepted": False})
         since = levels.get((r["id"], machine))
         if since is not None and not s["accepted"] and run.name.isdigit() and int(run.name) >= since:
             s.update(level=None, since=None, accepted=True)
         moved = None
         ppl = r.get("perplexity")
-        if isinstance(ppl, (int, float)) and not isinstance(ppl, bool):
+        if _number(ppl) is not None:
             level = s["level"]
             pins = (r.get("model_sha256"), r.get("blocks_sha256"))
             if level is None or pins != level[1] or r.get("expected") != level[2].get("expected"):
@@ -401,8 +541,9 @@ def accuracy_history(
                     f"since run {first[0].name}" + (f": {changed}" if changed else "")
                 )
             s["last"] = (run, r)
-        out.setdefault(key, []).append(AccuracyRow(run, r, moved))
-    return out
+        if show is None or position in show:
+            out.setdefault(key, []).append(AccuracyRow(run, r, moved))
+    return _in_order(out, order)
 
 
 def _accuracy_changes(before, first) -> str:
@@ -453,11 +594,6 @@ def render_accuracy(rows: dict[str, list[AccuracyRow]], markdown: bool = False) 
         out.append(f"  {key}")
         out += ["    " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
     return "\n".join(out).rstrip() + "\n"
-
-
-def last_rows(rows: dict, last: int) -> dict:
-    """Each series' last ``last`` rows (all for 0): judged over the whole history, shown for the nights asked."""
-    return {k: (v[-last:] if last else v) for k, v in rows.items()}
 
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"

@@ -2,8 +2,8 @@
 
 Reached by a ``postgresql://`` URL, or by libpq's own environment when the
 store is written ``postgresql:`` (PGHOST, PGPORT, PGDATABASE, PGUSER,
-PGSERVICE, ~/.pgpass): the client is psycopg 3 (``pip install
-pplgate[postgres]``).  Every value reaches SQL as a parameter.
+PGSERVICE, ~/.pgpass): the client is psycopg 3 (``pip install -r
+requirements-postgres.txt``, the extra ``pplgate[postgres]``).  Every value reaches SQL as a parameter.
 
 The schema carries its version (``pplgate_schema``): a pplgate that finds
 an older one upgrades it in one transaction, one that finds a newer one
@@ -120,7 +120,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-INSTALL = "install the PostgreSQL client with 'python -m pip install pplgate[postgres]' (psycopg 3)"
+INSTALL = (
+    "install the PostgreSQL client, psycopg 3: 'python -m pip install -r requirements-postgres.txt' in pplgate's "
+    'checkout (or "pplgate[postgres]" from its wheels)'
+)
 
 
 def _driver():
@@ -270,41 +273,92 @@ class PostgresStore:
             )
         return runs, []
 
-    def timing_rows(self, test: str | None = None, node: str | None = None):
-        """Every benchmark that is pplgate's, oldest first, as (seq, datetime, commit id, dirty, node, median, stddev,
-        rounds, extra_info): only what judging reads, from columns of their own."""
+    def timing_rows(self, test: str | None = None, node: str | None = None, seqs: list[int] | None = None):
+        """Every benchmark that is pplgate's (of the runs ``seqs`` only, where given), oldest first, as (seq,
+        position, datetime, commit id, dirty, node, median, stddev, rounds, extra_info): only what judging reads, from
+        columns of their own."""
         names = [name for name, _ in BENCH_COLUMNS if name not in ("median", "stddev", "rounds")]
+        where, params = _filters(("b.test", test), ("r.node", node), seqs=seqs)
         rows = self._select(
-            "SELECT r.seq, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
+            "SELECT r.seq, b.position, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
             f"b.median, b.stddev, b.rounds, {', '.join('b.' + n for n in names)} "
             "FROM pplgate_benchmarks b JOIN pplgate_runs r ON r.seq = b.run_seq "
-            f"WHERE b.test IS NOT NULL{_where('b.test', test)}{_where('r.node', node)} ORDER BY r.seq, b.position",
-            [v for v in (test, node) if v is not None],
+            f"WHERE b.test IS NOT NULL{where} ORDER BY r.seq, b.position",
+            params,
         )
         read = _Reader(BENCH_COLUMNS)
         out = []
         for row in rows:
-            extra = read.values(names, row[8:])
+            extra = read.values(names, row[9:])
             extra["conditions"] = {
                 "under_load": bool(extra.pop("under_load")),
                 "others_cpu_share": extra.pop("others_cpu_share"),
             }
-            out.append((*row[:8], extra))
+            out.append((*row[:9], extra))
         return out
 
-    def accuracy_rows(self, test: str | None = None, node: str | None = None):
-        """(seq, datetime, commit id, dirty, node, result) of every accuracy result, oldest first: the keys the
-        history reads."""
-        names = [name for name, _ in ACCURACY_COLUMNS]
+    def timing_lights(self, test: str | None = None, node: str | None = None):
+        """Every benchmark that is pplgate's, oldest first, as ``pplgate.window.Light``: the few numbers deciding its
+        verdict needs, without its extra_info."""
+        from pplgate.window import Light
+
+        where, params = _filters(("b.test", test), ("r.node", node))
         rows = self._select(
-            "SELECT r.seq, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
+            "SELECT b.run_seq, b.position, b.test, r.node, b.batch_size, b.intra_op_threads, b.provider_options, "
+            "b.blocks, b.scoring, b.median, coalesce(b.stddev, 0) / b.median, coalesce(b.rounds, 1), b.under_load, "
+            "b.perplexity IS NOT NULL, b.model_sha256, b.blocks_sha256, b.method "
+            "FROM pplgate_benchmarks b JOIN pplgate_runs r ON r.seq = b.run_seq "
+            f"WHERE b.test IS NOT NULL{where} ORDER BY b.run_seq, b.position",
+            params,
+        )
+        return [
+            Light((r[0], r[1]), r[0], r[2], r[3], r[4:9], r[9], r[10], r[11], bool(r[12]), r[14:17] if r[13] else None)
+            for r in rows
+        ]
+
+    def accuracy_rows(self, test: str | None = None, node: str | None = None, seqs: list[int] | None = None):
+        """(seq, position, datetime, commit id, dirty, node, result) of every accuracy result (of the runs ``seqs``
+        only, where given), oldest first: the keys the history reads."""
+        names = [name for name, _ in ACCURACY_COLUMNS]
+        where, params = _filters(("a.id", test), ("r.node", node), seqs=seqs)
+        rows = self._select(
+            "SELECT r.seq, a.position, r.datetime, r.commit_id, r.head -> 'commit_info' ->> 'dirty', r.node, "
             f"{', '.join('a.' + n for n in names)} "
             "FROM pplgate_accuracy a JOIN pplgate_runs r ON r.seq = a.run_seq "
-            f"WHERE true{_where('a.id', test)}{_where('r.node', node)} ORDER BY r.seq, a.position",
-            [v for v in (test, node) if v is not None],
+            f"WHERE a.id IS NOT NULL{where} ORDER BY r.seq, a.position",
+            params,
         )
         read = _Reader(ACCURACY_COLUMNS)
-        return [(*row[:5], read.values(names, row[5:])) for row in rows]
+        return [(*row[:6], read.values(names, row[6:])) for row in rows]
+
+    def accuracy_lights(self, test: str | None = None, node: str | None = None):
+        """Every accuracy result, oldest first, as ``pplgate.window.LightResult``: what following its level needs."""
+        from pplgate.window import LightResult
+
+        where, params = _filters(("a.id", test), ("r.node", node))
+        rows = self._select(
+            "SELECT a.run_seq, a.position, a.id, r.node, a.perplexity, a.model_sha256, a.blocks_sha256, a.expected "
+            "FROM pplgate_accuracy a JOIN pplgate_runs r ON r.seq = a.run_seq "
+            f"WHERE a.id IS NOT NULL{where} ORDER BY a.run_seq, a.position",
+            params,
+        )
+        decoded: dict = {}
+        out = []
+        for seq, position, test_, machine, perplexity, model, blocks, expected in rows:
+            if expected not in decoded:
+                decoded[expected] = None if expected is None else json.loads(expected)
+            out.append(
+                LightResult(
+                    (seq, position),
+                    seq,
+                    f"{test_} on {machine}" if machine else test_,
+                    (test_, machine),
+                    _number_text(perplexity),
+                    (model, blocks),
+                    decoded[expected],
+                )
+            )
+        return out
 
     def _select(self, sql: str, params: list) -> list:
         conn = self.connect()
@@ -328,31 +382,6 @@ class PostgresStore:
                 tuple(acceptance.record().values()),
             )
         return self.label
-
-
-# The extra_info keys judging reads (pplgate.timings, pplgate.verdicts, pplgate.history), and the SQL of each.
-_E = "b.bench -> 'extra_info'"
-_EXTRA = (
-    ("test", f"{_E} ->> 'test'"),
-    ("tokens", f"({_E} ->> 'tokens')::bigint"),
-    ("perplexity", f"({_E} ->> 'perplexity')::float8"),
-    ("batch_size", f"({_E} ->> 'batch_size')::int"),
-    ("intra_op_threads", f"({_E} ->> 'intra_op_threads')::int"),
-    ("provider_options", f"{_E} ->> 'provider_options'"),
-    ("blocks", f"({_E} ->> 'blocks')::int"),
-    ("scoring", f"{_E} ->> 'scoring'"),
-    ("onnxruntime", f"{_E} ->> 'onnxruntime'"),
-    ("onnxruntime_distribution", f"{_E} ->> 'onnxruntime_distribution'"),
-    ("providers", f"{_E} ->> 'providers'"),
-    ("driver", f"{_E} ->> 'driver'"),
-    ("model_sha256", f"{_E} ->> 'model_sha256'"),
-    ("blocks_sha256", f"{_E} ->> 'blocks_sha256'"),
-    ("method", f"{_E} ->> 'method'"),
-    ("under_load", f"({_E} -> 'conditions' ->> 'under_load')::bool"),
-    ("others_cpu_share", f"({_E} -> 'conditions' ->> 'others_cpu_share')::float8"),
-)
-_EXTRA_KEYS = tuple(k for k, _ in _EXTRA)
-_OBJECTS = ("provider_options", "providers", "method")  # JSON values, as the folder's runs hold them
 
 
 class _Guard:
@@ -385,9 +414,24 @@ def _first_line(err: Exception, spec: str) -> str:
     return printable(text)
 
 
-def _where(column: str, value: str | None) -> str:
-    """A filter on an indexed column, its value a parameter."""
-    return "" if value is None else f" AND {column} = %s"
+def _filters(*equal: tuple[str, str | None], seqs: list[int] | None = None) -> tuple[str, list]:
+    """`` AND column = %s`` for each value given, and the runs ``seqs`` where given: each value a parameter."""
+    sql = "".join(f" AND {column} = %s" for column, value in equal if value is not None)
+    params: list = [value for _, value in equal if value is not None]
+    if seqs is not None:
+        sql += " AND r.seq = ANY(%s)"
+        params.append(list(seqs))
+    return sql, params
+
+
+def _number_text(text: str | None) -> float | None:
+    """A JSON value's text as the number it holds; None for null, text, true or false (never a perplexity)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 class _Reader:

@@ -56,7 +56,7 @@ class Timing:
             "runtime": {k: extra.get(k) for k in RUNTIME},
             "under_load": bool(conditions.get("under_load")) if isinstance(conditions, dict) else False,
             "settings_key": repr(tuple(_frozen(extra.get(k)) for k in SETTINGS)),
-            "accuracy_key": (extra.get("model_sha256"), extra.get("blocks_sha256"), str(method)),
+            "accuracy_key": (extra.get("model_sha256"), extra.get("blocks_sha256"), repr(_frozen(method))),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)

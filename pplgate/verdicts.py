@@ -46,7 +46,7 @@ by how much and what else differs from the last such run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -348,22 +348,17 @@ def throughput_verdict(
             baseline_runs=len(baseline),
         )
     n = len(baseline)
-    medians = sorted([t.median_seconds for t in baseline])
-    center = _median_sorted(medians)
-    noise = max(
-        _median_sorted(sorted([t.spread for t in baseline])),
-        1.4826 * _median_sorted(sorted([abs(m - center) for m in medians])) / center,
+    kind, change, u = step(
+        [t.median_seconds for t in baseline],
+        [t.spread for t in baseline],
+        current.median_seconds,
+        current.spread,
+        current.rounds,
+        threshold,
     )
-    u = math.sqrt(noise**2 + current.spread**2 / current.rounds)
-    change = center / current.median_seconds - 1.0
     before_runtime, runtime = baseline[-1].runtime, current.runtime
     changed = {} if before_runtime == runtime else _changes(before_runtime, runtime)
-    held = None
-    if abs(change) > threshold and abs(change) > SIGMAS * u:
-        kind = Verdict.SLOWER if change < 0 else Verdict.FASTER
-        held = history.change_since(current)
-    else:
-        kind = Verdict.WITHIN_NOISE
+    held = history.change_since(current) if kind is not Verdict.WITHIN_NOISE else None
 
     def sentence() -> str:
         where = f"{_percent(change)} ± {u * 100:.0f}% tokens/s against the median of {n} runs"
@@ -386,6 +381,25 @@ def throughput_verdict(
     return ThroughputJudgment(
         current.test, kind, sentence, change, u, n, changed, held[0].run if held is not None else None
     )
+
+
+def step(
+    medians: list[float], spreads: list[float], median: float, spread: float, rounds: int, threshold: float
+) -> tuple[Verdict, float, float]:
+    """Slower, faster or within the noise: a run's median seconds per round against its baseline's (at least
+    BASELINE_MIN_RUNS runs); with the relative change in tokens/s and its uncertainty u.  The whole decision, shared by
+    the verdict and by ``pplgate.window``'s pass over a long history."""
+    medians = sorted(medians)
+    center = _median_sorted(medians)
+    noise = max(
+        _median_sorted(sorted(spreads)),
+        1.4826 * _median_sorted(sorted([abs(m - center) for m in medians])) / center,
+    )
+    u = math.sqrt(noise**2 + spread**2 / rounds)
+    change = center / median - 1.0
+    if abs(change) > threshold and abs(change) > SIGMAS * u:
+        return (Verdict.SLOWER if change < 0 else Verdict.FASTER), change, u
+    return Verdict.WITHIN_NOISE, change, u
 
 
 def _median_sorted(values: list[float]) -> float:
@@ -432,13 +446,22 @@ class JudgedTiming:
 
 
 def replay(
-    timings: list[Timing], accepted: dict | None = None, threshold: float = DEFAULT_THRESHOLD
+    timings: list[Timing],
+    accepted: dict | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    known: Mapping[int, bool] | None = None,
 ) -> tuple[Saved, list[JudgedTiming]]:
     """Judges each Timing against those before it, oldest first, as the gate did the night it ran; the history they
-    make, which knows what was a change (and so joins no baseline), and each one's verdicts."""
+    make, which knows what was a change (and so joins no baseline), and each one's verdicts.
+
+    ``known``: positions in ``timings`` whose verdict is known already (whether each was a change): they join the
+    history unjudged.  ``pplgate.window`` picks such runs to stand for the thousands before the runs shown."""
     saved = Saved(accepted=accepted)
     judged = []
-    for t in timings:
+    for i, t in enumerate(timings):
+        if known is not None and i in known:
+            saved.add(t, changed=known[i])
+            continue
         verdict = throughput_verdict(t, saved, threshold)
         judged.append(JudgedTiming(t, verdict, drift(t, saved)))
         saved.add(t, changed=verdict.verdict in (Verdict.SLOWER, Verdict.FASTER))

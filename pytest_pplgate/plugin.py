@@ -370,23 +370,29 @@ def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
     import warnings
 
     from pplgate.errors import PplgateError
-    from pplgate.history import SetAside, accepted_levels, stored_timings
+    from pplgate.history import (
+        SavedRun,
+        SetAside,
+        _commit,
+        replay_found,
+        saved_history,
+        timings_of_run,
+    )
     from pplgate.redact import printable
     from pplgate.store import FolderStore, open_store
-    from pplgate.verdicts import DEFAULT_THRESHOLD, replay
+    from pplgate.timings import UnreadableRun
+    from pplgate.verdicts import DEFAULT_THRESHOLD
 
     bench = getattr(pytestconfig, "_benchmarksession", None)  # pytest-benchmark's session, as its own fixture finds it
     if bench is None or getattr(bench, "disabled", False):
         return Saved()
-    found: list = []
+    threshold = DEFAULT_THRESHOLD if gate.settings.throughput_fail is None else gate.settings.throughput_fail
+    saved: Saved | None = None
     aside: list = []
-    acceptances: list = []
-    store = None
     if gate.settings.history is not None:
         try:
             with open_store(gate.settings.history) as store:
-                found, aside = stored_timings(store)
-                acceptances = store.acceptances()
+                saved, aside = saved_history(store, threshold)
         except PplgateError as err:
             warnings.warn(
                 pytest.PytestWarning(
@@ -395,17 +401,12 @@ def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
                 ),
                 stacklevel=2,
             )
-            store = None
-    if store is None:
+    if saved is None:
         storage = bench.storage
         if hasattr(storage, "query"):  # file storage: the files pytest-benchmark would compare with
-            local = FolderStore(Path(storage.path))
-            found, aside = stored_timings(local)
-            acceptances = local.acceptances()
-        else:  # another storage of pytest-benchmark's: what it loads
-            from pplgate.history import SavedRun, _commit, timings_of_run
-            from pplgate.timings import UnreadableRun
-
+            saved, aside = saved_history(FolderStore(Path(storage.path)), threshold)
+        else:  # another storage of pytest-benchmark's: what it loads, replayed as the gate judged it
+            found = []
             for path, data in storage.load():
                 try:
                     timings = timings_of_run(Path(str(path)).stem.split("_")[0], data)
@@ -413,14 +414,9 @@ def gate_history(pytestconfig: pytest.Config, gate: GateSession) -> Saved:
                     aside.append(SetAside(str(path), str(err)))
                     continue
                 found.append((SavedRun(str(path), "", _commit({})), timings))
+            saved = replay_found(found, {}, threshold)
     for run in aside:
         warnings.warn(pytest.PytestWarning(f"pplgate: {printable(run.line())}"), stacklevel=2)
-    # Replayed as the gate judged them, so what was a change joins no baseline.
-    saved, _ = replay(
-        [t for _, timings in found for t in timings],
-        accepted_levels(acceptances),
-        DEFAULT_THRESHOLD if gate.settings.throughput_fail is None else gate.settings.throughput_fail,
-    )
     return saved
 
 

@@ -485,7 +485,7 @@ def postgres_server():
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _unavailable("psycopg is not installed: 'python -m pip install pplgate[postgres]' to test the PostgreSQL store")
+        _unavailable("psycopg is not installed: 'python -m pip install -r requirements-postgres.txt' to test the PostgreSQL store")
     if os.environ.get(POSTGRES_ENV):
         yield os.environ[POSTGRES_ENV]
         return

@@ -77,3 +77,43 @@ def with_accuracy(run: dict, *records: dict, run_id: str | None = None) -> dict:
     import uuid
 
     return {**run, "pplgate": {"run_id": run_id or uuid.uuid4().hex, "accuracy": list(records)}}
+
+
+TESTS = ("tiny-cpu-fp32", "tiny-cpu-fp16")
+NODES = ("node-a", "node-b")
+
+
+def eventful(seed: int, n: int = 240) -> list[dict]:
+    """``n`` nights of two tests on two machines: noise, lasting steps up and down, runs under load, a second setting,
+    perplexities that move and come back, a new model, skipped results."""
+    rng = random.Random(seed)
+    level = {(t, m): 0.5 for t in TESTS for m in NODES}
+    ppl = {(t, m): 1234.5 for t in TESTS for m in NODES}
+    runs = []
+    for _ in range(n):
+        test, node = rng.choice(TESTS), rng.choice(NODES)
+        if rng.random() < 0.04:
+            level[test, node] *= rng.choice((1.25, 0.8))
+        if rng.random() < 0.05:
+            ppl[test, node] = rng.choice((1234.5, 1234.6, 1234.7))
+        loaded = rng.random() < 0.05
+        run = saved_run(
+            level[test, node] * (1 + rng.gauss(0, 0.01)) * (1.5 if loaded else 1.0),
+            perplexity=ppl[test, node],
+            onnxruntime=rng.choice(("1.31.1", "1.31.1", "1.31.1", "1.32.0")),
+            loaded=loaded,
+            node=node,
+            threads=0 if rng.random() < 0.9 else 1,
+        )
+        run = retest(run, test)
+        model = "m" * 64 if rng.random() < 0.97 else "n" * 64
+        result = accuracy(None if rng.random() < 0.05 else ppl[test, node], test=test, model=model)
+        runs.append(with_accuracy(run, result))
+    return runs
+
+
+def retest(run: dict, test: str) -> dict:
+    """``run`` with its benchmark of ``test``."""
+    run["benchmarks"][0]["name"] = f"test_throughput[{test}]"
+    run["benchmarks"][0]["extra_info"]["test"] = test
+    return run

@@ -18,3 +18,17 @@ def write_case(folder: Path, expected: dict, model: str = "builtin:tiny", name: 
         **top,
     }, indent=2))
     return path
+
+
+# A scratch project whose machine is reported idle: what its runs are judged to be must not depend on what else the
+# machine does (a parallel test run counts as load).
+IDLE_CONFTEST = """
+import pytest
+from pplgate.conditions import Conditions, Watch
+
+pytest_plugins = ["pytest_pplgate.plugin"]
+
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    monkeypatch.setattr(Watch, "stop", lambda self: Conditions(0.1, 0.1, 0.0, None, None, 2))
+"""

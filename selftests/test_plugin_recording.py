@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from scratch import IDLE_CONFTEST
 
 COMPUTED = {"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}}
 
@@ -12,7 +13,7 @@ COMPUTED = {"cpu-fp32": {"computed": "numpy-reference", "rel_tol": 1e-5}}
 @pytest.fixture
 def gate(scratch_gate):
     scratch_gate.ini(devices="cpu")
-    scratch_gate.tests("test_perplexity.py", "test_throughput.py")
+    scratch_gate.tests("test_perplexity.py", "test_throughput.py", conftest=IDLE_CONFTEST)
     scratch_gate.case(COMPUTED, max_blocks=1)
     return scratch_gate
 

@@ -7,11 +7,12 @@ import threading
 import pytest
 
 from pplgate.errors import PplgateError
-from pplgate.history import accuracy_history, judged, render_accuracy, render_table
+from pplgate.history import accuracy_history, judged, render_accuracy, render_table, saved_history, timings_of_run
+from pplgate.verdicts import drift, throughput_verdict
 from pplgate.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, StoreUnreachable
-from pplgate.store import FolderStore
+from pplgate.store import Acceptance, FolderStore
 from pplgate.transfer import export_store, import_folder
-from saved import STEADY, accuracy, saved_run, with_accuracy, write_storage
+from saved import NODES, STEADY, TESTS, accuracy, eventful, retest, saved_run, with_accuracy, write_storage
 
 
 def nights(n_slow: int = 0) -> list[dict]:
@@ -34,6 +35,34 @@ def test_a_folder_and_the_database_give_the_same_tables(postgres_url, tmp_path):
         assert len(moved.added) == 8 and moved.already == 0
         assert tables(store) == tables(FolderStore(folder))
         assert "slower (-20% ± 1%) since run 0006" in tables(store) and "from 1234.5 (run 0001) since run 0007" in tables(store)
+
+
+def test_the_last_nights_from_the_database_are_what_judging_every_night_in_a_folder_gives(postgres_url, tmp_path):
+    """The database reads a few numbers of every run, and only the runs the verdicts look back at whole."""
+    folder = FolderStore(write_storage(tmp_path / "bench", eventful(0)))
+    with PostgresStore(postgres_url) as store:
+        import_folder(folder.folder, store)
+        for target in (folder, store):
+            target.accept(Acceptance("throughput", "tiny-cpu-fp32", "node-a", "0150", "qa", "2026-12-01", "new driver"))
+        every = judged(folder).rows
+        assert render_table(judged(store, shown=6).rows) == render_table({t: r[-6:] for t, r in every.items()})
+        accepted = {"throughput": {("tiny-cpu-fp32", "node-a"): 150}}
+        full = accuracy_history(folder, accepted)
+        assert render_accuracy(accuracy_history(store, accepted, shown=6)) == render_accuracy(
+            {key: rows[-6:] for key, rows in full.items()}
+        )
+        # The gate's next run, judged against what it reads of each store.
+        tonight = [
+            t
+            for test in TESTS
+            for node in NODES
+            for seconds in (0.5, 0.7)
+            for t in timings_of_run("this run", retest(saved_run(seconds, perplexity=1234.9, node=node), test))
+        ]
+        (from_database, _), (from_folder, _) = saved_history(store), saved_history(folder)
+        for t in tonight:
+            assert throughput_verdict(t, from_database).sentence == throughput_verdict(t, from_folder).sentence
+            assert drift(t, from_database).sentence == drift(t, from_folder).sentence
 
 
 def test_importing_twice_adds_nothing_twice_and_export_gives_the_runs_back(postgres_url, tmp_path):
