@@ -207,6 +207,14 @@ def build_history_parser() -> argparse.ArgumentParser:
         help="also draw perplexity and tokens/s per saved run; the markdown links it",
     )
     p.add_argument(
+        "--html",
+        type=output_file,
+        default=None,
+        metavar="FILE",
+        help="also write the whole history as one self-contained page: the last night, the changes, two plots a "
+        "series (no network needed to open it)",
+    )
+    p.add_argument(
         "--fail-on-regression",
         action="store_true",
         help="exit 1 when the newest run of a test is slower beyond the threshold and the noise",
@@ -243,7 +251,7 @@ def history_main(argv: list[str]) -> int:
     regressions: list[str] = []
 
     def work() -> None:
-        for option, path in (("--plot", args.plot), ("--markdown", args.markdown)):
+        for option, path in (("--plot", args.plot), ("--markdown", args.markdown), ("--html", args.html)):
             if path is not None:
                 refuse_over_cases(path, option)
         with as_store(args.storage) as store, no_cycle_collection():
@@ -263,6 +271,14 @@ def history_main(argv: list[str]) -> int:
                 _emit(printable(aside.line()))
             if args.plot is not None:
                 plot_history(store, args.plot, args.threshold)
+            if args.html is not None:
+                from pplgate.page import write_page
+
+                every = judged(store, args.threshold, args.test, args.machine)
+                levels = accepted_levels(acceptances)
+                page = accuracy_history(store, levels, args.test, args.machine)
+                write_page(args.html, every, page, store.label, args.threshold)
+                _emit(f"wrote {args.html}")
         if args.markdown is not None:
             text = render_markdown(rows, *plot_reference(args.markdown, args.plot), set_aside=found.set_aside)
             text += render_accuracy(accuracy, markdown=True)

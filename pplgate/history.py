@@ -57,8 +57,10 @@ class Series:
     runs: list[int] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
     tokens_per_second_std: list[float] = field(default_factory=list)
-    perplexity: list[float] = field(default_factory=list)
+    perplexity: list[float] = field(default_factory=list)  # the timed blocks' (extra_info), not the whole split's
     kinds: list[Verdict] = field(default_factory=list)  # each run's verdict: slower, under load, ...
+    # The baseline's tokens/s each run was judged against; None where it was not judged (first, baseline, load).
+    baseline: list[float | None] = field(default_factory=list)
 
     @property
     def perplexity_change_percent(self) -> list[float]:
@@ -73,6 +75,7 @@ class History:
     # By label: the test id (tiny-cpu-fp32), with the machine and settings where a test has several.
     series: dict[str, Series]
     set_aside: list[SetAside] = field(default_factory=list)  # runs that could not be read: named, never drawn
+    threshold: float = DEFAULT_THRESHOLD  # the band around the baseline within which a run is not slower or faster
 
 
 _HEX = re.compile(r"[0-9a-f]*")
@@ -378,7 +381,8 @@ def _perplexity(t: Timing) -> float:
     return float("nan") if value is None else float(value)
 
 
-HEADER = ["run", "date", "machine", "commit", "tokens/s", "perplexity", "verdict"]
+# The perplexity a throughput run carries is its timed blocks', not the whole split's: the column says so.
+HEADER = ["run", "date", "machine", "commit", "tokens/s", "timed-blocks perplexity", "verdict"]
 
 
 def render_table(rows: dict[str, list[Row]]) -> str:
@@ -648,40 +652,80 @@ def read_history(storage, threshold: float = DEFAULT_THRESHOLD) -> History:
             s.tokens_per_second_std.append(t.tokens_per_second * t.spread)
             s.perplexity.append(_perplexity(t))
             s.kinds.append(r.verdict.verdict)
-    return History(runs, series, found.set_aside)
+            change = r.verdict.change
+            # change = tokens/s against the baseline's, less one: the baseline's tokens/s is this run's / (1 + change).
+            s.baseline.append(None if change is None else t.tokens_per_second / (1.0 + change))
+    return History(runs, series, found.set_aside, threshold)
 
 
 # How each verdict is marked on the tokens/s line.
 MARKS = {Verdict.SLOWER: ("v", "red"), Verdict.FASTER: ("^", "green")}
 
 
+def _when(run: SavedRun):
+    """A run's date as matplotlib takes it; None where it has none it can read."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(run.datetime.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def draw_history(history: History, title: str):
-    """The figure: per series, the median tokens/s with its spread above, perplexity change in percent below.
+    """The figure, 12 inches wide however many nights: per series, the median tokens/s with its rounds' spread as a
+    band, the baseline each night was judged against with the threshold around it, and below, the timed blocks'
+    perplexity change in percent.
 
     Runs taken under load are crosses off the line (never judged, never a
-    baseline); slower and faster verdicts are red and green triangles.
+    baseline); slower and faster verdicts are red and green triangles.  The
+    time axis is the runs' dates, ticked by matplotlib's date locator (labels
+    that never overlap); the runs' order where a date cannot be read.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # no display on CI nodes; chosen here, never at import
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(history.runs) + 4), 8), sharex=True)
+    dates = [_when(r) for r in history.runs]
+    timed = all(d is not None for d in dates)
+    position = dates if timed else list(range(len(history.runs)))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
     for name, s in history.series.items():
+        xs = [position[i] for i in s.runs]
         judged = [i for i, kind in enumerate(s.kinds) if kind is not Verdict.UNDER_LOAD]
-        loaded = [i for i, kind in enumerate(s.kinds) if kind is Verdict.UNDER_LOAD]
-        line = top.errorbar(
-            [s.runs[i] for i in judged],
-            [s.tokens_per_second[i] for i in judged],
-            yerr=[s.tokens_per_second_std[i] for i in judged],
-            marker="o",
-            capsize=3,
-            label=name,
+        tps = [s.tokens_per_second[i] for i in judged]
+        spread = [s.tokens_per_second_std[i] for i in judged]
+        (line,) = top.plot([xs[i] for i in judged], tps, marker="o", markersize=3, label=name)
+        color = line.get_color()
+        top.fill_between(
+            [xs[i] for i in judged],
+            [v - e for v, e in zip(tps, spread)],
+            [v + e for v, e in zip(tps, spread)],
+            color=color,
+            alpha=0.15,
+            linewidth=0,
         )
-        color = line[0].get_color()
+        based = [i for i, b in enumerate(s.baseline) if b is not None]
+        if based:
+            level = [s.baseline[i] or 0.0 for i in based]
+            top.step([xs[i] for i in based], level, where="mid", color=color, linestyle="--", linewidth=1,
+                     label=f"{name}: baseline, ±{history.threshold:.0%} band")  # fmt: skip
+            top.fill_between(
+                [xs[i] for i in based],
+                [b * (1 - history.threshold) for b in level],
+                [b * (1 + history.threshold) for b in level],
+                step="mid",
+                color=color,
+                alpha=0.07,
+                linewidth=0,
+            )
+        loaded = [i for i, kind in enumerate(s.kinds) if kind is Verdict.UNDER_LOAD]
         if loaded:
             top.scatter(
-                [s.runs[i] for i in loaded],
+                [xs[i] for i in loaded],
                 [s.tokens_per_second[i] for i in loaded],
                 marker="x",
                 color=color,
@@ -691,31 +735,40 @@ def draw_history(history: History, title: str):
             marked = [i for i, k in enumerate(s.kinds) if k == kind]
             if marked:
                 top.scatter(
-                    [s.runs[i] for i in marked],
+                    [xs[i] for i in marked],
                     [s.tokens_per_second[i] for i in marked],
                     marker=marker,
-                    s=120,
+                    s=80,
                     color=mark_color,
                     zorder=3,
                     label=f"{name}: {kind}",
                 )
         bottom.plot(
-            s.runs,
+            xs,
             s.perplexity_change_percent,
             marker="o",
+            markersize=3,
             color=color,
             label=f"{name} (first run: {s.perplexity[0]:.6g})",
         )
-    top.set_ylabel("tokens / s, median round (± stddev of rounds)")
+    top.set_ylabel("tokens / s, median round\n(band: the rounds' spread)")
     top.set_title(title)
-    bottom.set_ylabel("perplexity change from the first run (%)")
+    bottom.set_ylabel("perplexity of the timed blocks:\nchange from the first run (%)")
     bottom.axhline(0.0, color="grey", linewidth=0.8)
-    bottom.set_xlabel("saved run (date, commit)")
-    bottom.set_xticks(range(len(history.runs)), [r.label for r in history.runs], fontsize="small")
+    if timed:
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+        bottom.xaxis.set_major_locator(locator)
+        bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        bottom.set_xlabel("night (the run's date)")
+    else:
+        names = [r.name for r in history.runs]
+        bottom.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+        bottom.xaxis.set_major_formatter(FuncFormatter(lambda x, _: names[int(x)] if 0 <= x < len(names) else ""))
+        bottom.set_xlabel("saved run")
     for ax in (top, bottom):
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="best")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 

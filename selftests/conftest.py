@@ -528,3 +528,34 @@ def postgres_url(postgres_server):
     yield url
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by its driver (Debian's chromium and chromium-driver, .ci/run installs them) through
+    selenium: a real browser opens the history page.  Where none is installed, a skip with a sentence; in CI, a
+    failure."""
+    import shutil
+
+    def missing(why: str):
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (CI must open the page in a real browser: .ci/run installs chromium and chromium-driver)")
+        pytest.skip(why)
+
+    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        missing("no headless browser here: 'apt-get install chromium chromium-driver' to test the history page")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing("selenium is not installed: 'python -m pip install -r requirements.txt' to test the history page")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    yield chrome
+    chrome.quit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from pathlib import Path
@@ -108,6 +109,7 @@ def eventful(seed: int, n: int = 240) -> list[dict]:
         run = retest(run, test)
         model = "m" * 64 if rng.random() < 0.97 else "n" * 64
         result = accuracy(None if rng.random() < 0.05 else ppl[test, node], test=test, model=model)
+        run["datetime"] = (dt.datetime(2026, 1, 1, 2) + dt.timedelta(days=len(runs))).isoformat()
         runs.append(with_accuracy(run, result))
     return runs
 

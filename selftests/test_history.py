@@ -8,7 +8,7 @@ import pytest
 
 from pplgate.history import draw_history, judged_rows, read_history, render_markdown
 from pplgate.verdicts import Verdict
-from saved import STEADY, TOKENS, corrupt, saved_run, write_storage
+from saved import STEADY, TOKENS, corrupt, noisy, saved_run, write_storage
 
 
 def test_markdown_of_a_seven_run_history(tmp_path):
@@ -18,7 +18,7 @@ def test_markdown_of_a_seven_run_history(tmp_path):
     lines = text.splitlines()
     assert lines[:8] == [
         "## pplgate throughput history", "", "### tiny-cpu-fp32", "",
-        "| run | date | machine | commit | tokens/s | perplexity | verdict |",
+        "| run | date | machine | commit | tokens/s | timed-blocks perplexity | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         "| 0001 | 2026-11-01 02:00 | node-a | abcdef01 | 8,192 ± 82 | 1234.5 | first run |",
         "| 0002 | 2026-11-02 02:00 | node-a | abcdef01 | 8,031 ± 80 | 1234.5 | baseline (1 of 5) |",
@@ -44,7 +44,7 @@ def test_history_reads_pytest_benchmarks_own_spelling_of_the_storage(tmp_path, c
     monkeypatch.chdir(tmp_path)
     ran = cli("history", "--storage", "file://./bench")
     assert ran.code == 0, ran.err
-    assert ran.out.splitlines()[1].split() == ["run", "date", "machine", "commit", "tokens/s", "perplexity", "verdict"]
+    assert ran.out.splitlines()[1].split() == ["run", "date", "machine", "commit", "tokens/s", "timed-blocks", "perplexity", "verdict"]
     assert "node-a" in ran.out.splitlines()[2]
 
 
@@ -80,7 +80,27 @@ def test_the_plot_draws_a_line_per_series_with_load_and_verdicts_marked(tmp_path
     assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): under load, not judged" in labels
     assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): slower" in labels
     judged_line = top.get_lines()[0]
-    assert list(judged_line.get_xdata()) == [0, 1, 2, 3, 4, 6]  # the run under load is off the line
+    # Drawn by date; the run under load (the sixth night) is off the line.
+    assert [d.day for d in judged_line.get_xdata()] == [1, 2, 3, 4, 5, 7]
+    assert "tiny-cpu-fp32 (node-a, intra_op_threads=0): baseline, ±10% band" in labels
+    baseline = next(line for line in top.get_lines() if line.get_linestyle() == "--")
+    # The seventh night was judged against the median of the five steady ones: 4096 / 0.5 tokens/s.
+    assert baseline.get_ydata()[-1] == pytest.approx(TOKENS / 0.5)
+
+
+def test_sixty_nights_fit_a_fixed_width_with_dates_that_never_overlap(tmp_path):
+    """As found: 60 nights drew an 8,200-pixel-wide image with overlapping labels and no baseline."""
+    import datetime as dt
+
+    runs = noisy(60, 0.01)
+    for i, run in enumerate(runs):
+        run["datetime"] = (dt.datetime(2026, 9, 1, 2) + dt.timedelta(days=i)).isoformat()
+    fig = draw_history(read_history(write_storage(tmp_path / "bench", runs)), "t")
+    assert fig.get_size_inches()[0] * fig.dpi == 1200
+    fig.canvas.draw()
+    _, bottom = fig.axes
+    boxes = [label.get_window_extent() for label in bottom.get_xticklabels() if label.get_text()]
+    assert len(boxes) >= 3 and not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
 
 
 BENCH = ["benchmarks", 0]
