@@ -112,6 +112,16 @@ def test_the_page_in_a_browser_shows_the_night_the_changes_and_details_on_hover(
     assert tip.is_displayed()
     assert re.search(r"run 00\d\d · 2026-11-\d\d 02:00 · commit abcdef01 · machine node-a", tip.text), tip.text
     assert "runtime: onnxruntime 1.3" in tip.text and "settings: batch_size 1" in tip.text
+    # Dragging across the tokens/s plot zooms both plots of the series into those nights.
+    def x_range(i: int) -> list:
+        return browser.execute_script(f"var x = window.pplgate.charts[{i}].scales.x; return [x.min, x.max];")
+
+    whole = x_range(0)
+    ActionChains(browser).move_to_element_with_offset(plot, -width // 4, 0).click_and_hold().move_by_offset(
+        width // 4, 0
+    ).release().perform()
+    zoomed = x_range(0)
+    assert whole[0] < zoomed[0] < zoomed[1] < whole[1] and x_range(1) == zoomed
     # The filters hide what does not match.
     browser.execute_script(
         "var s = document.getElementById('filter-machine'); s.value = 'node-b'; s.dispatchEvent(new Event('change'))"

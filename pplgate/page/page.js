@@ -131,24 +131,13 @@
     tip.style.top = (window.scrollY + box.top + u.cursor.top + 14) + "px";
     tip.style.display = "block";
   }
-  function linked(group) {
-    return function (u, key) {
-      if (key !== "x" || group.busy) return;
-      group.busy = true;
-      group.charts.forEach(function (other) {
-        if (other !== u) other.setScale("x", {min: u.scales.x.min, max: u.scales.x.max});
-      });
-      group.busy = false;
-    };
-  }
-
-  function throughputChart(s, target, group) {
+  function throughputChart(s, target) {
     var d = sorted(s.throughput), pts = d.points;
     var calm = function (p) { return !p.load; };
     var opts = {
       title: "tokens/s (median round; band: the rounds' spread; open: under load, not judged)",
       width: width, height: 220, scales: {x: {time: d.timed}},
-      cursor: {sync: {key: s.id}},
+      cursor: {sync: {key: s.id}},  // one cursor, and one zoom, for a series' two plots
       legend: {live: false},
       series: [
         {label: d.timed ? "night" : "run"},
@@ -168,7 +157,7 @@
             " · " + p.cell + (p.load ? " (taken under load)" : "") + "\nruntime: " + p.runtime + "\nsettings: " + p.settings +
             (p.drift ? "\n" + p.drift : "");
         }); }],
-        setScale: [linked(group)],
+
       },
     };
     var values = [d.x,
@@ -181,7 +170,7 @@
     return new uPlot(opts, values, target);
   }
 
-  function accuracyChart(s, target, group) {
+  function accuracyChart(s, target) {
     var d = sorted(s.accuracy), pts = d.points;
     var has = function (p) { return p.pct != null; };
     var opts = {
@@ -205,7 +194,7 @@
             (p.reason ? ": " + p.reason : "") + (p.moved ? "\nmoved " + p.moved : "") + "\nruntime: " + p.runtime +
             "\nsettings: " + p.settings;
         }); }],
-        setScale: [linked(group)],
+
       },
     };
     var values = [d.x,
@@ -224,10 +213,8 @@
     block.appendChild(el("p", {cls: "series-note", text: (n ? n + " timed runs, last: " + last.cell : "no timed run") +
       " · " + s.accuracy.length + " accuracy results" + (n && judged < data.baseline_min ? " · baseline: " + judged + " of " + data.baseline_min : "")}));
     plots.appendChild(block);
-    var group = {charts: [], busy: false};
-    if (n) group.charts.push(throughputChart(s, block, group));
-    if (s.accuracy.some(function (p) { return p.pct != null; })) group.charts.push(accuracyChart(s, block, group));
-    charts.push.apply(charts, group.charts);
+    if (n) charts.push(throughputChart(s, block));
+    if (s.accuracy.some(function (p) { return p.pct != null; })) charts.push(accuracyChart(s, block));
   });
   document.addEventListener("mouseleave", function () { tip.style.display = "none"; });
 
@@ -240,6 +227,7 @@
     });
   }
 
+  window.pplgate = {charts: charts};  // the uPlot instances, for a reader's console and the selftests
   body.dataset.rendered = String(Math.round(performance.now() - started));
   body.dataset.charts = String(charts.length);
   // Drawn: the first frame after every plot was made, counted from the start of the page's navigation.
