@@ -10,7 +10,7 @@ import pytest
 from pplgate.history import accepted_levels, accuracy_history, judged
 from pplgate.page import page_data, render, write_page
 from pplgate.store import FolderStore
-from saved import STEADY, accuracy, saved_run, with_accuracy, write_storage
+from saved import STEADY, accuracy, eventful, saved_run, with_accuracy, write_storage
 
 
 def known_runs() -> list[dict]:
@@ -129,3 +129,14 @@ def test_the_page_in_a_browser_shows_the_night_the_changes_and_details_on_hover(
     assert [r.is_displayed() for r in browser.find_elements(By.CSS_SELECTOR, "#morning tbody tr")] == [False, True]
     shot = tmp_path / "history.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_series_are_grouped_by_case_device_precision_and_machine(tmp_path):
+    store = FolderStore(write_storage(tmp_path / "bench", eventful(1)))
+    data = page_data(judged(store), accuracy_history(store), "bench", 0.1)
+    assert [s["id"] for s in data["series"]] == [
+        "tiny-cpu-fp16 on node-a",
+        "tiny-cpu-fp16 on node-b",
+        "tiny-cpu-fp32 on node-a",
+        "tiny-cpu-fp32 on node-b",
+    ]

@@ -198,7 +198,8 @@ def page_data(judged: Judged, accuracy: dict[str, list[AccuracyRow]], store: str
         "store": store,
         "threshold": threshold,
         "made": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "series": list(series.values()),
+        # Grouped as a fleet is read: by case, then device, precision and machine.
+        "series": sorted(series.values(), key=lambda s: (s["case"], s["device"], s["precision"], s["machine"])),
         "morning": morning,
         "regressions": regressions,
         "set_aside": [{"where": a.where, "reason": a.reason} for a in judged.set_aside],
